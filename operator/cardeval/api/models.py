@@ -1,0 +1,388 @@
+"""The ``CardEvaluation`` API: the single source of truth.
+
+The CRD in ``crds/`` is generated from these models (``cardeval crd``), and a
+test fails when the committed file and the models disagree.  Field names are
+camelCase on the wire (Kubernetes convention) and snake_case in Python.
+
+Constraints that involve one field are ordinary pydantic constraints, which
+become OpenAPI bounds in the CRD.  Constraints across fields are written once
+as CEL (``x-kubernetes-validations``) and evaluated by the API server; the
+local runner checks the same conditions in Python (``validate_cross_fields``)
+so that ``cardeval run`` refuses what the API server would refuse.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "cardeval.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "CardEvaluation"
+PLURAL = "cardevaluations"
+
+# --- reusable constrained strings ------------------------------------------------
+
+#: An extended resource name: a domain prefix outside kubernetes.io and a name.
+EXTENDED_RESOURCE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,63}/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+#: A clause id (6.2.1.a) or a glob over ids (6.2.*, 6.1.a).
+CLAUSE_ID_PATTERN = r"^6(\.[0-9]{1,2}|\.[a-n])+$"
+CLAUSE_GLOB_PATTERN = r"^6(\.([0-9]{1,2}|[a-n]|\*))*(\.\*)?$"
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+ClauseId = Annotated[str, StringConstraints(pattern=CLAUSE_ID_PATTERN, max_length=16)]
+ClauseGlob = Annotated[str, StringConstraints(pattern=CLAUSE_GLOB_PATTERN, max_length=16)]
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=317)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+LongText = Annotated[str, StringConstraints(max_length=1024)]
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict:
+    """One CEL validation rule, as the CRD's x-kubernetes-validations wants it."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class ApiModel(BaseModel):
+    """Strict, camelCase on the wire: unknown fields are an error, not ignored."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True,
+        use_enum_values=True, validate_default=True,
+    )
+
+    def wire(self) -> dict:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --- enums -----------------------------------------------------------------------
+
+
+class CardType(str, Enum):
+    TRAINING = "training"
+    INFERENCE = "inference"
+
+
+class Profile(str, Enum):
+    """Depth of the evaluation: sizes, repeats and durations."""
+
+    QUICK = "quick"
+    STANDARD = "standard"
+    FULL = "full"
+
+
+class Launcher(str, Enum):
+    MPIJOB = "mpijob"
+    INDEXED_JOB = "indexed-job"
+
+
+class Verdict(str, Enum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    WARN = "Warn"
+    NOT_RUN = "NotRun"
+    ATTESTED = "Attested"
+    PARTIAL = "Partial"
+    ERROR = "Error"
+    NOT_APPLICABLE = "NotApplicable"
+
+
+class Phase(str, Enum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+
+
+# --- spec ------------------------------------------------------------------------
+
+
+class ClauseSelection(ApiModel):
+    """Which clauses to evaluate, as globs over clause ids (``6.2.*``)."""
+
+    include: list[ClauseGlob] = Field(default_factory=lambda: ["6.*"], max_length=128)
+    exclude: list[ClauseGlob] = Field(default_factory=list, max_length=128)
+
+
+class MultiNode(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"description": "Inter-node clauses (6.2.1.g, cluster linearity)."})
+
+    nodes: int = Field(default=2, ge=2, le=1024, description="nodes in one multi-node run")
+    launcher: Launcher = Launcher.MPIJOB
+
+
+class Evidence(ApiModel):
+    """An attestation for a clause no software can check (secure boot, MTBF...)."""
+
+    clause: ClauseId
+    attested_by: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = Field(
+        description="where the evidence is: a report id, a URL, a certificate number")
+    date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$", max_length=10)] | None = None
+    note: LongText | None = None
+
+
+class Taint(ApiModel):
+    key: LabelKey
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="only taints with this effect; all effects when unset")
+
+
+class OnPass(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("(has(self.removeTaints) && size(self.removeTaints) > 0) || "
+            "(has(self.addLabels) && size(self.addLabels) > 0)",
+            "onPass must remove a taint or add a label"),
+    ]})
+
+    remove_taints: list[Taint] = Field(default_factory=list, max_length=16)
+    add_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=16)
+
+    @model_validator(mode="after")
+    def _does_something(self) -> OnPass:
+        if not self.remove_taints and not self.add_labels:
+            raise ValueError("onPass must remove a taint or add a label")
+        return self
+
+
+class Admission(ApiModel):
+    on_pass: OnPass | None = None
+
+
+TRAINING_PREFIXES = ("6.1", "6.2", "6.4")
+INFERENCE_PREFIXES = ("6.1", "6.3", "6.4")
+
+_SPEC_RULES = [
+    cel("!has(self.thresholds) || (self.cardType == 'training' ? self.thresholds.all(k, !k.startsWith('6.3.')) "
+        ": self.thresholds.all(k, !k.startsWith('6.2.')))",
+        "thresholds name a clause of the other card type", "spec.thresholds"),
+    cel("!has(self.evidence) || (self.cardType == 'training' ? self.evidence.all(e, !e.clause.startsWith('6.3.')) "
+        ": self.evidence.all(e, !e.clause.startsWith('6.2.')))",
+        "evidence names a clause of the other card type", "spec.evidence"),
+    cel("!has(self.evidence) || self.evidence.all(e, self.evidence.exists_one(f, f.clause == e.clause))",
+        "evidence names the same clause twice", "spec.evidence"),
+    cel("!has(self.multiNode) || self.expectedCardsPerNode * self.multiNode.nodes <= 8192",
+        "multiNode.nodes × expectedCardsPerNode must not exceed 8192 cards", "spec.multiNode"),
+    cel("!self.resourceName.startsWith('kubernetes.io/') && !self.resourceName.startsWith('requests.')",
+        "resourceName must be an extended resource outside kubernetes.io", "spec.resourceName"),
+    cel("!has(self.clauses) || !has(self.clauses.include) || !has(self.clauses.exclude) || "
+        "self.clauses.include.all(p, !(p in self.clauses.exclude))",
+        "a clause pattern is both included and excluded", "spec.clauses"),
+]
+
+
+class EvaluationSpec(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
+
+    card_type: CardType = Field(description="training selects clause 6.2, inference 6.3")
+    resource_name: Annotated[str, StringConstraints(pattern=EXTENDED_RESOURCE_PATTERN, max_length=253)] = Field(
+        description="the device plugin's extended resource, e.g. nvidia.com/gpu")
+    node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=32)
+    expected_cards_per_node: int = Field(ge=1, le=64)
+    profile: Profile = Profile.QUICK
+    clauses: ClauseSelection = Field(default_factory=ClauseSelection)
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512,
+                                            pattern=r"^[^\s]+$")] = "ghcr.io/cardeval/workloads:0.1.0"
+    multi_node: MultiNode | None = None
+    thresholds: dict[ClauseId, Annotated[
+        dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)], float],
+        Field(max_length=16)]] = Field(default_factory=dict, max_length=64,
+                                       description="per-clause overrides of the standard's numbers")
+    evidence: list[Evidence] = Field(default_factory=list, max_length=64)
+    admission: Admission | None = None
+    item_timeout_seconds: int | None = Field(
+        default=None, ge=30, le=4 * 24 * 3600,
+        description="time limit of one work item; by default it follows the profile")
+    max_nodes_in_parallel: int = Field(default=50, ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> EvaluationSpec:
+        validate_cross_fields(self)
+        return self
+
+
+def validate_cross_fields(spec: EvaluationSpec) -> None:
+    """The Python twin of ``_SPEC_RULES`` (the API server evaluates the CEL)."""
+    other = "6.3." if spec.card_type == CardType.TRAINING.value else "6.2."
+    for key in spec.thresholds:
+        if key.startswith(other):
+            raise ValueError(f"thresholds: {key} is a clause of the other card type")
+    seen: set[str] = set()
+    for ev in spec.evidence:
+        if ev.clause.startswith(other):
+            raise ValueError(f"evidence: {ev.clause} is a clause of the other card type")
+        if ev.clause in seen:
+            raise ValueError(f"evidence: {ev.clause} is named twice")
+        seen.add(ev.clause)
+    if spec.multi_node and spec.expected_cards_per_node * spec.multi_node.nodes > 8192:
+        raise ValueError("multiNode: multiNode.nodes × expectedCardsPerNode must not exceed 8192 cards")
+    if spec.resource_name.startswith(("kubernetes.io/", "requests.")):
+        raise ValueError("resourceName: must be an extended resource outside kubernetes.io")
+    both = set(spec.clauses.include) & set(spec.clauses.exclude)
+    if both:
+        raise ValueError(f"clauses: {sorted(both)[0]} is both included and excluded")
+
+
+class ObjectMeta(ApiModel):
+    """The part of metadata a local file may carry; the API server owns the rest."""
+
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
+
+    name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generation: int | None = None
+    uid: str | None = None
+
+
+# --- status ----------------------------------------------------------------------
+
+
+class Condition(ApiModel):
+    """A condition as the Kubernetes API conventions define it."""
+
+    type: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=316)]
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+                                             max_length=1024)]
+    message: Annotated[str, StringConstraints(max_length=32768)] = ""
+    last_transition_time: datetime
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class VerdictCounts(ApiModel):
+    clauses: int = 0
+    passed: int = 0
+    failed: int = 0
+    warned: int = 0
+    not_run: int = 0
+    attested: int = 0
+    partial: int = 0
+    errored: int = 0
+    not_applicable: int = 0
+
+    def add(self, verdict: str) -> None:
+        field = {
+            Verdict.PASS.value: "passed", Verdict.FAIL.value: "failed", Verdict.WARN.value: "warned",
+            Verdict.NOT_RUN.value: "not_run", Verdict.ATTESTED.value: "attested",
+            Verdict.PARTIAL.value: "partial", Verdict.ERROR.value: "errored",
+            Verdict.NOT_APPLICABLE.value: "not_applicable",
+        }[verdict]
+        setattr(self, field, getattr(self, field) + 1)
+        self.clauses += 1
+
+    def merge(self, other: VerdictCounts) -> None:
+        for name in type(self).model_fields:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class ResultsRef(ApiModel):
+    """Where the per-clause detail of one node lives (it does not fit the status)."""
+
+    kind: Literal["ConfigMap", "File"]
+    name: Annotated[str, StringConstraints(max_length=4096)]
+    namespace: Annotated[str, StringConstraints(max_length=63)] | None = None
+
+
+class NodeSummary(ApiModel):
+    name: Annotated[str, StringConstraints(max_length=253)]
+    phase: Phase
+    compliant: bool | None = None
+    counts: VerdictCounts = Field(default_factory=VerdictCounts)
+    #: Clauses whose verdict keeps the node from compliance (bounded: the detail has all).
+    blocking: list[ClauseId] = Field(default_factory=list, max_length=64)
+    results_ref: ResultsRef | None = None
+    message: Annotated[str, StringConstraints(max_length=1024)] = ""
+
+
+class EvaluationStatus(ApiModel):
+    observed_generation: int | None = Field(default=None, ge=0)
+    phase: Phase = Phase.PENDING
+    compliant: bool | None = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    summary: VerdictCounts = Field(default_factory=VerdictCounts)
+    nodes_total: int = 0
+    nodes_done: int = 0
+    nodes_compliant: int = 0
+    excluded_clauses: list[ClauseId] = Field(default_factory=list, max_length=128)
+    nodes: list[NodeSummary] = Field(default_factory=list, max_length=5000)
+    message: Annotated[str, StringConstraints(max_length=1024)] = ""
+
+
+class CardEvaluation(ApiModel):
+    api_version: Literal["cardeval.io/v1alpha1"]
+    kind: Literal["CardEvaluation"]
+    metadata: ObjectMeta
+    spec: EvaluationSpec
+    status: EvaluationStatus | None = None
+
+
+# --- per-node detail ---------------------------------------------------------------
+
+
+class Measurement(ApiModel):
+    value: float | None = None
+    unit: str = ""
+    device: int | None = None
+    note: str = ""
+
+
+class ClauseResult(ApiModel):
+    clause: ClauseId
+    title: str
+    level: Literal["shall", "should", "may", "metric"]
+    verdict: Verdict
+    reason: str = ""
+    method: str = ""
+    workload: str | None = None
+    measurements: dict[str, Measurement] = Field(default_factory=dict)
+    evidence: Evidence | None = None
+    #: A measured metric's value relative to the A100 baseline of seed 003.
+    scores: dict[str, float] = Field(default_factory=dict)
+
+
+class NodeResult(ApiModel):
+    """Everything known about one node: one ConfigMap in a cluster, one file locally."""
+
+    evaluation: str
+    generation: int | None = None
+    node: str
+    card_type: CardType
+    profile: Profile
+    backend: str = ""
+    devices: list[dict] = Field(default_factory=list)
+    results: list[ClauseResult] = Field(default_factory=list)
+    counts: VerdictCounts = Field(default_factory=VerdictCounts)
+    compliant: bool | None = None
+    excluded_clauses: list[str] = Field(default_factory=list)
+
+
+def error_location(loc: tuple) -> str:
+    """pydantic's error location (already in wire names) as a path: ``spec.clauses.include[0]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        text = str(part)
+        if text.startswith(("function-", "constrained-")) or "[" in text:
+            continue
+        out += ("." if out else "") + text
+    return out or "(document)"

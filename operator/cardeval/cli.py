@@ -1,0 +1,134 @@
+"""``cardeval``: run an evaluation on this machine, show its plan, print the CRD.
+
+Exit codes (a pipeline can rely on them):
+  0  compliant for what ran: every selected shall clause is Pass or Attested
+  1  not compliant: a shall clause is Fail, NotRun, Partial (or Error, see 3)
+  2  invalid input: the file or the command line is wrong; nothing ran
+  3  harness error: at least one clause is Error and no shall clause failed outright,
+     so the answer is incomplete
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cardeval.api.crd import crd_yaml
+from cardeval.api.models import Verdict
+from cardeval.engine.facts import local_node_facts
+from cardeval.engine.load import InvalidInput, load_file
+from cardeval.engine.local_executor import LocalExecutor
+from cardeval.engine.local_run import evaluate
+from cardeval.engine.planner import NO_WORKLOAD, plan
+from cardeval.engine.report import summary_line, verdict_table
+
+EXIT_COMPLIANT, EXIT_NOT_COMPLIANT, EXIT_INVALID, EXIT_HARNESS = 0, 1, 2, 3
+DEVICES = ("auto", "cpu", "cuda", "rocm", "npu", "mlu", "musa", "xpu")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse exits 2 too, but with usage noise on a pipeline's stderr
+        print(f"cardeval: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cardeval", description="Validate AI accelerator cards against T/ISC 0056-2024.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run an evaluation on this machine's cards (or its CPU)")
+    run.add_argument("file")
+    run.add_argument("--out", default="cardeval-out", help="folder for status, per-node results, report")
+    run.add_argument("--json", action="store_true", help="print the status as JSON on stdout, nothing else")
+    run.add_argument("--device", choices=DEVICES, default="auto", help="backend for the workloads")
+    pl = sub.add_parser("plan", help="show what an evaluation would run")
+    pl.add_argument("file")
+    pl.add_argument("--json", action="store_true")
+    sub.add_parser("crd", help="print the CustomResourceDefinition")
+    return p
+
+
+def exit_code(results) -> int:
+    verdicts = [(r.level, r.verdict) for r in results]
+    if any(level == "shall" and v == Verdict.FAIL.value for level, v in verdicts):
+        return EXIT_NOT_COMPLIANT
+    if any(v == Verdict.ERROR.value for _, v in verdicts):
+        return EXIT_HARNESS
+    if any(level == "shall" and v not in (Verdict.PASS.value, Verdict.ATTESTED.value,
+                                          Verdict.NOT_APPLICABLE.value) for level, v in verdicts):
+        return EXIT_NOT_COMPLIANT
+    return EXIT_COMPLIANT
+
+
+def cmd_run(args) -> int:
+    evaluation = load_file(args.file)
+    out = Path(args.out)
+    quiet = args.json
+
+    def progress(item, run):
+        if quiet:
+            return
+        if run is None:
+            print(f"→ {item.workload:<12} for {', '.join(item.clauses)}", file=sys.stderr, flush=True)
+        else:
+            state = "ok" if run.usable else f"error: {run.failure()}"
+            print(f"  {item.workload:<12} {state}", file=sys.stderr, flush=True)
+
+    outcome = evaluate(evaluation, LocalExecutor(device=args.device, logs_dir=out / "logs"), out,
+                       progress=progress)
+    if args.json:
+        print(json.dumps(outcome.status.wire(), ensure_ascii=False))
+    else:
+        print(verdict_table(outcome.node))
+        print()
+        print(summary_line(outcome.status))
+        print(f"status: {out / 'status.json'}  report: {out / 'report.md'}  "
+              f"detail: {out / 'nodes' / (outcome.node.node + '.json')}")
+    return exit_code(outcome.node.results)
+
+
+def cmd_plan(args) -> int:
+    evaluation = load_file(args.file)
+    the_plan = plan(evaluation, [local_node_facts().name])
+    if args.json:
+        print(json.dumps({
+            "items": [{"name": i.name, "node": i.node, "workload": i.workload, "topology": i.topology.value,
+                       "cards": i.cards, "clauses": list(i.clauses), "timeoutSeconds": i.timeout_s}
+                      for i in the_plan.items],
+            "judgedWithoutWorkload": [c.id for c in the_plan.selected if c.topology in NO_WORKLOAD],
+            "missingWorkloads": the_plan.missing_workloads,
+            "excluded": [c.id for c in the_plan.excluded],
+        }, indent=2))
+        return 0
+    print(f"{len(the_plan.selected)} clauses selected, {len(the_plan.excluded)} excluded "
+          f"({evaluation.spec.card_type} card, profile {evaluation.spec.profile})")
+    for item in the_plan.items:
+        print(f"  run {item.workload:<12} [{item.topology.value}] on {item.node}: {', '.join(item.clauses)}")
+    judged = [c for c in the_plan.selected if c.topology in NO_WORKLOAD]
+    if judged:
+        print("  judged without a workload: " + ", ".join(c.id for c in judged))
+    for workload, clauses in the_plan.missing_workloads.items():
+        print(f"  NotRun (no {workload} workload yet): {', '.join(clauses)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already reported
+        return exc.code if isinstance(exc.code, int) else EXIT_INVALID
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "plan":
+            return cmd_plan(args)
+        sys.stdout.write(crd_yaml())
+        return 0
+    except InvalidInput as exc:
+        print(f"cardeval: invalid input: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

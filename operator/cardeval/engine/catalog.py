@@ -1,0 +1,393 @@
+"""The clause catalog of T/ISC 0056-2024, chapter 6, with the chapter-8 methods.
+
+Every requirement item is here, including those no workload checks yet: they
+are judged ``NotRun`` with the reason, never left out and never passed.
+Levels follow the standard's wording: 应 = shall, 宜 = should, 可 = may; the
+metric definitions of 6.2.5 and 6.3.5 have the level ``metric`` (they say how
+to measure, not what to reach).
+
+Thresholds are the standard's own numbers; ``spec.thresholds`` overrides them
+per clause by key.  Where the standard gives no number (``target accuracy``
+of a scaled-down reference case) the default is this product's, and the
+clause's ``note`` says so.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Mapping
+
+from cardeval.api.models import CardType
+from cardeval.engine.rules import (
+    AllOf, AttestOnly, ChecksAll, ChecksAny, DeviceField, DeviceFields, Duration, HostOs, Measured,
+    MetricsAtLeast, NeedsBmc, NeedsCards, NeedsCluster, Outcome, Rule, prefixed,
+)
+
+TRAINING = frozenset({CardType.TRAINING.value})
+INFERENCE = frozenset({CardType.INFERENCE.value})
+BOTH = TRAINING | INFERENCE
+
+
+class Topology(str, Enum):
+    """Where a clause's evidence comes from (SPEC §3)."""
+
+    CARD = "card"              # each card, measured alone, in a pod holding the node's cards
+    NODE = "node"              # all cards of a node together
+    MULTI_NODE = "multi-node"  # several nodes (MPIJob or Indexed Job)
+    CONTROL = "control"        # the Node object / the local host, no workload
+    PROBE = "probe"            # a privileged probe on the node (device plugin sockets)
+    BMC = "bmc"                # the server's BMC over Redfish
+    ATTEST = "attest"          # evidence in the spec
+
+
+@dataclass(frozen=True)
+class Clause:
+    id: str
+    title: str
+    text: str                  # the standard's wording, abridged
+    level: str                 # shall | should | may | metric
+    card_types: frozenset[str]
+    method: str                # chapter 8 reference
+    topology: Topology
+    rule: Rule
+    workloads: tuple[str, ...] = ()
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    attestable: bool = False
+    note: str = ""
+
+    def applies_to(self, card_type: str) -> bool:
+        return card_type in self.card_types
+
+    @property
+    def counts_for_compliance(self) -> bool:
+        return self.level == "shall"
+
+
+# --- shared pieces --------------------------------------------------------------
+
+PEAK_THRESHOLDS = {"int8_tops": 200.0, "bf16_tflops": 96.0, "fp16_tflops": 96.0, "fp32_tflops": 24.0}
+PEAK_RULE = MetricsAtLeast(
+    {"peak.int8": "int8_tops", "peak.bf16": "bf16_tflops", "peak.fp16": "fp16_tflops",
+     "peak.fp32": "fp32_tflops"})
+COLLECTIVE_OPS = ("all_reduce", "all_gather", "all_to_all", "gather", "reduce", "reduce_scatter",
+                  "scatter", "broadcast", "send_recv")
+COLLECTIVES_RULE = NeedsCards(ChecksAll(prefixed("collective.", (f"{op}.correct" for op in COLLECTIVE_OPS))))
+
+
+def _number(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return float("nan")
+
+
+def _pcie_ok(value: str, thresholds: Mapping[str, float]) -> bool:
+    return _number(value) >= thresholds["min_pcie_gen"]
+
+
+def _not_oam(values: Mapping[str, str]) -> str | None:
+    return "an OAM module: the PCIe-version requirement is for PCIe cards" \
+        if values.get("form_factor") == "oam" else None
+
+
+def _not_pcie(values: Mapping[str, str]) -> str | None:
+    return None if values.get("form_factor") == "oam" else \
+        f"form factor {values.get('form_factor', 'unknown')!r} is not OAM: the OAM-version requirement " \
+        "is for OAM modules"
+
+
+HOST_INTERFACE = DeviceField(
+    "pcie_gen_max", lambda v, t: _number(v) >= 1,
+    "a PCIe host link (PCIe cards attach over it, and so do OAM modules)")
+PCIE_VERSION = DeviceField("pcie_gen_max", _pcie_ok, "PCIe generation ≥ thresholds.min_pcie_gen",
+                           applies=_not_oam)
+OAM_VERSION = DeviceField("oam_version", lambda v, t: _number(v) >= t["min_oam_version"],
+                          "OAM ≥ thresholds.min_oam_version", applies=_not_pcie)
+MEMORY_TYPE = DeviceField(
+    "memory_type", lambda v, t: any(k in v.upper() for k in ("HBM", "GDDR", "LPDDR")),
+    "HBM, GDDR or LPDDR")
+ECC_ON = DeviceField("ecc_mode", lambda v, t: v.lower() == "enabled", "enabled")
+
+
+def _interface_clauses(card_types: frozenset[str], section: str, method: str) -> list[Clause]:
+    return [
+        Clause(f"{section}.c", "PCIe or OAM host interface", "应支持 PCIe 接口或 OAM 接口", "shall",
+               card_types, method, Topology.CARD, HOST_INTERFACE, ("info",), attestable=True),
+        Clause(f"{section}.d", "PCIe 4.0 or later (PCIe cards)", "PCIe 接口形态卡应支持 PCIe4.0 或以上版本",
+               "shall", card_types, method, Topology.CARD, PCIE_VERSION, ("info",),
+               {"min_pcie_gen": 4.0}, attestable=True),
+        Clause(f"{section}.e", "OAM 1.1 or later (OAM modules)", "OAM 接口形态卡应支持 OAM1.1 或以上版本",
+               "shall", card_types, method, Topology.CARD, OAM_VERSION, ("info",),
+               {"min_oam_version": 1.1}, attestable=True,
+               note="no software interface reports an OAM version; attest it for OAM modules"),
+        Clause(f"{section}.f", "High-bandwidth memory (HBM, GDDR or LPDDR)",
+               "应支持 HBM、GDDR、LPDDR 等高带宽内存中的一种或多种", "shall", card_types,
+               "8.3.2.2" if card_types == TRAINING else "8.4.2.2", Topology.CARD, MEMORY_TYPE, ("info",),
+               attestable=True),
+    ]
+
+
+def _reliability(card_types: frozenset[str], section: str, stress_method: str, ecc_method: str,
+                 mtbf_method: str) -> list[Clause]:
+    return [
+        Clause(f"{section}.b", "3×24 h stress test at full rated power", "应通过 3×24 小时压力测试", "shall",
+               card_types, stress_method, Topology.CARD,
+               Duration(("stress.no_errors", "stress.results_correct", "stress.device_present"),
+                        "stress.duration_s"),
+               ("stress",), {"duration_hours": 72.0},
+               note="the profile sets the duration; a shorter run is Partial, never Pass"),
+        Clause(f"{section}.c", "Memory error correction (ECC)", "宜支持内存错误修复（如基于 ECC）", "should",
+               card_types, ecc_method, Topology.CARD, ECC_ON, ("info",), attestable=True),
+        Clause(f"{section}.d", "MTBF test results", "宜具备 MTBF 测试结果", "should", card_types, mtbf_method,
+               Topology.ATTEST, AttestOnly("MTBF from accelerated life testing"), attestable=True),
+    ]
+
+
+# --- 6.1 general ----------------------------------------------------------------
+
+GENERAL = [
+    Clause("6.1.a", "Basic configuration readable by the OS",
+           "应内置生产厂家、产品型号、序列号、固件版本、显存信息等基础配置信息，且可被操作系统正常读取",
+           "shall", BOTH, "8.2.1", Topology.CARD,
+           DeviceFields(("vendor", "model", "serial", "firmware", "memory_total_bytes")), ("info",)),
+    Clause("6.1.b", "Serial number through the BMC equals the OS reading",
+           "应支持资产管理功能，可通过服务器远程管理系统读取加速卡的序列号信息，且应与操作系统读取的信息保持一致", "shall", BOTH,
+           "8.2.2", Topology.BMC, NeedsBmc("the card's serial number"), ()),
+    Clause("6.1.c", "Firmware version through the BMC equals the OS reading",
+           "应支持固件版本管理功能，可通过服务器远程管理系统读取加速卡的固件版本信息，且应与操作系统读取的信息保持一致", "shall", BOTH,
+           "8.2.3", Topology.BMC, NeedsBmc("the card's firmware version"), ()),
+    Clause("6.1.d", "Power through the BMC within 5 % of the OS reading",
+           "应支持功耗监控功能，可通过服务器远程管理系统读取加速卡的当前功耗信息，且与操作系统读取的功耗值差距应在 5%以内",
+           "shall", BOTH, "8.2.4", Topology.BMC, NeedsBmc("the card's power"), (),
+           {"max_deviation_pct": 5.0}),
+    Clause("6.1.e", "Temperature through the BMC within 5 % of the OS reading",
+           "应支持温度监控功能，可通过服务器远程管理系统读取加速卡的当前温度信息，且与操作系统读取的温度值差距应在 5%以内",
+           "shall", BOTH, "8.2.5", Topology.BMC, NeedsBmc("the card's temperature"), (),
+           {"max_deviation_pct": 5.0}),
+    Clause("6.1.f", "Supports a Linux operating system (Annex A.1)", "应支持至少一种 Linux 操作系统",
+           "shall", BOTH, "8.2.6", Topology.CONTROL, HostOs(xinchuang=False), attestable=True),
+    Clause("6.1.g", "Supports a 信创 (domestic IT innovation) operating system",
+           "应支持至少一种满足信息技术应用创新要求的操作系统", "shall", BOTH, "8.2.7", Topology.CONTROL,
+           HostOs(xinchuang=True), attestable=True,
+           note="the evaluation shows the node's own OS; a card validated on a 信创 OS elsewhere is attested"),
+    Clause("6.1.h", "Card↔CPU communication, both directions", "应具备与 CPU 的卡间通信功能", "shall", BOTH,
+           "8.2.8", Topology.CARD,
+           AllOf((ChecksAll(("transfer.h2d_correct", "transfer.d2h_correct")),
+                  Measured(("transfer.h2d_gbps", "transfer.d2h_gbps")))), ("transfer",)),
+    Clause("6.1.i", "Performance analysis (profiler) tool", "应支持加速卡性能分析工具", "shall", BOTH,
+           "8.2.9", Topology.CARD, ChecksAll(("profiler.trace_written", "profiler.device_activity")),
+           ("profiler",)),
+    Clause("6.1.j", "Partitioning / virtualisation of a whole card",
+           "宜具备虚拟化功能，支持通过虚拟化软件对整张物理加速卡进行切分", "should", BOTH, "8.2.10",
+           Topology.CARD, ChecksAll(("partition.ratio_matches", "partition.computes_correctly")),
+           ("partition",)),
+    Clause("6.1.k", "Over-current / over-power protection", "应具备电流过载或功率过载的保护机制", "shall",
+           BOTH, "8.2.11", Topology.CARD,
+           ChecksAll(("power_limit.within_limit", "power_limit.healthy_after"), unknown=Outcome.NOT_RUN),
+           ("power-limit",), {"tolerance_pct": 5.0}),
+    Clause("6.1.l", "Dynamic power management follows the load", "应具备面向业务负载的动态功耗性能管理机制",
+           "shall", BOTH, "8.2.12", Topology.CARD,
+           ChecksAll(("power_load.rises_with_load",), unknown=Outcome.NOT_RUN), ("power-load",)),
+    Clause("6.1.m", "Errors and exceptions are reported", "应具备针对错误或异常的处理及上报机制", "shall",
+           BOTH, "8.2.13", Topology.CARD, ChecksAll(("fault.reported", "fault.recovered")), ("fault",)),
+    Clause("6.1.n", "Cloud-native access: the device plugin reports the cards to Kubernetes",
+           "应具备云原生的接入能力，如支持 K8s 等技术", "shall", BOTH, "8.2.14", Topology.PROBE,
+           NeedsCluster("the device-plugin check (capacity, scheduling, plugin and kubelet APIs)"),
+           ("device-plugin",)),
+]
+
+# --- 6.2 training card ------------------------------------------------------------
+
+TRAINING_CLAUSES = [
+    Clause("6.2.1.a", "BF16, FP16 and FP32 supported", "应支持 BF16、FP16、FP32 数据精度类型", "shall",
+           TRAINING, "8.3.1.1", Topology.CARD, ChecksAll(("correct.bf16", "correct.fp16", "correct.fp32")),
+           ("compute",)),
+    Clause("6.2.1.b", "One or more of INT8, FP8, TF32", "宜支持 INT8、FP8、TF32 数据精度类型中的一种或多种",
+           "should", TRAINING, "8.3.1.1", Topology.CARD, ChecksAny(("correct.int8", "correct.fp8", "correct.tf32")),
+           ("compute",)),
+    Clause("6.2.1.c", "Mixed-precision training reaches the target accuracy", "应支持混合精度训练", "shall",
+           TRAINING, "8.3.1.2", Topology.CARD, ChecksAll(("train.amp.completed", "train.amp.reached_target")),
+           ("train",)),
+    Clause("6.2.1.d", "Custom operator development", "应支持自定义算子开发功能，如矩阵乘法、卷积等", "shall",
+           TRAINING, "8.3.1.3", Topology.CARD, ChecksAll(("custom_op.compiled", "custom_op.correct")),
+           ("custom-op",)),
+    Clause("6.2.1.e", "Operator types of T/CESA 1303-2023", "宜支持 T/CESA 1303-2023 中给出的算子类型",
+           "should", TRAINING, "8.3.1.4", Topology.CARD,
+           MetricsAtLeast({"op_coverage.fraction": "min_coverage"}), ("op-coverage",), {"min_coverage": 1.0}),
+    Clause("6.2.1.f", "Card-to-card interconnect within a server", "应支持服务器内部训练卡的卡间高速互联通信功能",
+           "shall", TRAINING, "8.3.1.5", Topology.NODE, NeedsCards(ChecksAll(("p2p.correct",))), ("p2p",)),
+    Clause("6.2.1.g", "High-performance communication between servers (RDMA)",
+           "应支持服务器之间训练卡间的高性能通信能力（如支持 RoCE、InfiniBand 等 RDMA 技术）", "shall", TRAINING,
+           "8.3.1.6", Topology.MULTI_NODE,
+           NeedsCards(ChecksAll(("internode.correct",)), min_cards=1, min_nodes=2), ("internode",)),
+    Clause("6.2.1.h", "Collective communication library and algorithms",
+           "应支持集合通讯库及典型的集合通信算法（如 all reduce、all gather 等）", "shall", TRAINING, "8.3.1.7",
+           Topology.NODE, COLLECTIVES_RULE, ("collectives",)),
+    Clause("6.2.1.i", "A parallel strategy (data, pipeline or tensor) trains to target",
+           "应支持数据并行、流水线并行、张量并行等并行策略中的一种或多种", "shall", TRAINING, "8.3.1.8",
+           Topology.NODE, NeedsCards(ChecksAll(("train_parallel.completed", "train_parallel.reached_target"))),
+           ("train-parallel",)),
+    Clause("6.2.1.j", "A software acceleration library speeds training up",
+           "宜支持软件加速库，通过软件层面优化加速模型训练", "should", TRAINING, "8.3.1.9", Topology.CARD,
+           ChecksAll(("accel_lib.reached_target", "accel_lib.faster")), ("accel-lib",)),
+    Clause("6.2.1.k", "Image and video decoding", "宜直接具备或与解码器配合实现图像和视频的解码能力", "should",
+           TRAINING, "8.3.1.10, 8.3.1.11", Topology.CARD, ChecksAny(("decode.video_correct", "decode.image_correct")),
+           ("decode",)),
+    Clause("6.2.2.a", "Peak compute ≥ 200 TOPS INT8, 96 TFLOPS BF16/FP16, 24 TFLOPS FP32",
+           "峰值计算性能宜不低于 200 TOPS (INT8)、96 TFLOPS (BF16)、96 TFLOPS (FP16)、24 TFLOPS (FP32)",
+           "should", TRAINING, "8.3.2.1", Topology.CARD, PEAK_RULE, ("compute",), PEAK_THRESHOLDS),
+    Clause("6.2.2.b", "Memory capacity ≥ 32 GB", "显存容量宜不小于 32GB", "should", TRAINING, "8.3.2.2",
+           Topology.CARD, MetricsAtLeast({"memory.capacity_gb": "min_gb"}), ("memory",), {"min_gb": 32.0},
+           note="GB = 10^9 bytes"),
+    Clause("6.2.2.c", "Memory bandwidth ≥ 600 GB/s", "显存带宽宜不低于 600GB/s", "should", TRAINING, "8.3.2.2",
+           Topology.CARD, MetricsAtLeast({"memory.bandwidth_gbps": "min_gbps"}), ("memory",), {"min_gbps": 600.0}),
+    Clause("6.2.2.d", "Intra-node aggregate interconnect ≥ 200 GB/s (bidirectional)",
+           "节点内卡间互联聚合带宽宜不低于 200GB/s（双向）", "should", TRAINING, "8.3.2.3", Topology.NODE,
+           NeedsCards(MetricsAtLeast({"p2p.aggregate_bidir_gbps": "min_gbps"})), ("p2p",), {"min_gbps": 200.0}),
+    Clause("6.2.3.a", "A deep-learning framework trains a model to target", "应支持至少一种深度学习框架", "shall",
+           TRAINING, "8.3.3.1", Topology.CARD, ChecksAll(("train.fp32.completed", "train.fp32.reached_target")),
+           ("train",)),
+    Clause("6.2.3.b", "A distributed training framework trains a model to target",
+           "应支持至少一种分布式训练框架", "shall", TRAINING, "8.3.3.2", Topology.NODE,
+           NeedsCards(ChecksAll(("train_parallel.completed", "train_parallel.reached_target"))),
+           ("train-parallel",)),
+    *_interface_clauses(TRAINING, "6.2.3", "8.3.3.3"),
+    Clause("6.2.4.a", "Resume from checkpoint after a fault",
+           "应支持模型断点续训功能，能够自动断点保存、故障诊断与上报、自动恢复训练等", "shall", TRAINING, "8.3.4.1",
+           Topology.CARD,
+           ChecksAll(("resume.checkpoint_saved", "resume.fault_reported", "resume.resumed_from_checkpoint",
+                      "resume.reached_target")), ("train-resume",)),
+    *_reliability(TRAINING, "6.2.4", "8.3.4.2", "8.3.4.3", "8.3.4.4"),
+    Clause("6.2.5.1", "Training time to target accuracy", "训练时间", "metric", TRAINING, "8.3.5.2",
+           Topology.CARD, Measured(("train.time_to_target_s",)), ("train",),
+           note="repeats: the chapter-8 middle value and the 6.2.5.1 mean, both reported"),
+    Clause("6.2.5.2", "Training throughput", "训练吞吐率", "metric", TRAINING, "8.3.5.2", Topology.CARD,
+           Measured(("train.throughput",)), ("train",)),
+    Clause("6.2.5.3", "Training power", "训练功耗", "metric", TRAINING, "8.3.5.2", Topology.CARD,
+           Measured(("train.power_w",)), ("train",)),
+    Clause("6.2.5.4", "Training energy efficiency (TFLOPs/W)", "训练能效", "metric", TRAINING, "8.3.5.2",
+           Topology.CARD, Measured(("train.efficiency_tflops_per_w",)), ("train",)),
+    Clause("6.2.5.5", "Full-precision training energy efficiency", "全精度训练能效", "metric", TRAINING,
+           "8.3.5.2", Topology.CARD, Measured(("efficiency.tensor_sum", "efficiency.vector_sum")), ("compute",)),
+    Clause("6.2.5.6", "Multi-card and cluster training linearity", "多卡训练线性度", "metric", TRAINING,
+           "8.3.5.2", Topology.NODE, NeedsCards(Measured(("linearity.card",))), ("train-parallel",)),
+    Clause("6.2.5.7", "Checkpoint save and load time", "检查点保存和加载时间", "metric", TRAINING, "8.3.5.2",
+           Topology.CARD, Measured(("checkpoint.save_s", "checkpoint.load_s")), ("train",)),
+]
+
+# --- 6.3 inference card -------------------------------------------------------------
+
+INFERENCE_CLAUSES = [
+    Clause("6.3.1.a", "INT8 and FP16 supported", "应支持 INT8、FP16 数据精度类型", "shall", INFERENCE, "8.4.1.1",
+           Topology.CARD, ChecksAll(("correct.int8", "correct.fp16")), ("compute",)),
+    Clause("6.3.1.b", "One or more of FP8, BF16, FP32, TF32",
+           "宜支持 FP8、BF16、FP32、TF32 数据精度类型中的一种或多种", "should", INFERENCE, "8.4.1.1", Topology.CARD,
+           ChecksAny(("correct.fp8", "correct.bf16", "correct.fp32", "correct.tf32")), ("compute",)),
+    Clause("6.3.1.c", "Custom operator development", "应支持自定义算子开发功能，如矩阵乘法、卷积等", "shall",
+           INFERENCE, "8.4.1.2", Topology.CARD, ChecksAll(("custom_op.compiled", "custom_op.correct")),
+           ("custom-op",)),
+    Clause("6.3.1.d", "Operator types of T/CESA 1303-2023", "宜支持 T/CESA 1303-2023 中给出的算子类型",
+           "should", INFERENCE, "8.4.1.3", Topology.CARD,
+           MetricsAtLeast({"op_coverage.fraction": "min_coverage"}), ("op-coverage",), {"min_coverage": 1.0}),
+    Clause("6.3.1.e", "Card-to-card interconnect within a server", "宜支持服务器内部推理卡的卡间高速互联通信功能",
+           "should", INFERENCE, "8.4.1.4", Topology.NODE, NeedsCards(ChecksAll(("p2p.correct",))), ("p2p",)),
+    Clause("6.3.1.f", "High-performance communication between servers (RDMA)",
+           "宜支持服务器之间推理卡间的高性能通信能力", "should", INFERENCE, "8.4.1.5", Topology.MULTI_NODE,
+           NeedsCards(ChecksAll(("internode.correct",)), min_cards=1, min_nodes=2), ("internode",)),
+    Clause("6.3.1.g", "Collective communication library and algorithms",
+           "应支持集合通讯库及典型的集合通信算法（如 all reduce、all gather 等）", "shall", INFERENCE, "8.4.1.6",
+           Topology.NODE, COLLECTIVES_RULE, ("collectives",)),
+    Clause("6.3.1.h", "Online serving: ≥3 models, HTTP/gRPC, dynamic load/unload, concurrency",
+           "应支持通过模型推理服务部署工具实现模型的在线服务部署和运行", "shall", INFERENCE, "8.4.1.7", Topology.NODE,
+           ChecksAll(("serving.models_ready", "serving.infer_correct", "serving.load_unload",
+                      "serving.concurrent_correct")), ("serving",)),
+    Clause("6.3.1.i", "A parallel inference strategy reaches accuracy",
+           "应支持流水线并行、张量并行等并行策略中的一种或多种", "shall", INFERENCE, "8.4.1.8", Topology.NODE,
+           NeedsCards(ChecksAll(("infer_parallel.completed", "infer_parallel.reached_target"))),
+           ("infer-parallel",)),
+    Clause("6.3.1.j", "Image and video decoding", "宜直接具备或与解码器配合实现图像和视频解码能力", "should",
+           INFERENCE, "8.4.1.9, 8.4.1.10", Topology.CARD,
+           ChecksAny(("decode.video_correct", "decode.image_correct")), ("decode",)),
+    Clause("6.3.2.a", "Peak compute ≥ 200 TOPS INT8, 96 TFLOPS BF16/FP16, 24 TFLOPS FP32",
+           "峰值计算性能宜不低于 200 TOPS (INT8)、96 TFLOPS (BF16)、96 TFLOPS (FP16)、24 TFLOPS (FP32)",
+           "should", INFERENCE, "8.4.2.1", Topology.CARD, PEAK_RULE, ("compute",), PEAK_THRESHOLDS),
+    Clause("6.3.2.b", "Memory capacity ≥ 16 GB", "显存容量宜不小于 16GB", "should", INFERENCE, "8.4.2.2",
+           Topology.CARD, MetricsAtLeast({"memory.capacity_gb": "min_gb"}), ("memory",), {"min_gb": 16.0},
+           note="GB = 10^9 bytes"),
+    Clause("6.3.2.c", "Memory bandwidth ≥ 300 GB/s", "显存带宽宜不低于 300GB/s", "should", INFERENCE, "8.4.2.2",
+           Topology.CARD, MetricsAtLeast({"memory.bandwidth_gbps": "min_gbps"}), ("memory",), {"min_gbps": 300.0}),
+    Clause("6.3.2.d", "≥ 96 streams of 1080p30 H.264/H.265 decoding",
+           "宜支持不低于 96 路 H.264、H.265 格式视频解码（1080P@30FPS）", "should", INFERENCE, "8.4.2.3",
+           Topology.CARD, MetricsAtLeast({"decode.video_streams_1080p30": "min_streams"}), ("decode",),
+           {"min_streams": 96.0}),
+    Clause("6.3.2.e", "≥ 4000 frames/s of 1080p JPEG decoding",
+           "宜支持不低于 4000 Frames/s 分辨率为 1080P 的 JPEG 格式图片解码", "should", INFERENCE, "8.4.2.4",
+           Topology.CARD, MetricsAtLeast({"decode.jpeg_fps_1080p": "min_fps"}), ("decode",), {"min_fps": 4000.0}),
+    Clause("6.3.3.a", "A deep-learning framework runs inference at target", "宜支持至少一种深度学习框架",
+           "should", INFERENCE, "8.4.3.1", Topology.CARD,
+           ChecksAll(("infer.framework.completed", "infer.framework.reached_target")), ("infer",)),
+    Clause("6.3.3.b", "An inference engine runs a converted model at target", "应支持至少一种深度学习推理引擎",
+           "shall", INFERENCE, "8.4.3.2", Topology.CARD,
+           ChecksAll(("infer.engine.completed", "infer.engine.reached_target")), ("infer",)),
+    *_interface_clauses(INFERENCE, "6.3.3", "8.4.3.3"),
+    Clause("6.3.3.g", "A model trained on another vendor's card, converted, reaches its accuracy",
+           "应支持部署运行经过模型格式转化的由不同厂商生产的加速卡所训练生成的模型", "shall", INFERENCE, "8.4.3.4",
+           Topology.CARD, ChecksAll(("infer.cross_vendor.completed", "infer.cross_vendor.reached_target")),
+           ("infer",)),
+    Clause("6.3.4.a", "Latency stays stable over repeated full passes",
+           "推理过程稳定运行，同一个模型连续多次推理的推理时延波动应相当", "shall", INFERENCE, "8.4.4.1", Topology.CARD,
+           AllOf((ChecksAll(("infer.stability.reached_target",)),
+                  MetricsAtLeast({"infer.stability.cv_pct": "max_cv_pct"}, at_most=True))),
+           ("infer",), {"max_cv_pct": 5.0},
+           note="'fluctuation comparable' is read as a coefficient of variation of the pass times ≤ max_cv_pct"),
+    *_reliability(INFERENCE, "6.3.4", "8.4.4.2", "8.4.4.3", "8.4.4.4"),
+    Clause("6.3.5.1", "Inference latency (batch 1; first token and per-token for generation)", "推理时延",
+           "metric", INFERENCE, "8.4.5.2", Topology.CARD, Measured(("infer.latency_ms",)), ("infer",)),
+    Clause("6.3.5.2", "Inference throughput", "推理吞吐率", "metric", INFERENCE, "8.4.5.2", Topology.CARD,
+           Measured(("infer.throughput",)), ("infer",)),
+    Clause("6.3.5.3", "Inference power", "推理功耗", "metric", INFERENCE, "8.4.5.2", Topology.CARD,
+           Measured(("infer.power_w",)), ("infer",)),
+    Clause("6.3.5.4", "Inference energy efficiency (TFLOPs/W)", "推理能效", "metric", INFERENCE, "8.4.5.2",
+           Topology.CARD, Measured(("infer.efficiency_tflops_per_w",)), ("infer",)),
+]
+
+# --- 6.4 security ---------------------------------------------------------------------
+
+SECURITY = [
+    Clause("6.4.a", "Secure boot verifies firmware stage by stage", "宜具备安全启动能力，逐级校验固件的完整性",
+           "should", BOTH, "8.5.1", Topology.ATTEST, AttestOnly("secure boot (design documents or certificates)"),
+           attestable=True),
+    Clause("6.4.b", "Hardware cryptography per GM/T 0008 (SM2/SM3/SM4)",
+           "应具备基于硬件的安全加解密能力，加解密功能应符合 GM/T 0008-2012 的相关规定", "shall", BOTH, "8.5.2",
+           Topology.CARD, ChecksAll(("crypto.encrypt_matches_host", "crypto.decrypt_matches_host")), ("crypto",),
+           attestable=True, note="runs when the vendor declares a crypto command; otherwise attest"),
+    Clause("6.4.c", "Model and data encryption with the hardware crypto",
+           "可基于硬件的密码运算功能支持模型和数据加解密的保护能力", "may", BOTH, "8.5.3", Topology.CARD,
+           ChecksAll(("crypto.model_roundtrip", "crypto.link_encrypted")), ("crypto",), attestable=True),
+    Clause("6.4.d", "True random number generator (TRNG)", "宜具备 TRNG 真随机数发生器", "should", BOTH, "8.5.4",
+           Topology.ATTEST, AttestOnly("the TRNG (design documents or certificates)"), attestable=True),
+]
+
+CLAUSES: tuple[Clause, ...] = tuple(GENERAL + TRAINING_CLAUSES + INFERENCE_CLAUSES + SECURITY)
+BY_ID: dict[str, Clause] = {c.id: c for c in CLAUSES}
+
+
+def clauses_for(card_type: str) -> list[Clause]:
+    return [c for c in CLAUSES if c.applies_to(card_type)]
+
+
+def matches(clause_id: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(clause_id, p) or clause_id == p for p in patterns)
+
+
+def select(card_type: str, include: list[str], exclude: list[str]) -> tuple[list[Clause], list[Clause]]:
+    """(selected, excluded) clauses of this card type, in catalog order."""
+    chosen, dropped = [], []
+    for clause in clauses_for(card_type):
+        if matches(clause.id, include) and not matches(clause.id, exclude):
+            chosen.append(clause)
+        else:
+            dropped.append(clause)
+    return chosen, dropped

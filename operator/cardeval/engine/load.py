@@ -1,0 +1,107 @@
+"""Reading an evaluation file, with one-line errors that name the field.
+
+Everything the API server would refuse (schema, CEL) is refused here too, and
+so is what only the catalog knows: a threshold key the clause does not have,
+evidence for a clause that must be measured, a pattern that selects nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from cardeval.api.models import API_VERSION, KIND, CardEvaluation, error_location
+from cardeval.engine import catalog
+
+
+class InvalidInput(ValueError):
+    """The evaluation cannot be run as written; the message names the field."""
+
+
+def load_file(path: str | Path) -> CardEvaluation:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"{p}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{p}: cannot read: {exc}") from None
+    return load_text(text, str(p))
+
+
+def load_text(text: str, source: str = "<input>") -> CardEvaluation:
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInput(f"{source}: not valid YAML{where}: {problem}") from None
+    if not docs:
+        raise InvalidInput(f"{source}: empty document; expected a {KIND}")
+    if len(docs) > 1:
+        raise InvalidInput(f"{source}: {len(docs)} YAML documents; expected exactly one {KIND}")
+    return from_mapping(docs[0], source)
+
+
+def from_mapping(doc: object, source: str = "<input>") -> CardEvaluation:
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{source}: the document is a {_kind_of(doc)}, expected a mapping (a {KIND})")
+    if doc.get("apiVersion") != API_VERSION:
+        raise InvalidInput(f"{source}: apiVersion: expected {API_VERSION!r}, got {doc.get('apiVersion')!r}")
+    if doc.get("kind") != KIND:
+        raise InvalidInput(f"{source}: kind: expected {KIND!r}, got {doc.get('kind')!r}")
+    try:
+        evaluation = CardEvaluation.model_validate(doc)
+    except ValidationError as exc:
+        raise InvalidInput(f"{source}: {describe_validation_error(exc)}") from None
+    check_against_catalog(evaluation, source)
+    return evaluation
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = error_location(err["loc"])
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    elif "input" in err and err["type"] not in ("value_error",) and not isinstance(err["input"], (dict, list)):
+        msg = f"{msg} (got {err['input']!r})"
+    msg = msg.removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {msg}{more}"
+
+
+def check_against_catalog(evaluation: CardEvaluation, source: str) -> None:
+    spec = evaluation.spec
+    for i, pattern in enumerate(spec.clauses.include):
+        if not any(catalog.matches(c.id, [pattern]) for c in catalog.clauses_for(spec.card_type)):
+            raise InvalidInput(f"{source}: spec.clauses.include[{i}]: {pattern!r} selects no clause "
+                               f"of a {spec.card_type} card")
+    for clause_id, values in spec.thresholds.items():
+        clause = catalog.BY_ID.get(clause_id)
+        if clause is None or not clause.applies_to(spec.card_type):
+            raise InvalidInput(f"{source}: spec.thresholds.{clause_id}: no such clause for a "
+                               f"{spec.card_type} card")
+        for key in values:
+            if key not in clause.thresholds:
+                known = ", ".join(sorted(clause.thresholds)) or "none"
+                raise InvalidInput(f"{source}: spec.thresholds.{clause_id}.{key}: clause {clause_id} has no "
+                                   f"threshold {key!r} (it has: {known})")
+    for i, ev in enumerate(spec.evidence):
+        clause = catalog.BY_ID.get(ev.clause)
+        if clause is None or not clause.applies_to(spec.card_type):
+            raise InvalidInput(f"{source}: spec.evidence[{i}].clause: no clause {ev.clause} for a "
+                               f"{spec.card_type} card")
+        if not clause.attestable:
+            raise InvalidInput(f"{source}: spec.evidence[{i}].clause: {ev.clause} is measured, "
+                               "it cannot be attested")
+
+
+def _kind_of(value: object) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__)

@@ -1,0 +1,279 @@
+"""The result envelope: the one contract between a workload and the engine.
+
+Every workload prints exactly one envelope. Both sides import this module, and
+nothing else of each other: the operator image has no torch and the workload
+image has no kopf, so this module depends on pydantic and the standard library
+only (an import-linter contract keeps it so).
+
+Two renderings exist because Kubernetes gives two channels:
+
+* the full envelope, printed on stdout as one line after ``ENVELOPE_MARKER``
+  (the local executor reads it from the process, the operator from pod logs);
+* the compact envelope, written to the termination-message file, which the
+  kubelet truncates at 4 KiB.  It keeps what verdicts need (checks, metric
+  values, errors, device identity) and drops samples and power traces.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Bump the suffix on any incompatible change; the engine refuses other versions.
+ENVELOPE_VERSION = "cardeval.io/envelope/v1"
+
+#: Prefix of the stdout line that carries the full envelope.
+ENVELOPE_MARKER = "::cardeval-envelope::"
+
+#: The kubelet's limit for a termination message.
+TERMINATION_MESSAGE_LIMIT = 4096
+
+#: Where a container writes its termination message unless the pod says otherwise.
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Stats(_Strict):
+    """Statistics over the repeats of one measurement."""
+
+    n: int = Field(ge=0)
+    mean: float
+    median: float
+    min: float
+    max: float
+    stdev: float = Field(ge=0)
+    samples: list[float] = Field(default_factory=list, max_length=1024)
+
+    @classmethod
+    def of(cls, values: list[float], keep_samples: bool = True) -> Stats:
+        if not values:
+            raise ValueError("statistics of no values")
+        ordered = sorted(values)
+        n = len(ordered)
+        mean = sum(ordered) / n
+        mid = n // 2
+        median = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        var = sum((v - mean) ** 2 for v in ordered) / (n - 1) if n > 1 else 0.0
+        return cls(
+            n=n, mean=mean, median=median, min=ordered[0], max=ordered[-1],
+            stdev=math.sqrt(var), samples=list(values)[:1024] if keep_samples else [],
+        )
+
+
+class Metric(_Strict):
+    """One measured quantity. ``value`` is the figure a verdict uses."""
+
+    name: str = Field(min_length=1, max_length=128)
+    value: float | None = None
+    unit: str = Field(default="", max_length=32)
+    stats: Stats | None = None
+    device: int | None = Field(default=None, description="card index, None for node-wide")
+    labels: dict[str, str] = Field(default_factory=dict)
+    #: Why ``value`` is None (unsupported, unreadable...). Never a made-up number.
+    unavailable: str | None = Field(default=None, max_length=512)
+
+    @model_validator(mode="after")
+    def _value_or_reason(self) -> Metric:
+        if self.value is None and not self.unavailable:
+            raise ValueError(f"metric {self.name!r}: no value and no reason it is unavailable")
+        if self.value is not None and not math.isfinite(self.value):
+            raise ValueError(f"metric {self.name!r}: value {self.value!r} is not finite")
+        return self
+
+
+class Check(_Strict):
+    """A named yes/no finding. ``ok=None`` means it could not be determined."""
+
+    name: str = Field(min_length=1, max_length=128)
+    ok: bool | None
+    detail: str = Field(default="", max_length=1024)
+    observed: str | float | int | bool | None = None
+    expected: str | float | int | bool | None = None
+    device: int | None = None
+
+
+class InfoField(_Strict):
+    """A management value read from the card, or the reason it could not be."""
+
+    value: str | None = None
+    source: str = Field(default="", max_length=64, description="nvml, sysfs, torch, vendor tool...")
+    unavailable: str | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="after")
+    def _value_or_reason(self) -> InfoField:
+        if self.value is None and not self.unavailable:
+            raise ValueError("a field with no value must say why it is unavailable")
+        return self
+
+
+class DeviceIdentity(_Strict):
+    """What a workload learned about one card (or the host CPU standing in)."""
+
+    index: int = Field(ge=0)
+    backend: str = Field(max_length=32, description="cuda, rocm, npu, mlu, musa, xpu, cpu...")
+    name: str = Field(default="", max_length=256)
+    is_accelerator: bool = True
+    fields: dict[str, InfoField] = Field(default_factory=dict)
+
+
+class PowerSample(_Strict):
+    t: float = Field(description="seconds since the workload started")
+    device: int = Field(ge=0)
+    watts: float | None = None
+    energy_j: float | None = None
+    temperature_c: float | None = None
+    sm_clock_mhz: float | None = None
+    utilization_pct: float | None = None
+
+
+class Envelope(_Strict):
+    """Everything one workload run reports."""
+
+    api_version: Literal["cardeval.io/envelope/v1"] = Field(default=ENVELOPE_VERSION, alias="apiVersion")
+    workload: str = Field(min_length=1, max_length=64)
+    status: Literal["ok", "error"] = "ok"
+    started_at: datetime = Field(alias="startedAt")
+    finished_at: datetime = Field(alias="finishedAt")
+    host: str = Field(default="", max_length=253)
+    backend: str = Field(default="", max_length=32)
+    profile: str = Field(default="", max_length=32)
+    params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    devices: list[DeviceIdentity] = Field(default_factory=list, max_length=64)
+    metrics: list[Metric] = Field(default_factory=list, max_length=4096)
+    checks: list[Check] = Field(default_factory=list, max_length=4096)
+    power: list[PowerSample] = Field(default_factory=list, max_length=100_000)
+    errors: list[str] = Field(default_factory=list, max_length=64)
+    versions: dict[str, str] = Field(default_factory=dict)
+    #: True when this is the compact rendering (samples and power dropped).
+    compact: bool = False
+
+    @field_validator("errors")
+    @classmethod
+    def _short_errors(cls, errors: list[str]) -> list[str]:
+        return [e[:2000] for e in errors]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Envelope:
+        if self.finished_at < self.started_at:
+            raise ValueError("finishedAt is before startedAt")
+        if self.status == "error" and not self.errors:
+            raise ValueError("status is error but no error is given")
+        names = [(m.name, m.device, tuple(sorted(m.labels.items()))) for m in self.metrics]
+        if len(names) != len(set(names)):
+            raise ValueError("a metric is reported twice for the same device and labels")
+        return self
+
+    # --- lookups the judge uses -------------------------------------------------
+
+    def metric(self, name: str, device: int | None = None, **labels: str) -> Metric | None:
+        for m in self.metrics:
+            if m.name == name and (device is None or m.device == device) and all(
+                m.labels.get(k) == v for k, v in labels.items()
+            ):
+                return m
+        return None
+
+    def metrics_named(self, name: str) -> list[Metric]:
+        return [m for m in self.metrics if m.name == name]
+
+    def checks_named(self, name: str) -> list[Check]:
+        return [c for c in self.checks if c.name == name]
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    # --- renderings -------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+    def stdout_line(self) -> str:
+        return ENVELOPE_MARKER + self.to_json()
+
+    def to_compact_json(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+        """The verdict-bearing part, guaranteed to fit in ``limit`` bytes.
+
+        Shedding order: samples and power first, then device fields, then
+        check details, then metrics labelled as detail; if it still does not
+        fit, an error envelope says so (the full envelope is still in the logs).
+        """
+        slim = self.model_copy(deep=True)
+        slim.compact = True
+        slim.power = []
+        slim.params = {}
+        for m in slim.metrics:
+            if m.stats is not None:
+                m.stats = m.stats.model_copy(update={"samples": []})
+        steps = [
+            lambda e: setattr(e, "versions", {}),
+            lambda e: [setattr(m, "stats", None) for m in e.metrics],
+            lambda e: [d.fields.clear() for d in e.devices],
+            lambda e: [setattr(c, "detail", c.detail[:80]) for c in e.checks],
+            lambda e: setattr(e, "metrics", [m for m in e.metrics if m.labels.get("detail") != "true"]),
+            lambda e: setattr(e, "devices", []),
+        ]
+        text = slim.to_json()
+        for step in steps:
+            if len(text.encode()) <= limit:
+                return text
+            step(slim)
+            text = slim.to_json()
+        if len(text.encode()) <= limit:
+            return text
+        overflow = Envelope(
+            workload=self.workload, status="error", startedAt=self.started_at,
+            finishedAt=self.finished_at, host=self.host, backend=self.backend, compact=True,
+            errors=[f"compact envelope is {len(text.encode())} bytes, over the {limit}-byte "
+                    "termination-message limit; read the full envelope from the logs"],
+        )
+        return overflow.to_json()
+
+
+class EnvelopeError(ValueError):
+    """The output of a workload could not be read as an envelope."""
+
+
+def parse_envelope(text: str) -> Envelope:
+    """Parse one envelope from JSON text, with a reason a user can act on."""
+    text = text.strip()
+    if not text:
+        raise EnvelopeError("empty result")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EnvelopeError(f"result is not JSON ({exc.msg} at char {exc.pos}); "
+                            f"it starts with {text[:60]!r}") from None
+    if not isinstance(raw, dict):
+        raise EnvelopeError(f"result is a JSON {type(raw).__name__}, not an object")
+    version = raw.get("apiVersion")
+    if version != ENVELOPE_VERSION:
+        raise EnvelopeError(f"result apiVersion is {version!r}, expected {ENVELOPE_VERSION!r}")
+    try:
+        return Envelope.model_validate(raw)
+    except ValueError as exc:
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "envelope"
+        raise EnvelopeError(f"invalid result at {where}: {first.get('msg')}") from None
+
+
+def find_envelope_in_output(output: str) -> Envelope:
+    """Find the envelope line in a workload's stdout (or a pod's log)."""
+    lines = [ln for ln in output.splitlines() if ln.startswith(ENVELOPE_MARKER)]
+    if not lines:
+        tail = output.strip().splitlines()[-1:] or [""]
+        raise EnvelopeError(f"no result envelope in the output; last line was {tail[0][:200]!r}")
+    if len(lines) > 1:
+        raise EnvelopeError(f"{len(lines)} result envelopes in the output; expected one")
+    return parse_envelope(lines[0][len(ENVELOPE_MARKER):])
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
