@@ -208,3 +208,32 @@ def test_exit_codes():
     runs = {"compute": WorkloadRun("compute", envelope=_compute(ok={"fp16": False}))}
     _, result = _judge(include="['6.2.1.a', '6.2.1.b', '6.2.2.a']", runs=runs)
     assert exit_code(result.results) == 1
+
+
+def _train_env(samples, nonconverged=""):
+    from cardeval_workloads.envelope import Stats
+    m = metric("train.time_to_target_s", samples[0], "s", device=0,
+               **({"nonconverged": nonconverged} if nonconverged else {}))
+    m.stats = Stats.of(samples)
+    return envelope("train", metrics=[m])
+
+
+def test_repeated_metric_uses_the_chapter8_middle_value(monkeypatch):
+    from cardeval.engine import planner
+    monkeypatch.setattr(planner, "WORKLOADS", planner.WORKLOADS | {"train"})
+    runs = {"train": WorkloadRun("train", envelope=_train_env([100.0, 90.0, 95.0, 300.0, 97.0]))}
+    by_id, _ = _judge(include="['6.2.5.1']", runs=runs)
+    r = by_id["6.2.5.1"]
+    assert r.verdict == Verdict.PASS
+    assert r.measurements["train.time_to_target_s"].value == 97.0  # drops 90 and 300
+    assert r.measurements["train.time_to_target_s.mean_trimmed"].value == pytest.approx((95 + 97 + 100) / 3)
+    assert "8.3.5.2 k" in r.measurements["train.time_to_target_s"].note
+
+
+def test_two_nonconverged_runs_invalidate_the_metric(monkeypatch):
+    from cardeval.engine import planner
+    monkeypatch.setattr(planner, "WORKLOADS", planner.WORKLOADS | {"train"})
+    runs = {"train": WorkloadRun("train", envelope=_train_env([100.0, 90.0, 95.0, 300.0], nonconverged="1,3"))}
+    by_id, _ = _judge(include="['6.2.5.1']", runs=runs)
+    assert by_id["6.2.5.1"].verdict == Verdict.WARN
+    assert "did not converge" in by_id["6.2.5.1"].reason

@@ -17,6 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from cardeval.api.models import Measurement
+from cardeval.engine.repeats import Run, summarize
 
 if TYPE_CHECKING:
     from cardeval.engine.catalog import Clause
@@ -87,6 +88,10 @@ class Rule:
             return self.evaluate(ctx)
         except Unusable as exc:
             return Finding(exc.outcome, exc.reason)
+
+
+#: Units in which a smaller value is a faster run (for the repeat rule).
+TIME_UNITS = {"s", "ms", "us", "min", "h"}
 
 
 def _fmt(value: float) -> str:
@@ -295,7 +300,13 @@ class MetricsAtLeast(Rule):
 
 @dataclass
 class Measured(Rule):
-    """A metrics clause (6.2.5, 6.3.5): met when every metric was measured."""
+    """A metrics clause (6.2.5, 6.3.5): met when every metric was measured.
+
+    A metric measured over repeated runs (``stats.samples``) is reduced with
+    the repeat rule of 8.3.5.2 k: the middle value is the verdict-bearing one;
+    the trimmed mean of 6.2.5.1 is reported beside it.  Runs that did not
+    converge are listed in the metric's ``nonconverged`` label (run indices).
+    """
 
     metrics: tuple[str, ...]
     workload: str | None = None
@@ -306,7 +317,7 @@ class Measured(Rule):
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
         measurements: dict[str, Measurement] = {}
-        missing = []
+        missing, invalid = [], []
         for metric in self.metrics:
             found = [m for m in env.metrics_named(metric) if m.labels.get("detail") != "true"]
             values = [m for m in found if m.value is not None]
@@ -316,11 +327,27 @@ class Measured(Rule):
                 continue
             for m in values:
                 key = metric if m.device is None or len(values) == 1 else f"{metric}[{m.device}]"
-                measurements[key] = Measurement(value=m.value, unit=m.unit, device=m.device)
+                value, note = m.value, ""
+                if m.stats is not None and len(m.stats.samples) >= 2:
+                    bad = {int(i) for i in m.labels.get("nonconverged", "").split(",") if i.strip().isdigit()}
+                    runs = [Run(v, converged=i not in bad) for i, v in enumerate(m.stats.samples)]
+                    rep = summarize(runs, lower_is_faster=m.unit in TIME_UNITS)
+                    if not rep.valid:
+                        invalid.append(f"{key}: {rep.reason}")
+                        continue
+                    value = rep.chapter8
+                    note = (f"8.3.5.2 k middle value of {rep.runs} runs ({rep.reason}); "
+                            f"6.2.5.1 trimmed mean {_fmt(rep.mean_trimmed)}")
+                    measurements[f"{key}.mean_trimmed"] = Measurement(value=rep.mean_trimmed, unit=m.unit,
+                                                                      device=m.device, note="6.2.5.1")
+                measurements[key] = Measurement(value=value, unit=m.unit, device=m.device, note=note)
+        if invalid:
+            return Finding(Outcome.NOT_MET, "invalid: " + "; ".join(invalid), measurements)
         if missing:
             return Finding(Outcome.NOT_RUN, "not measured: " + "; ".join(missing), measurements)
+        shown = {k: v for k, v in measurements.items() if not k.endswith(".mean_trimmed")}
         return Finding(Outcome.MET, "measured " + ", ".join(
-            f"{k} = {_fmt(v.value)} {v.unit}".rstrip() for k, v in measurements.items())[:900], measurements)
+            f"{k} = {_fmt(v.value)} {v.unit}".rstrip() for k, v in shown.items())[:900], measurements)
 
 
 @dataclass
