@@ -1,0 +1,95 @@
+"""Cluster fixtures and markers shared by every test directory.
+
+`cluster` (session): a real control plane (etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler) on loopback, from `cardeval_testbed`. It builds missing binaries first
+(hack/build-binaries.sh; minutes on a cold machine, well under a second when cached).
+Tests that use it are marked `cluster` automatically. They are never skipped for lack
+of a cluster: if it cannot start, they fail with the components' log tails.
+
+`node_agent` (function): start a node agent with given nodes; stopped (and its Node
+objects deleted) when the test ends.
+
+`namespace` (function): a fresh namespace, deleted when the test ends.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+try:  # until the testbed package is installed with the project
+    import cardeval_testbed  # noqa: F401
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster: needs the real test control plane (started by the session fixture)"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: `-m "not cluster"` must see the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build missing binaries before any test runs, so that a cold build (minutes) does
+    not count against the first cluster test's timeout. Failures surface in `cluster`."""
+    if any(item.get_closest_marker("cluster") for item in session.items):
+        from cardeval_testbed.binaries import ensure_binaries
+
+        try:
+            ensure_binaries()
+        except Exception:  # the fixture tries again and reports the error on each test
+            pass
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """The session's control plane (`cardeval_testbed.ControlPlane`): `.kubeconfig`,
+    `.server`, `.bin` (kubectl, helm, ...), `.bin_dir`, `.env()`, `.kubectl(...)`,
+    `.api_client()`, `.node_agent(nodes)`."""
+    from cardeval_testbed import ControlPlane
+
+    cp = ControlPlane()
+    try:
+        cp.start()
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture
+def node_agent(cluster):
+    """`node_agent(nodes, **kw)` starts an agent (see ControlPlane.node_agent)."""
+    agents = []
+
+    def start(nodes, **kw):
+        agent = cluster.node_agent(nodes, **kw)
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
+
+
+@pytest.fixture
+def namespace(cluster):
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.api("POST", "/api/v1/namespaces",
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    from cardeval_testbed.waiting import wait_for
+
+    # Pods are rejected until the namespace's default ServiceAccount exists.
+    wait_for(lambda: cluster.api("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+             timeout=30, what=f"ServiceAccount {name}/default")
+    yield name
+    cluster.api("DELETE", f"/api/v1/namespaces/{name}")
