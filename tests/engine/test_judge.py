@@ -237,3 +237,8 @@ def test_two_nonconverged_runs_invalidate_the_metric(monkeypatch):
     by_id, _ = _judge(include="['6.2.5.1']", runs=runs)
     assert by_id["6.2.5.1"].verdict == Verdict.WARN
     assert "did not converge" in by_id["6.2.5.1"].reason
+
+
+def test_card_identity_on_the_cpu_is_not_run():
+    by_id, _ = _judge(runs={"info": WorkloadRun("info", envelope=envelope("info", devices=[cpu()]))})
+    assert by_id["6.1.a"].verdict == Verdict.NOT_RUN

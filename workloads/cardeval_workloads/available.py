@@ -1,9 +1,10 @@
-"""The names of the workloads this version ships.
+"""The names of the workloads this version ships, for the engine's planner.
 
 The engine plans only these (a clause whose workload is missing is judged
-NotRun with that reason), so this module must stay importable without torch:
-the operator image has none.  A test checks that it equals the harness's
-registry.
+NotRun with that reason).  The names come from the suite's file names, so
+this import needs no torch: the operator image has none.
 """
 
-WORKLOADS: frozenset[str] = frozenset({"info", "compute"})
+from cardeval_workloads.harness.registry import available
+
+WORKLOADS: frozenset[str] = frozenset(available())

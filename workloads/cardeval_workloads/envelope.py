@@ -92,7 +92,7 @@ class Check(_Strict):
     """A named yes/no finding. ``ok=None`` means it could not be determined."""
 
     name: str = Field(min_length=1, max_length=128)
-    ok: bool | None
+    ok: bool | None = None  # default: exclude_none drops it from the JSON when undecided
     detail: str = Field(default="", max_length=1024)
     observed: str | float | int | bool | None = None
     expected: str | float | int | bool | None = None

@@ -364,6 +364,7 @@ class DeviceFields(Rule):
         env = ctx.envelope(self.workload)
         if not env.devices:
             return Finding(Outcome.ERROR, f"workload {env.workload} reported no device")
+        _accelerator_required(env)
         missing, read = [], []
         for d in env.devices:
             for name in self.fields:

@@ -1,0 +1,1 @@
+"""The workloads, one module each; see :mod:`cardeval_workloads.harness.registry`."""

@@ -1,0 +1,328 @@
+"""``compute``: matrix-product correctness and peak rate per number format.
+
+Serves T/ISC 0056-2024 6.2.1.a–b and 6.3.1.a–b (which precisions the card
+supports — shown by computing correctly, test method 8.3.1.1 d) and 6.2.2.a /
+6.3.2.a (peak rate, 8.3.1.1 e–f / 8.3.2.1). For each card and each of fp32,
+tf32, fp16, bf16, int8 and fp8 (E4M3 through ``torch._scaled_mm``):
+
+1. **Support**: static knowledge (e.g. FP8 needs compute capability 8.9) and
+   then a small probe product; a format the device cannot compute is reported
+   as unsupported, with the reason — never as failed, never skipped silently.
+2. **Correctness**: a fresh random non-square product (M×K×N = c×2c×c/2) is
+   compared element by element with a float64 product of the same inputs on
+   the CPU, against the bound documented in :mod:`._gemm`. Check
+   ``correct.<fmt>``: observed = max(error/bound), expected ≤ 1. For TF32 the
+   result must also differ from IEEE FP32 on the same inputs, or the TF32 path
+   was not engaged and support is not shown.
+3. **Rate**: a sweep of square sizes, each with warm-up, calibrated samples
+   and repeats, timed with device events where available. FLOPs = 2·M·N·K.
+   ``rate.<fmt>`` per size (labels detail=true, shape); ``peak.<fmt>`` at the
+   size with the best median, value = that median, stats over the repeats
+   (the mean is the 8.3.1.1 f "average peak"). Units: TFLOPS, TOPS for int8.
+
+Sizes too slow for the profile's time budget, or too large for free memory,
+are reported as skipped with the reason. A failed correctness check does not
+stop the rate measurement: the number is reported and the check says it is
+wrong.
+
+Test hook: ``--param inject_error=<fmt>[,<fmt>...]`` adds a data-sized error to one
+element of that format's correctness result before verification; used by the
+tests to prove that the check catches a corrupted product.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+
+import torch
+
+from cardeval_workloads.envelope import InfoField, Stats
+from cardeval_workloads.harness.context import RunContext
+from cardeval_workloads.harness.device import DTYPES, Accelerator
+from cardeval_workloads.harness.errors import UsageError, describe_exception
+from cardeval_workloads.harness.params import Param, int_list, str_list
+from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
+
+from . import _gemm
+
+NAME = "compute"
+DESCRIPTION = "matrix-product correctness and peak rate for fp32/tf32/fp16/bf16/int8/fp8"
+CLAUSES = ("6.2.1.a", "6.2.1.b", "6.3.1.a", "6.3.1.b", "6.2.2.a", "6.3.2.a")
+TOPOLOGY = "card"
+
+PARAMS = {
+    "dtypes": Param(str_list, list(DTYPES), "formats to run, e.g. fp32,bf16", choices=DTYPES),
+    "sizes": Param(int_list, None, "square sweep sizes instead of the profile's, e.g. 256,512 "
+                   "(multiples of 16, at least 32)"),
+    "repeats": Param(int, None, "samples per size instead of the profile's"),
+    "check_size": Param(int, None, "c in the c×2c×c/2 correctness product (multiple of 32)"),
+    "seed": Param(int, None, "seed of the correctness inputs (default: fresh, recorded)"),
+    "inject_error": Param(str_list, None, "TEST HOOK: corrupt one element of the checked result of these "
+                          "formats, e.g. fp32,int8", choices=DTYPES),
+}
+
+#: Per profile and device class. check: c of the correctness product; sweep:
+#: square sizes; shape_budget_s: time allowed for the samples of one size.
+PROFILES = {
+    "quick": {
+        "cpu": dict(check=128, sweep=[128, 256, 512], warmup=1, repeats=5,
+                    min_sample_s=0.02, shape_budget_s=0.5),
+        "accelerator": dict(check=512, sweep=[1024, 2048, 4096], warmup=3, warmup_s=0.5, repeats=5,
+                            min_sample_s=0.02, shape_budget_s=2.0),
+    },
+    "standard": {
+        "cpu": dict(check=256, sweep=[256, 512, 1024, 2048], warmup=2, repeats=7,
+                    min_sample_s=0.05, shape_budget_s=5.0),
+        "accelerator": dict(check=1024, sweep=[2048, 4096, 8192], warmup=5, warmup_s=2.0, repeats=10,
+                            min_sample_s=0.05, shape_budget_s=5.0),
+    },
+    "full": {
+        "cpu": dict(check=512, sweep=[512, 1024, 2048, 4096], warmup=3, repeats=10,
+                    min_sample_s=0.1, shape_budget_s=20.0),
+        "accelerator": dict(check=2048, sweep=[4096, 8192, 16384], warmup=10, warmup_s=5.0, repeats=20,
+                            min_sample_s=0.1, shape_budget_s=15.0),
+    },
+}
+
+PROBE = 32
+MIN_REPEATS = 3
+
+
+@dataclass
+class ShapeResult:
+    n: int
+    stats: Stats | None = None
+    per_call_s: float | None = None
+    skipped: str | None = None
+    timer: str = ""
+    inner: int = 1
+
+    @property
+    def shape(self) -> str:
+        return f"{self.n}x{self.n}x{self.n}"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in str(exc).lower()
+
+
+def _operand_bytes(fmt: str, n: int) -> int:
+    size_in = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "int8": 1, "fp8": 1}[fmt]
+    size_out = {"int8": 4, "fp8": 2}.get(fmt, size_in)
+    staging = 4 if fmt in ("fp16", "bf16", "fp8") else 0  # float32 draw before the cast
+    return n * n * (2 * size_in + size_out + staging)
+
+
+def measure_rate(accel: Accelerator, index: int, fmt: str, n: int, cfg: dict, *,
+                 fp8_dtype=None, predicted_call_s: float | None = None) -> ShapeResult:
+    """Rate of one n×n×n product of ``fmt`` on device ``index`` — the measurement ``bench/`` reuses."""
+    result = ShapeResult(n)
+    budget = float(cfg["shape_budget_s"])
+    warmup = int(cfg["warmup"])
+    if predicted_call_s is not None and predicted_call_s * (warmup + MIN_REPEATS) > budget:
+        result.skipped = (f"skipped: about {predicted_call_s:.3g} s per call (scaled from the previous size) "
+                          f"does not fit this profile's {budget:g} s per size")
+        return result
+    mem = accel.memory_info(index)
+    need = _operand_bytes(fmt, n)
+    if mem is not None and need > 0.8 * mem[0]:
+        result.skipped = f"skipped: needs {need / 2**30:.2f} GiB, {mem[0] / 2**30:.2f} GiB free"
+        return result
+    case = None
+    try:
+        case = _gemm.make_case(fmt, n, n, n, accel.device(index), fp8_dtype=fp8_dtype)
+        with case.mode():
+            timing = measure(case.call, timer_for(accel, index), warmup=warmup,
+                             warmup_s=float(cfg.get("warmup_s", 0.0)), repeats=int(cfg["repeats"]),
+                             min_sample_s=float(cfg["min_sample_s"]), budget_s=budget, min_repeats=MIN_REPEATS)
+    except OverBudget as exc:
+        result.skipped = f"skipped: {exc}"
+        result.per_call_s = exc.per_call_s
+        return result
+    except Exception as exc:  # noqa: BLE001 - only running out of memory is a skip
+        if not _is_oom(exc):
+            raise
+        result.skipped = f"skipped: out of memory at {n}x{n}x{n}"
+        return result
+    finally:
+        del case
+    flops = 2.0 * n * n * n
+    result.stats = timing.stats_of(lambda s: flops / s / 1e12)
+    result.per_call_s = sorted(timing.per_call_s)[len(timing.per_call_s) // 2]
+    result.timer, result.inner = timing.method, timing.inner
+    return result
+
+
+def sweep(accel: Accelerator, index: int, fmt: str, sizes: list[int], cfg: dict,
+          fp8_dtype=None) -> list[ShapeResult]:
+    """All sizes in ascending order; a size predicted too slow is skipped without running."""
+    results: list[ShapeResult] = []
+    last: tuple[int, float] | None = None
+    for n in sorted(set(sizes)):
+        predicted = last[1] * (n / last[0]) ** 3 if last else None
+        r = measure_rate(accel, index, fmt, n, cfg, fp8_dtype=fp8_dtype, predicted_call_s=predicted)
+        if r.per_call_s is not None:
+            last = (n, r.per_call_s)
+        results.append(r)
+        accel.empty_cache()
+    return results
+
+
+class _Run:
+    """One device's pass over the formats."""
+
+    def __init__(self, ctx: RunContext, index: int, seed: int) -> None:
+        self.ctx, self.index, self.seed = ctx, index, seed
+        self.accel = ctx.accel
+        self.where = ctx.accel.describe(index)
+        self.cfg = dict(ctx.sizes)
+        if ctx.params.get("repeats"):
+            self.cfg["repeats"] = int(ctx.params["repeats"])
+        self.sizes = ctx.params.get("sizes") or self.cfg["sweep"]
+        self.check_c = int(ctx.params.get("check_size") or self.cfg["check"])
+        self.static = self.accel.dtype_support(index)
+
+    # --- support ---------------------------------------------------------------
+
+    def probe(self, fmt: str):
+        """None if ``fmt`` computes here (plus the fp8 dtype used), else the reason."""
+        reason = self.static.get(fmt)
+        if reason:
+            return f"unsupported on {self.where}: {reason}", None
+        candidates = _gemm.fp8_dtypes() if fmt == "fp8" else [None]
+        if not candidates:
+            return f"unsupported on {self.where}: this torch has no float8 dtypes", None
+        errors = []
+        for dtype in candidates:
+            try:
+                case = _gemm.make_case(fmt, PROBE, PROBE, PROBE, self.accel.device(self.index), fp8_dtype=dtype)
+                case.run()
+                self.accel.synchronize(self.index)
+                return None, dtype
+            except Exception as exc:  # noqa: BLE001 - failing to compute is the finding
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                errors.append(f"{type(exc).__name__}: {first}")
+        return f"unsupported on {self.where}: {'; '.join(errors)}", None
+
+    # --- correctness -----------------------------------------------------------
+
+    def check(self, fmt: str, fp8_dtype) -> bool | None:
+        out = self.ctx.out
+        c = self.check_c
+        m, k, n = c, 2 * c, c // 2
+        seed = (self.seed + zlib.crc32(f"{self.index}:{fmt}".encode())) % 2**63
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        case = _gemm.make_case(fmt, m, k, n, self.accel.device(self.index), generator=gen, fp8_dtype=fp8_dtype)
+        result = case.run()
+        self.accel.synchronize(self.index)
+        injected = fmt in (self.ctx.params.get("inject_error") or [])
+        if injected:
+            result = _gemm.inject_fault(result)
+        v = _gemm.verify(case, result)
+        what = f"{fmt}{' (' + case.note + ')' if case.note else ''} product {m}x{k}x{n} (MxKxN) on {self.where}"
+        inputs = "random int8" if fmt == "int8" else "N(0,1) inputs"
+        hook = " [inject_error test hook: one element corrupted on purpose]" if injected else ""
+        if case.fmt.exact:
+            detail = (f"{what}, {inputs}, seed {seed}, vs float64 CPU reference (exact for int8 sums): "
+                      f"{v.mismatches} of {m * n} elements differ, max abs err {v.max_abs_err:g}{hook}")
+            observed, expected = v.mismatches, 0
+        else:
+            detail = (f"{what}, {inputs}, seed {seed}, vs float64 CPU reference: max err/bound = {v.ratio:.3g} "
+                      f"(pass if <= 1); bound per element {case.fmt.bound_text}; max abs err {v.max_abs_err:.3g}; "
+                      f"relative Frobenius err {v.rel_frobenius:.3g}; elements over bound {v.mismatches}; "
+                      f"non-finite {v.nonfinite}{hook}")
+            observed, expected = (round(v.ratio, 6) if v.ratio != float("inf") else "inf"), "<= 1"
+        ok: bool | None = v.ok
+        if fmt == "tf32":
+            with _gemm.fp32_mode(case.device_type, tf32=False):
+                ieee = torch.mm(case.a, case.b)
+            if torch.equal(ieee.to("cpu"), result.to("cpu")):
+                ok = None
+                detail = ("TF32 not engaged: with allow_tf32 the result is bit-identical to IEEE fp32, so the "
+                          "device did not compute in TF32. " + detail)
+        out.check(f"correct.{fmt}", ok, detail, observed=observed, expected=expected, device=self.index)
+        return ok
+
+    # --- rate ------------------------------------------------------------------
+
+    def rate(self, fmt: str, fp8_dtype) -> None:
+        out, unit = self.ctx.out, _gemm.FORMATS[fmt].unit
+        results = sweep(self.accel, self.index, fmt, self.sizes, self.cfg, fp8_dtype=fp8_dtype)
+        for r in results:
+            labels = {"detail": "true", "shape": r.shape}
+            if r.stats is not None:
+                labels.update(timer=r.timer, inner=str(r.inner))
+                out.metric(f"rate.{fmt}", r.stats.median, unit, device=self.index, stats=r.stats, labels=labels)
+            else:
+                out.metric(f"rate.{fmt}", None, unit, device=self.index, labels=labels, unavailable=r.skipped)
+        measured = [r for r in results if r.stats is not None]
+        if not measured:
+            reasons = "; ".join(f"{r.shape}: {r.skipped}" for r in results)
+            out.metric(f"peak.{fmt}", None, unit, device=self.index,
+                       unavailable=f"no size could be measured ({reasons})")
+            return
+        best = max(measured, key=lambda r: r.stats.median)
+        out.metric(f"peak.{fmt}", best.stats.median, unit, device=self.index, stats=best.stats,
+                   labels={"shape": best.shape})
+        self.ctx.log.info("%s %s: peak %.4g %s at %s", self.where, fmt, best.stats.median, unit, best.shape)
+
+    def unsupported(self, fmt: str, reason: str) -> None:
+        self.ctx.out.check(f"correct.{fmt}", None, reason, device=self.index)
+        self.ctx.out.metric(f"peak.{fmt}", None, _gemm.FORMATS[fmt].unit, device=self.index, unavailable=reason)
+
+    def run(self, formats: list[str]) -> None:
+        props = {k: InfoField(value=v, source="torch") for k, v in self.accel.properties(self.index).items() if v}
+        self.ctx.out.device(self.ctx.identity(self.index, props))
+        for fmt in formats:
+            reason, fp8_dtype = self.probe(fmt)
+            if reason:
+                self.ctx.log.info("%s", reason)
+                self.unsupported(fmt, reason)
+                continue
+            try:
+                ok = self.check(fmt, fp8_dtype)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other formats still run
+                msg = self.failure(fmt, "correctness run", exc)
+                self.ctx.out.check(f"correct.{fmt}", None, f"error: {msg}", device=self.index)
+                self.ctx.out.metric(f"peak.{fmt}", None, _gemm.FORMATS[fmt].unit, device=self.index,
+                                    unavailable=f"error: {msg}")
+                continue
+            if fmt == "tf32" and ok is None:
+                self.ctx.out.metric("peak.tf32", None, "TFLOPS", device=self.index,
+                                    unavailable="TF32 not engaged on this device (see correct.tf32)")
+                continue
+            try:
+                self.rate(fmt, fp8_dtype)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other formats still run
+                msg = self.failure(fmt, "rate measurement", exc)
+                self.ctx.out.metric(f"peak.{fmt}", None, _gemm.FORMATS[fmt].unit, device=self.index,
+                                    unavailable=f"error: {msg}")
+            self.accel.empty_cache()
+
+    def failure(self, fmt: str, what: str, exc: Exception) -> str:
+        """Record an unexpected exception: the envelope's status becomes error (exit 1)."""
+        self.ctx.failed = True
+        msg = f"{what} of {fmt} on {self.where} raised {describe_exception(exc)}"
+        self.ctx.log.error("%s", msg, exc_info=exc)
+        self.ctx.out.error(msg)
+        return msg
+
+
+def run(ctx: RunContext) -> None:
+    formats = [f for f in DTYPES if f in ctx.params["dtypes"]]
+    stray = [f for f in ctx.params.get("inject_error") or [] if f not in formats]
+    if stray:
+        raise UsageError(f"inject_error names {stray[0]}, which is not run (dtypes: {','.join(formats)})")
+    bad = [n for n in ctx.params.get("sizes") or [] if n < 32 or n % 16]
+    if bad:
+        raise UsageError(f"sizes: {bad[0]} is not a multiple of 16 of at least 32 (INT8/FP8 kernels need that)")
+    check = ctx.params.get("check_size")
+    if check is not None and (check < 32 or check % 32):
+        raise UsageError("check_size must be a positive multiple of 32")
+    seed = ctx.params.get("seed")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    ctx.out.params["seed"] = seed
+    ctx.per_device(lambda index: _Run(ctx, index, seed).run(formats))

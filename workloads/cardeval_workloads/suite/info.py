@@ -1,0 +1,105 @@
+"""``info``: the card's basic configuration, as the OS reads it (6.1.a, 8.2.1).
+
+For every selected card: vendor, model, serial, firmware and memory (the
+clause's five), plus driver, UUID, PCI address, PCIe link (max and current
+generation and width), form factor, memory type and ECC mode — each with the
+source it was read from, or the reason it could not be read. Nothing is
+derived unless the source states it (a form factor is reported only when the
+management interface or the model name says it).
+
+Also, per card:
+
+* check ``info.readable``: all five clause fields have values (observed: the
+  missing ones);
+* check ``info.consistent``: the compute runtime (torch) and the management
+  interface describe the same card — same model name, memory within 5 % — as
+  8.2.1 c asks ("核对与加速卡实际配置…是否一致"). Undecidable (ok=None) when only one
+  side could be read;
+* metrics ``memory_total_bytes`` (bytes), ``pcie_gen_max`` and
+  ``pcie_width_max`` where readable, so verdicts survive the compact envelope;
+* metric ``device_count`` (cards, node-wide): accelerator cards the backend
+  sees — 0 on the CPU stand-in.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cardeval_workloads.envelope import InfoField
+from cardeval_workloads.harness import mgmt
+from cardeval_workloads.harness.context import RunContext
+
+NAME = "info"
+DESCRIPTION = "vendor, model, serial, firmware, memory and link facts per card"
+CLAUSES = ("6.1.a",)
+TOPOLOGY = "card"
+PARAMS: dict = {}
+PROFILES = {p: {} for p in ("quick", "standard", "full")}
+
+MEMORY_TOLERANCE = 0.05
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"\s+", " ", name).strip().lower()
+
+
+def consistent(ctx: RunContext, index: int, fields: dict[str, InfoField]) -> None:
+    """Compare torch's name and memory with the management reading."""
+    out = ctx.out
+    if not ctx.accel.is_accelerator:
+        out.check("info.consistent", None, "host CPU: torch gives no independent view of the CPU's name or "
+                  "memory to compare with /proc", device=index)
+        return
+    model, mem = fields.get("model"), fields.get("memory_total_bytes")
+    torch_name = ctx.accel.name(index)
+    torch_mem = ctx.accel.memory_info(index)
+    problems, compared = [], []
+    if model is not None and model.value is not None and model.source != "torch":
+        a, b = _norm(torch_name), _norm(model.value)
+        compared.append(f"name torch={torch_name!r} {model.source}={model.value!r}")
+        if not (a == b or a in b or b in a):
+            problems.append("model names differ")
+    if mem is not None and mem.value is not None and mem.source != "torch" and torch_mem is not None:
+        mgmt_bytes, torch_bytes = int(mem.value), torch_mem[1]
+        diff = abs(torch_bytes - mgmt_bytes) / max(mgmt_bytes, 1)
+        compared.append(f"memory torch={torch_bytes} {mem.source}={mgmt_bytes} ({diff:.1%} apart)")
+        if diff > MEMORY_TOLERANCE:
+            problems.append(f"memory differs by {diff:.1%} (> {MEMORY_TOLERANCE:.0%})")
+    if not compared:
+        out.check("info.consistent", None, "no management reading independent of torch to compare with",
+                  device=index)
+        return
+    out.check("info.consistent", not problems, "; ".join(problems + compared),
+              observed="; ".join(compared)[:200], expected=f"same name, memory within {MEMORY_TOLERANCE:.0%}",
+              device=index)
+
+
+def run(ctx: RunContext) -> None:
+    out = ctx.out
+    count = ctx.accel.count() if ctx.accel.is_accelerator else 0
+    out.metric("device_count", count, "cards", labels={"backend": ctx.accel.backend})
+    readers = mgmt.open_readers(ctx.accel.backend)
+    try:
+        def one(index: int) -> None:
+            fields = mgmt.read_device(readers, ctx.accel, index)
+            out.device(ctx.identity(index, fields))
+            absent = [f for f in mgmt.CLAUSE_FIELDS if fields[f].value is None]
+            out.check("info.readable", not absent,
+                      "all of vendor, model, serial, firmware, memory read" if not absent else
+                      "; ".join(f"{f}: {fields[f].unavailable}" for f in absent),
+                      observed=",".join(absent) or "none missing", expected="none missing", device=index)
+            for name, unit in (("memory_total_bytes", "bytes"), ("pcie_gen_max", "gen"), ("pcie_width_max", "lanes")):
+                f = fields.get(name)
+                if f is not None and f.value is not None:
+                    try:
+                        out.metric(name, float(f.value), unit, device=index, labels={"source": f.source})
+                    except ValueError:
+                        pass
+            consistent(ctx, index, fields)
+            driver = fields.get("driver")
+            if driver is not None and driver.value and not ctx.driver_version:
+                ctx.driver_version = driver.value
+
+        ctx.per_device(one)
+    finally:
+        mgmt.close_all(readers)
