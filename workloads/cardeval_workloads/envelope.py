@@ -153,6 +153,8 @@ class Envelope(_Strict):
     versions: dict[str, str] = Field(default_factory=dict)
     #: True when this is the compact rendering (samples and power dropped).
     compact: bool = False
+    #: True when per-card checks and metrics were folded into one per name (see ``aggregated``).
+    aggregated: bool = False
 
     @field_validator("errors")
     @classmethod
@@ -185,6 +187,43 @@ class Envelope(_Strict):
 
     def checks_named(self, name: str) -> list[Check]:
         return [c for c in self.checks if c.name == name]
+
+    def aggregated_copy(self) -> Envelope:
+        """This envelope with per-card checks and metrics folded by name (see ``_fold_per_card``)."""
+        out = self.model_copy(deep=True)
+        checks: dict[str, list[Check]] = {}
+        for c in self.checks:
+            checks.setdefault(c.name, []).append(c)
+        out.checks = []
+        for name, group in checks.items():
+            worst = min(group, key=lambda c: _WORST[c.ok])
+            bad = sum(1 for c in group if c.ok is not True)
+            detail = worst.detail if len(group) == 1 else f"{len(group)} cards, {bad} not ok; worst: {worst.detail}"
+            out.checks.append(Check(name=name, ok=worst.ok, device=worst.device, detail=detail[:120],
+                                    observed=worst.observed if len(group) == 1 else bad))
+        metrics: dict[tuple, list[Metric]] = {}
+        for m in self.metrics:
+            if m.labels.get("detail") == "true":
+                continue
+            metrics.setdefault((m.name, tuple(sorted(m.labels.items()))), []).append(m)
+        out.metrics = []
+        for (name, labels), group in metrics.items():
+            valued = [m for m in group if m.value is not None]
+            if len(group) == 1:
+                out.metrics.append(group[0].model_copy(update={"stats": None}))
+            elif not valued:
+                out.metrics.append(Metric(name=name, unit=group[0].unit, labels=dict(labels),
+                                          unavailable=(group[0].unavailable or "")[:200]))
+            else:
+                for tag, pick in (("min", min), ("max", max)):
+                    m = pick(valued, key=lambda m: m.value)
+                    unavailable = len(group) - len(valued)
+                    out.metrics.append(Metric(
+                        name=name, value=m.value, unit=m.unit, device=m.device,
+                        labels={**dict(labels), "aggregate": tag,
+                                **({"unavailable_cards": str(unavailable)} if unavailable else {})}))
+        out.aggregated = True
+        return out
 
     @property
     def duration_s(self) -> float:
@@ -219,6 +258,7 @@ class Envelope(_Strict):
             lambda e: [setattr(c, "detail", c.detail[:80]) for c in e.checks],
             lambda e: setattr(e, "metrics", [m for m in e.metrics if m.labels.get("detail") != "true"]),
             lambda e: setattr(e, "devices", []),
+            _fold_per_card,
         ]
         text = slim.to_json()
         for step in steps:
@@ -235,6 +275,21 @@ class Envelope(_Strict):
                     "termination-message limit; read the full envelope from the logs"],
         )
         return overflow.to_json()
+
+
+_WORST = {False: 0, None: 1, True: 2}
+
+
+def _fold_per_card(env: Envelope) -> None:
+    """Fold per-card checks and metrics into one per name, keeping what verdicts need.
+
+    A node with eight cards reports eight of everything, which does not fit a
+    4 KiB termination message.  Folded: each check keeps its worst outcome and
+    the card that had it; each metric becomes a ``min`` and a ``max`` entry, so
+    a threshold on the worst card is still judged correctly.
+    """
+    folded = env.aggregated_copy()
+    env.checks, env.metrics, env.aggregated = folded.checks, folded.metrics, True
 
 
 class EnvelopeError(ValueError):

@@ -52,6 +52,8 @@ def _disagreement(full: Envelope, compact_text: str) -> str | None:
         return f"termination message is unreadable: {exc}"
     if compact.status == "error" and full.status == "ok" and compact.compact:
         return None  # the compact rendering overflowed; the full envelope in the log is authoritative
+    if compact.aggregated:
+        full = full.aggregated_copy()
     full_checks = {(c.name, c.device, c.ok) for c in full.checks}
     compact_checks = {(c.name, c.device, c.ok) for c in compact.checks}
     if compact.workload != full.workload or compact.status != full.status or compact_checks != full_checks:

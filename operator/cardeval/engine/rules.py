@@ -355,6 +355,9 @@ class DeviceFields(Rule):
     """Management fields readable for every card (6.1.a)."""
 
     fields: tuple[str, ...]
+    #: The workload's own per-card verdict on the same fields, used when the
+    #: device fields were shed from a compact (termination-message) result.
+    fallback_check: str = "info.readable"
     workload: str | None = None
 
     def describe(self) -> str:
@@ -362,6 +365,8 @@ class DeviceFields(Rule):
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
+        if env.compact and not any(d.fields for d in env.devices):
+            return ChecksAll((self.fallback_check,), workload=self.workload).evaluate(ctx)
         if not env.devices:
             return Finding(Outcome.ERROR, f"workload {env.workload} reported no device")
         _accelerator_required(env)
