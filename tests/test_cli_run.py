@@ -1,0 +1,61 @@
+"""The README's main command, end to end: a local evaluation of the training example on this machine."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cardeval.engine.catalog import clauses_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def training_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    proc = subprocess.run([sys.executable, "-m", "cardeval.cli", "run", str(ROOT / "examples/training-card.yaml"),
+                           "--json", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    return proc, out
+
+
+@pytest.mark.slow
+def test_json_mode_prints_only_the_status(training_run):
+    proc, _ = training_run
+    status = json.loads(proc.stdout)  # nothing else on stdout
+    assert status["phase"] == "Complete"
+    assert status["summary"]["clauses"] == 50
+    types = {c["type"]: c["status"] for c in status["conditions"]}
+    assert types["Complete"] == "True"
+    assert types["Compliant"] in ("True", "False")
+
+
+@pytest.mark.slow
+def test_every_training_clause_has_a_verdict_with_a_reason(training_run):
+    proc, out = training_run
+    status = json.loads(proc.stdout)
+    node = status["nodes"][0]
+    detail = json.loads(Path(node["resultsRef"]["name"]).read_text())
+    ids = [r["clause"] for r in detail["results"]]
+    assert sorted(ids) == sorted(c.id for c in clauses_for("training"))
+    for r in detail["results"]:
+        assert r["verdict"] in {"Pass", "Fail", "Warn", "NotRun", "Attested", "Partial", "Error", "NotApplicable"}
+        if r["verdict"] != "Pass":
+            assert r["reason"], r["clause"]
+    verdicts = {r["clause"]: r["verdict"] for r in detail["results"]}
+    assert verdicts["6.2.1.a"] == "Pass"          # fp32/fp16/bf16 matmuls are correct on this CPU
+    assert verdicts["6.2.4.d"] == "Attested"      # evidence in the example
+    assert verdicts["6.1.b"] == "NotRun"          # no BMC here
+    assert not any(v == "Error" for v in verdicts.values()), verdicts
+
+
+@pytest.mark.slow
+def test_outputs_and_exit_code(training_run):
+    proc, out = training_run
+    status = json.loads(proc.stdout)
+    assert (out / "status.json").exists() and (out / "report.md").exists()
+    assert "6.2.1.a" in (out / "report.md").read_text()
+    assert (out / "envelopes" / "compute.json").exists()
+    expected = 0 if status["compliant"] else 1
+    assert proc.returncode == expected, proc.stderr[-2000:]
