@@ -22,4 +22,6 @@ if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp_want" ]; then
   "$venv/bin/python" -m pip install --quiet -e "$root[operator,workloads,test]" >&2
   echo "$stamp_want" > "$stamp_file"
 fi
+# The device-plugin and PodResources gRPC stubs are generated, not committed.
+PYTHON="$venv/bin/python" "$root/hack/gen-protos.sh" >&2
 echo "$venv"

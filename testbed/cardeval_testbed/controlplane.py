@@ -449,8 +449,12 @@ class NodeAgent:
             pass_env=self.pass_env,
         )
         pkg_parent = str(Path(__file__).resolve().parents[1])
+        # The agent imports the kubelet API stubs from the workload package (a sibling dir
+        # in the source tree; installed alongside otherwise).
+        workloads = Path(__file__).resolve().parents[2] / "workloads"
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (pkg_parent, str(workloads) if workloads.is_dir() else "", env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = procs.spawn(
             [sys.executable, "-m", "cardeval_testbed.nodeagent",

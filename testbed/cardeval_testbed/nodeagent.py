@@ -9,7 +9,13 @@ For each node in the spec (see `nodes.py`) it
   so the node lifecycle controller keeps it Ready (kill the agent and the node goes
   NotReady after the controller's grace period, as with a dead kubelet);
 - list-watches the pods bound to it (fieldSelector spec.nodeName) and runs each as host
-  processes (`podrunner.py`), writing status back like a kubelet.
+  processes (`podrunner.py`), writing status back like a kubelet;
+- serves the kubelet's device plugin Registration service (`deviceplugins.py`: capacity
+  and allocatable of plugin resources follow the plugin's ListAndWatch, pods get devices
+  through its Allocate) and the PodResources v1 service (`podresources.py`), on
+  `kubelet.sock` in the node's device-plugins and pod-resources directories. The Node is
+  annotated with both directories (`cardeval.io/device-plugins-dir`,
+  `cardeval.io/pod-resources-dir`): all fake nodes share one host, so each has its own.
 
 One HTTPS endpoint serves container logs for all nodes (`kubeletserver.py`).
 
@@ -31,6 +37,7 @@ import os
 import platform
 import queue
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -40,9 +47,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .deviceplugins import AllocationError, DeviceManager, default_dir
 from .kube import ApiError, Kube
 from .kubeletserver import KubeletServer
 from .nodes import NodeSpec, read_spec
+from .podresources import PodResourcesServer
 from .podrunner import PodRunner, now
 from .podspec import ConfigError, extended_requests
 
@@ -51,6 +60,9 @@ log = logging.getLogger("cardeval_testbed.nodeagent")
 LEASE_DURATION = 40
 HEARTBEAT_INTERVAL = 10.0
 AGENT_VERSION = "cardeval-node-agent://0.1.0"
+#: Node annotations naming the directories of the kubelet's sockets (read by the operator).
+DEVICE_PLUGINS_DIR_ANNOTATION = "cardeval.io/device-plugins-dir"
+POD_RESOURCES_DIR_ANNOTATION = "cardeval.io/pod-resources-dir"
 HOST_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL",
             "TERM", "PYTHONPATH", "VIRTUAL_ENV")
 
@@ -75,11 +87,15 @@ def _arch() -> str:
 
 
 class DeviceTable:
-    """Device ids per extended resource of one node (example.com/accel: 4 ->
-    accel-0..accel-3), handed out to pods and taken back when they finish."""
+    """Device ids per extended resource of one node, handed out to pods and taken back
+    when they finish. A resource served by a registered device plugin takes its ids from
+    the plugin (healthy, free ones) and each container gets the plugin's Allocate
+    response; other extended resources in the node spec (example.com/accel: 4) get ids
+    accel-0..accel-3 from the table itself."""
 
-    def __init__(self, capacity: dict[str, str]) -> None:
+    def __init__(self, capacity: dict[str, str], plugins: DeviceManager | None = None) -> None:
         self.lock = threading.Lock()
+        self.plugins = plugins
         self.free: dict[str, list[str]] = {}
         for res, q in capacity.items():
             if "/" in res and not res.split("/", 1)[0].endswith("kubernetes.io"):
@@ -91,8 +107,12 @@ class DeviceTable:
                 self.free[res] = [f"{short}-{i}" for i in range(n)]
         self.held: dict[str, dict[str, list[str]]] = {}
 
-    def allocate(self, uid: str, init: list, apps: list) -> None:
-        """Assign device ids to the containers (sets `.devices` on each)."""
+    def _plugin(self, resource: str) -> bool:
+        return self.plugins is not None and self.plugins.manages(resource)
+
+    def allocate(self, uid: str, init: list, apps: list, pod: tuple[str, str] = ("", "")) -> None:
+        """Assign device ids to the containers (sets `.devices`, and `.device_env` from the
+        device plugin's Allocate response)."""
         app_need: dict[str, int] = {}
         for c in apps:
             for r, n in extended_requests(c.spec).items():
@@ -104,31 +124,53 @@ class DeviceTable:
         with self.lock:
             if uid not in self.held:
                 for r, n in need.items():
-                    if r in self.free and len(self.free[r]) < n:
+                    if not self._plugin(r) and r in self.free and len(self.free[r]) < n:
                         raise ConfigError(
                             f"Allocate failed due to requested number of devices unavailable for {r}. "
                             f"Requested: {n}, Available: {len(self.free[r])}")
-                taken = {}
+                taken: dict[str, list[str]] = {}
+                try:
+                    for r, n in need.items():
+                        if self._plugin(r):
+                            taken[r] = self.plugins.choose(r, n)
+                except AllocationError as e:
+                    raise ConfigError(str(e)) from None
                 for r, n in need.items():
-                    if r in self.free:
+                    if r not in taken and r in self.free:
                         taken[r], self.free[r] = self.free[r][:n], self.free[r][n:]
                 self.held[uid] = taken
             taken = self.held[uid]
-        for c in init:
-            c.devices = [d for r, n in extended_requests(c.spec).items() for d in taken.get(r, [])[:n]]
-        offset: dict[str, int] = {}
-        for c in apps:
-            devs = []
-            for r, n in extended_requests(c.spec).items():
-                o = offset.get(r, 0)
-                devs += taken.get(r, [])[o:o + n]
-                offset[r] = o + n
-            c.devices = devs
+            per_container: dict[str, dict[str, list[str]]] = {}
+            for c in init:
+                per_container[c.name] = {r: taken.get(r, [])[:n] for r, n in extended_requests(c.spec).items()}
+            offset: dict[str, int] = {}
+            for c in apps:
+                mine = {}
+                for r, n in extended_requests(c.spec).items():
+                    o = offset.get(r, 0)
+                    mine[r] = taken.get(r, [])[o:o + n]
+                    offset[r] = o + n
+                per_container[c.name] = mine
+            if self.plugins is not None:
+                self.plugins.record(uid, pod[0], pod[1], {
+                    name: {r: ids for r, ids in res.items() if self._plugin(r)} for name, res in per_container.items()})
+        for c in init + apps:
+            c.devices = [d for ids in per_container.get(c.name, {}).values() for d in ids]
+            for r, ids in per_container.get(c.name, {}).items():
+                if ids and self._plugin(r):
+                    try:
+                        resp = self.plugins.allocate(r, ids)
+                    except AllocationError as e:
+                        raise ConfigError(str(e)) from None
+                    c.device_env.update(dict(resp.envs))
 
     def release(self, uid: str) -> None:
         with self.lock:
             for r, ids in self.held.pop(uid, {}).items():
-                self.free[r] = sorted(self.free[r] + ids, key=lambda s: int(s.rsplit("-", 1)[1]))
+                if r in self.free and not self._plugin(r):
+                    self.free[r] = sorted(self.free[r] + ids, key=lambda s: int(s.rsplit("-", 1)[1]))
+        if self.plugins is not None:
+            self.plugins.release(uid)
 
 
 class NodeRuntime:
@@ -141,12 +183,27 @@ class NodeRuntime:
         self.kube = kube
         self.state_dir = agent.state_dir / spec.name
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.devices = DeviceTable(spec.full_capacity())
         self.runners: dict[str, PodRunner] = {}
         self.lock = threading.Lock()
+        self.status_lock = threading.Lock()
+        self.temp_dirs: list[Path] = []
+        self.plugin_dir = self._socket_dir(spec.device_plugin_dir, "dp")
+        self.pod_resources_dir = self._socket_dir(spec.pod_resources_dir, "pr")
+        self.plugins = DeviceManager(self.name, self.plugin_dir, self._device_resources_changed,
+                                     grace_s=spec.device_plugin_grace_s)
+        self.pod_resources = PodResourcesServer(self.name, self.pod_resources_dir, self.plugins, self.active_pods)
+        self.devices = DeviceTable(spec.full_capacity(), self.plugins)
         self.synced = threading.Event()
         self.node_uid: str | None = None
         self._lease: dict | None = None
+
+    def _socket_dir(self, given: str | None, kind: str) -> Path:
+        if given:
+            return Path(given)
+        d, temporary = default_dir(self.state_dir, kind)
+        if temporary:
+            self.temp_dirs.append(d)
+        return d
 
     # ---------------------------------------------------------------- shared with runners
     @property
@@ -175,7 +232,10 @@ class NodeRuntime:
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {"name": self.name, "labels": labels,
-                         "annotations": {"cardeval.io/node-agent": "true", **self.spec.annotations}},
+                         "annotations": {"cardeval.io/node-agent": "true",
+                                         DEVICE_PLUGINS_DIR_ANNOTATION: str(self.plugin_dir),
+                                         POD_RESOURCES_DIR_ANNOTATION: str(self.pod_resources_dir),
+                                         **self.spec.annotations}},
             "spec": {"taints": self.spec.taints} if self.spec.taints else {},
             "status": self.node_status(t, transition=t),
         }
@@ -189,9 +249,12 @@ class NodeRuntime:
             return d
 
         uname = os.uname()
+        capacity, allocatable = self.spec.full_capacity(), self.spec.full_allocatable()
+        for res, (cap, alloc) in self.plugins.counts().items():
+            capacity[res], allocatable[res] = str(cap), str(alloc)
         return {
-            "capacity": self.spec.full_capacity(),
-            "allocatable": self.spec.full_allocatable(),
+            "capacity": capacity,
+            "allocatable": allocatable,
             "conditions": [
                 cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
                 cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
@@ -233,6 +296,31 @@ class NodeRuntime:
         self.node_uid = existing["metadata"]["uid"]
         self.kube.patch(f"/api/v1/nodes/{self.name}/status", {"status": obj["status"]})
         log.info("node %s re-registered", self.name)
+
+    # ---------------------------------------------------------------- device plugins
+    def _device_resources_changed(self, counts: dict[str, tuple[int, int]]) -> None:
+        """A plugin's device list changed: capacity = its devices, allocatable = the healthy ones."""
+        if self.node_uid is None:
+            return  # not registered yet: register() writes the current counts
+        with self.status_lock:
+            counts = self.plugins.counts()  # the newest, whichever thread got here first
+            body = {"status": {"capacity": {r: str(c) for r, (c, _) in counts.items()},
+                               "allocatable": {r: str(a) for r, (_, a) in counts.items()}}}
+            for attempt in range(5):
+                try:
+                    self.kube.patch(f"/api/v1/nodes/{self.name}/status", body)
+                    log.info("node %s: device resources %s", self.name,
+                             {r: f"{a}/{c}" for r, (c, a) in counts.items()})
+                    return
+                except Exception as e:  # apiserver hiccup: retry, the next change carries the state too
+                    log.warning("node %s: device resource update failed: %s", self.name, e)
+                    if self.agent.stop_event.wait(0.2 * (attempt + 1)):
+                        return
+
+    def active_pods(self) -> list[tuple[str, str, str, list[str]]]:
+        with self.lock:
+            runners = [r for r in self.runners.values() if not r.done.is_set() and not r.gone.is_set()]
+        return [(r.ns, r.name, r.uid, [c.name for c in r.init + r.apps]) for r in runners]
 
     # ---------------------------------------------------------------- heartbeats
     def heartbeat_loop(self) -> None:
@@ -333,6 +421,10 @@ class NodeRuntime:
             t.start()
         for t in threads:
             t.join()
+        self.pod_resources.stop()
+        self.plugins.stop()
+        for d in self.temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class Agent:
@@ -421,8 +513,13 @@ class Agent:
         self.server.start()
         threading.Thread(target=self._send_events, name="events", daemon=True).start()
         for n in self.nodes:
+            n.plugins.start()
+            n.pod_resources.start()
+        for n in self.nodes:
             n.register()
             n.renew_lease()
+            if n.plugins.counts():  # a plugin registered while the Node was being written
+                n._device_resources_changed(n.plugins.counts())
         threads = []
         for n in self.nodes:
             threads.append(threading.Thread(target=n.heartbeat_loop, name=f"heartbeat {n.name}", daemon=True))

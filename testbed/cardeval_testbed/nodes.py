@@ -41,6 +41,13 @@ class NodeSpec:
     hands out device ids `<resource-suffix>-<i>` (accel-0, accel-1, ...) for them.
     `kubeconfig`: credentials this node uses (system:node:<name>); the agent's
     --kubeconfig otherwise.
+
+    Device plugins (see `deviceplugins.py`): the node serves the kubelet's Registration
+    service on `<device_plugin_dir>/kubelet.sock` and PodResources v1 on
+    `<pod_resources_dir>/kubelet.sock` (default: directories under the agent's state
+    dir). A resource a registered plugin serves gets its capacity and allocatable from
+    the plugin's ListAndWatch instead of `capacity`. `device_plugin_grace_s`: how long a
+    plugin that went away keeps its capacity (the kubelet's is 5 minutes).
     """
 
     name: str
@@ -50,6 +57,9 @@ class NodeSpec:
     annotations: dict[str, str] = field(default_factory=dict)
     taints: list[dict[str, Any]] = field(default_factory=list)
     kubeconfig: str | None = None
+    device_plugin_dir: str | None = None
+    pod_resources_dir: str | None = None
+    device_plugin_grace_s: float = 5.0
 
     def full_capacity(self) -> dict[str, str]:
         return {**DEFAULT_CAPACITY, **{k: str(v) for k, v in self.capacity.items()}}

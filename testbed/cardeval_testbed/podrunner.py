@@ -30,8 +30,11 @@ Logs: stdout and stderr of each run go to `<pod dir>/containers/<name>/<restart>
 served through the node's kubelet endpoint (so `kubectl logs` works).
 
 Devices: for extended resources the agent assigns device ids (e.g. accel-0) from the
-node's free ones and exports them as `CARDEVAL_ASSIGNED_DEVICES` (comma-separated); there
-is no isolation (a later device-plugin issue builds on this).
+node's free ones and exports them as `CARDEVAL_ASSIGNED_DEVICES` (comma-separated). For a
+resource served by a registered device plugin the ids are the plugin's healthy devices,
+and the plugin's `Allocate` response environment (e.g. a visible-devices variable) is set
+in the container, under the pod's own `env` (see `deviceplugins.py`). There is no other
+isolation: a process can still open whatever the host lets it.
 """
 
 from __future__ import annotations
@@ -94,6 +97,8 @@ class Container:
     proc: subprocess.Popen | None = None
     exit_code: int | None = None
     devices: list[str] = field(default_factory=list)
+    #: Environment from the device plugins' Allocate responses (e.g. a visible-devices variable).
+    device_env: dict[str, str] = field(default_factory=dict)
     thread: threading.Thread | None = None
 
     @property
@@ -212,7 +217,7 @@ class PodRunner:
             if not self._prepare_volumes():
                 return
             try:
-                self.node.devices.allocate(self.uid, self.init, self.apps)
+                self.node.devices.allocate(self.uid, self.init, self.apps, pod=(self.ns, self.name))
             except ConfigError as e:
                 self._fail_admission(str(e))
                 return
@@ -475,6 +480,7 @@ class PodRunner:
         declared = {k: mm.rewrite(v) for k, v in declared.items()}
         env = self.node.host_env()
         env["HOSTNAME"] = self.name
+        env.update(c.device_env)  # the device plugin's Allocate response; the pod's own env wins
         env.update(declared)
         env["TERMINATION_MESSAGE_PATH"] = str(term_file)
         env["CARDEVAL_MOUNTS"] = json.dumps(mounts)

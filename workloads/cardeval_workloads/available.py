@@ -8,3 +8,9 @@ this import needs no torch: the operator image has none.
 from cardeval_workloads.harness.registry import available
 
 WORKLOADS: frozenset[str] = frozenset(available())
+
+#: Workloads the operator runs in pods of its own for a check it drives from the API (the
+#: device-plugin check of 6.1.n: a privileged probe pod and isolation pods), never as a
+#: planned Job; a local run has no cluster to run them in. The planner plans their clause's
+#: item only for an executor that says it runs them (``plan(..., operator_checks=...)``).
+OPERATOR_WORKLOADS: frozenset[str] = frozenset({"device-plugin", "device-visibility"}) & WORKLOADS

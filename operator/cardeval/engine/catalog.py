@@ -22,7 +22,7 @@ from typing import Mapping
 from cardeval.api.models import CardType
 from cardeval.engine.rules import (
     AllOf, AttestOnly, ChecksAll, ChecksAny, DeviceField, DeviceFields, Duration, HostOs, Measured,
-    MetricsAtLeast, NeedsBmc, NeedsCards, NeedsCluster, Outcome, Rule, prefixed,
+    MetricsAtLeast, NeedsBmc, NeedsCards, NeedsCluster, Outcome, Rule, SubChecks, prefixed,
 )
 
 TRAINING = frozenset({CardType.TRAINING.value})
@@ -67,13 +67,37 @@ class Clause:
 
 # --- shared pieces --------------------------------------------------------------
 
+#: The sub-checks of the device-plugin check (6.1.n, 8.2.14; SPEC §4). The operator's
+#: ``cardeval.operator.deviceplugin`` reports each of them, undetermined (with the reason)
+#: when it could not be checked, e.g. with the opt-in probe off.
+DEVICE_PLUGIN_CHECKS = (
+    "node.resource_advertised", "node.capacity_matches_expected", "node.allocatable_matches_capacity",
+    "isolation.one_scheduled", "isolation.one_sees_one", "isolation.all_scheduled", "isolation.all_sees_all",
+    "isolation.over_stays_pending",
+    "probe.ran", "device_plugin.socket_found", "device_plugin.options_read", "device_plugin.devices_listed",
+    "device_plugin.all_healthy", "device_plugin.count_matches_capacity",
+    "device_plugin.healthy_matches_allocatable", "pod_resources.reachable",
+    "pod_resources.allocatable_matches_plugin", "pod_resources.probe_devices_listed",
+    "pod_resources.given_equals_seen",
+)
+#: Shown with the verdict, never judged: NUMA affinity is optional in the API, and whether a
+#: pod that asked for no card sees none depends on the container runtime (SPEC §4 is silent).
+DEVICE_PLUGIN_INFORMATIONAL = ("device_plugin.numa_reported", "isolation.none_sees_none")
+DEVICE_PLUGIN_METRICS = ("node.capacity", "node.allocatable", "node.unhealthy", "device_plugin.devices",
+                         "device_plugin.healthy")
+
 PEAK_THRESHOLDS = {"int8_tops": 200.0, "bf16_tflops": 96.0, "fp16_tflops": 96.0, "fp32_tflops": 24.0}
 PEAK_RULE = MetricsAtLeast(
     {"peak.int8": "int8_tops", "peak.bf16": "bf16_tflops", "peak.fp16": "fp16_tflops",
      "peak.fp32": "fp32_tflops"})
 COLLECTIVE_OPS = ("all_reduce", "all_gather", "all_to_all", "gather", "reduce", "reduce_scatter",
                   "scatter", "broadcast", "send_recv")
-COLLECTIVES_RULE = NeedsCards(ChecksAll(prefixed("collective.", (f"{op}.correct" for op in COLLECTIVE_OPS))))
+#: On a node without cards the workload runs its ranks on the CPU over gloo: the collective library
+#: and its algorithms are real there, so that run is judged (the reason says it was the CPU).
+COLLECTIVES_RULE = NeedsCards(ChecksAll(prefixed("collective.", (f"{op}.correct" for op in COLLECTIVE_OPS))),
+                              cpu_stand_in=True)
+INTERNODE_RULE = NeedsCards(AllOf((ChecksAll(("internode.correct",)), Measured(("internode.gbps",)))),
+                            min_cards=1, min_nodes=2)
 
 
 def _number(value: str) -> float:
@@ -194,8 +218,13 @@ GENERAL = [
            BOTH, "8.2.13", Topology.CARD, ChecksAll(("fault.reported", "fault.recovered")), ("fault",)),
     Clause("6.1.n", "Cloud-native access: the device plugin reports the cards to Kubernetes",
            "应具备云原生的接入能力，如支持 K8s 等技术", "shall", BOTH, "8.2.14", Topology.PROBE,
-           NeedsCluster("the device-plugin check (capacity, scheduling, plugin and kubelet APIs)"),
-           ("device-plugin",)),
+           NeedsCluster("the device-plugin check (capacity, scheduling, plugin and kubelet APIs)",
+                        SubChecks(DEVICE_PLUGIN_CHECKS, informational=DEVICE_PLUGIN_INFORMATIONAL,
+                                  metrics=DEVICE_PLUGIN_METRICS, workload="device-plugin")),
+           ("device-plugin", "device-visibility"),
+           note="judged by the operator's device-plugin check (SPEC §4): the Node's capacity and allocatable, "
+                "isolation pods (1 card, all, none, one more than the node has), and the opt-in privileged "
+                "probe pod speaking the device plugin API v1beta1 and the kubelet PodResources API v1"),
 ]
 
 # --- 6.2 training card ------------------------------------------------------------
@@ -221,7 +250,7 @@ TRAINING_CLAUSES = [
     Clause("6.2.1.g", "High-performance communication between servers (RDMA)",
            "应支持服务器之间训练卡间的高性能通信能力（如支持 RoCE、InfiniBand 等 RDMA 技术）", "shall", TRAINING,
            "8.3.1.6", Topology.MULTI_NODE,
-           NeedsCards(ChecksAll(("internode.correct",)), min_cards=1, min_nodes=2), ("internode",)),
+           INTERNODE_RULE, ("internode",)),
     Clause("6.2.1.h", "Collective communication library and algorithms",
            "应支持集合通讯库及典型的集合通信算法（如 all reduce、all gather 等）", "shall", TRAINING, "8.3.1.7",
            Topology.NODE, COLLECTIVES_RULE, ("collectives",)),
@@ -272,7 +301,9 @@ TRAINING_CLAUSES = [
     Clause("6.2.5.5", "Full-precision training energy efficiency", "全精度训练能效", "metric", TRAINING,
            "8.3.5.2", Topology.CARD, Measured(("efficiency.tensor_sum", "efficiency.vector_sum")), ("compute",)),
     Clause("6.2.5.6", "Multi-card and cluster training linearity", "多卡训练线性度", "metric", TRAINING,
-           "8.3.5.2", Topology.NODE, NeedsCards(Measured(("linearity.card",))), ("train-parallel",)),
+           "8.3.5.2", Topology.NODE, NeedsCards(Measured(("linearity.card",))), ("train-parallel",),
+           note="card linearity from one node's cards; the multi-node run of train-parallel also reports "
+                "linearity.cluster = V3/(N*V4)"),
     Clause("6.2.5.7", "Checkpoint save and load time", "检查点保存和加载时间", "metric", TRAINING, "8.3.5.2",
            Topology.CARD, Measured(("checkpoint.save_s", "checkpoint.load_s")), ("train",)),
 ]
@@ -295,7 +326,7 @@ INFERENCE_CLAUSES = [
            "should", INFERENCE, "8.4.1.4", Topology.NODE, NeedsCards(ChecksAll(("p2p.correct",))), ("p2p",)),
     Clause("6.3.1.f", "High-performance communication between servers (RDMA)",
            "宜支持服务器之间推理卡间的高性能通信能力", "should", INFERENCE, "8.4.1.5", Topology.MULTI_NODE,
-           NeedsCards(ChecksAll(("internode.correct",)), min_cards=1, min_nodes=2), ("internode",)),
+           INTERNODE_RULE, ("internode",)),
     Clause("6.3.1.g", "Collective communication library and algorithms",
            "应支持集合通讯库及典型的集合通信算法（如 all reduce、all gather 等）", "shall", INFERENCE, "8.4.1.6",
            Topology.NODE, COLLECTIVES_RULE, ("collectives",)),

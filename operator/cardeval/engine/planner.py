@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from cardeval.api.models import CardEvaluation, Profile
 from cardeval.engine.catalog import Clause, Topology, select
-from cardeval_workloads.available import WORKLOADS
+from cardeval_workloads.available import OPERATOR_WORKLOADS, WORKLOADS
 
 #: Per-profile time limit of one work item, unless the spec sets one.
 DEFAULT_ITEM_TIMEOUT_S = {Profile.QUICK.value: 600, Profile.STANDARD.value: 4 * 3600,
@@ -72,7 +72,11 @@ def item_name(evaluation: str, node: str, workload: str) -> str:
     return f"{head}-{digest}"
 
 
-def plan(evaluation: CardEvaluation, nodes: list[str]) -> Plan:
+def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozenset[str] | set[str] = frozenset()
+         ) -> Plan:
+    """``operator_checks``: workloads of ``OPERATOR_WORKLOADS`` the executor runs itself (the
+    operator's device-plugin check); their items come first on each node. Without it their
+    clauses get no item and their rules judge them (NotRun, with the reason)."""
     spec = evaluation.spec
     selected, excluded = select(spec.card_type, spec.clauses.include, spec.clauses.exclude)
     timeout = spec.item_timeout_seconds or DEFAULT_ITEM_TIMEOUT_S[spec.profile]
@@ -84,14 +88,21 @@ def plan(evaluation: CardEvaluation, nodes: list[str]) -> Plan:
         if clause.topology in NO_WORKLOAD or (clause.id in attested and clause.attestable):
             continue
         for workload in clause.workloads:
+            if workload in OPERATOR_WORKLOADS:
+                if workload in operator_checks:
+                    by_workload.setdefault(workload, []).append(clause)
+                continue  # not missing: this executor does not run it (local, or an operator without it)
             if workload in WORKLOADS:
                 by_workload.setdefault(workload, []).append(clause)
             else:
                 missing.setdefault(workload, []).append(clause.id)
 
     items: list[WorkItem] = []
+    # Operator-run checks first: they judge the node's view of its cards (capacity, the plugin),
+    # which must not wait behind measurements, nor be skipped when the cards are missing.
+    ordered = sorted(by_workload.items(), key=lambda kv: kv[0] not in OPERATOR_WORKLOADS)
     for node in nodes:
-        for workload, clauses in by_workload.items():
+        for workload, clauses in ordered:
             topology = max((c.topology for c in clauses), key=_TOPOLOGY_ORDER.index)
             if topology == Topology.MULTI_NODE:
                 continue  # planned once per evaluation by the multi-node launcher, not per node

@@ -141,7 +141,7 @@ class NeedsCluster(Rule):
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         if ctx.mode != "cluster":
-            return Finding(Outcome.NOT_RUN, f"{self.what} needs a Kubernetes cluster; "
+            return Finding(Outcome.NOT_RUN, f"{self.what} needs a cluster (Kubernetes); "
                            "apply the evaluation as a CardEvaluation resource")
         if self.inner is None:
             return Finding(Outcome.NOT_RUN, f"{self.what}: not implemented in this version")
@@ -150,11 +150,18 @@ class NeedsCluster(Rule):
 
 @dataclass
 class NeedsCards(Rule):
-    """Wraps a rule that needs several cards in one node, or several nodes."""
+    """Wraps a rule that needs several cards in one node, or several nodes.
+
+    ``cpu_stand_in``: on a node with no accelerator, where the workload ran on the host
+    CPU (several processes over gloo), judge that run instead of ``not_run``, saying so in
+    the reason — as the CPU stand-in of every card workload is judged (SPEC §8). A node
+    with one card stays ``not_run``: its run says nothing about card-to-card communication.
+    """
 
     inner: Rule
     min_cards: int = 2
     min_nodes: int = 1
+    cpu_stand_in: bool = False
 
     def describe(self) -> str:
         need = []
@@ -166,6 +173,13 @@ class NeedsCards(Rule):
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         if ctx.cards_per_node < self.min_cards:
+            if self.cpu_stand_in and ctx.cards_per_node == 0:
+                env = ctx.envelope()
+                if env.devices and not any(d.is_accelerator for d in env.devices):
+                    inner = self.inner.judge(ctx)
+                    return Finding(inner.outcome, (f"on the host CPU stand-in (no accelerator card; the "
+                                                   f"{env.backend or 'cpu'} run of {env.workload}): "
+                                                   + inner.reason)[:1000], inner.measurements)
             return Finding(Outcome.NOT_RUN, f"needs at least {self.min_cards} cards in a node; "
                            f"this node has {ctx.cards_per_node}")
         if ctx.nodes_in_evaluation < self.min_nodes:
@@ -473,6 +487,59 @@ class AllOf(Rule):
             measurements.update(f.measurements)
         reason = worst.reason if worst.outcome != Outcome.MET else "; ".join(f.reason for f in findings)
         return Finding(worst.outcome, reason[:1000], measurements)
+
+
+@dataclass
+class SubChecks(Rule):
+    """A clause whose evidence is one envelope of many sub-checks (the device-plugin check of
+    6.1.n): every sub-check it reports must be ok, except the ``informational`` ones, which
+    are shown but never judged; each of ``required`` must be there.
+
+    Any failed sub-check → ``not_met`` naming each with its evidence; else an undetermined
+    one (``ok=None``) → ``not_run`` with the reasons; else ``met``.  ``metrics`` become the
+    finding's measurements (node-wide values only).
+    """
+
+    required: tuple[str, ...]
+    informational: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    workload: str | None = None
+
+    def describe(self) -> str:
+        return "every sub-check ok: " + ", ".join(self.required)
+
+    def evaluate(self, ctx: JudgeContext) -> Finding:
+        env = ctx.envelope(self.workload)
+        reported = {c.name for c in env.checks}
+        missing = [n for n in self.required if n not in reported]
+        if missing:
+            return Finding(Outcome.ERROR, f"workload {env.workload} did not report sub-check(s) {', '.join(missing)}")
+        failed, unknown, passed, info = [], [], [], []
+        for c in env.checks:
+            text = f"{c.name}: {c.detail}" if c.detail else c.name
+            if c.name in self.informational:
+                if c.ok is not True:
+                    info.append(f"{c.name} ({'no' if c.ok is False else 'undetermined'}; not judged): {c.detail}")
+            elif c.ok is False:
+                failed.append(text)
+            elif c.ok is None:
+                unknown.append(text)
+            else:
+                passed.append(c.name)
+        measurements: dict[str, Measurement] = {}
+        for name in self.metrics:
+            m = env.metric(name)
+            if m is not None and m.value is not None:
+                measurements[name] = Measurement(value=m.value, unit=m.unit, device=m.device)
+        note = ("; " + "; ".join(info)) if info else ""
+        if failed:
+            return Finding(Outcome.NOT_MET, (f"{len(failed)} of {len(env.checks)} sub-checks failed: "
+                                             + " | ".join(failed) + note)[:1000], measurements)
+        if unknown:
+            return Finding(Outcome.NOT_RUN, (f"{len(unknown)} sub-check(s) undetermined: "
+                                             + " | ".join(unknown) + note)[:1000], measurements)
+        return Finding(Outcome.MET, (f"all {len(passed)} sub-checks passed: " + ", ".join(passed) + note)[:1000],
+                       measurements)
 
 
 # --- node facts rules -------------------------------------------------------------
