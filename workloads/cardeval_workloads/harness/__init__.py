@@ -7,6 +7,7 @@ One idea per module:
 * :mod:`.device` — the :class:`~.device.Accelerator` interface and its backends;
 * :mod:`.mgmt` — management readers (NVML, vendor tools, sysfs, the host CPU);
 * :mod:`.timing` — device-synchronised timing with warm-up and repeats;
+* :mod:`.power` — power, energy, temperature, clock and utilisation sampling (NVML, hwmon, RAPL);
 * :mod:`.builder` — collects metrics, checks, devices and errors into an envelope;
 * :mod:`.registry` — workloads by name (one file each under ``suite/``);
 * :mod:`.params` — typed ``--param key=value`` declarations;

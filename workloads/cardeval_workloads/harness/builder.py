@@ -10,7 +10,10 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from cardeval_workloads.envelope import Check, DeviceIdentity, Envelope, Metric, Stats, now
+from cardeval_workloads.envelope import Check, DeviceIdentity, Envelope, Metric, PowerSample, Stats, now
+
+#: The envelope's limit on power samples; more are thinned evenly, never cut off at the end.
+MAX_POWER_SAMPLES = 100_000
 
 
 class EnvelopeBuilder:
@@ -25,6 +28,7 @@ class EnvelopeBuilder:
         self.checks: list[Check] = []
         self.errors: list[str] = []
         self.versions: dict[str, str] = {}
+        self.power: list[PowerSample] = []
         self._metric_keys: set[tuple] = set()
 
     # --- adding -----------------------------------------------------------------
@@ -71,6 +75,10 @@ class EnvelopeBuilder:
         self.devices = [d for d in self.devices if d.index != identity.index] + [identity]
         self.devices.sort(key=lambda d: d.index)
 
+    def add_power(self, samples: list[PowerSample]) -> None:
+        """Power samples (see :mod:`.power`) for the envelope's ``power`` list."""
+        self.power.extend(samples)
+
     def error(self, message: str) -> None:
         self.errors.append(message[:2000])
 
@@ -96,4 +104,12 @@ class EnvelopeBuilder:
             checks=self.checks[:4096],
             errors=errors,
             versions=self.versions,
+            power=_thin(sorted(self.power, key=lambda p: (p.t, p.device)), MAX_POWER_SAMPLES),
         )
+
+
+def _thin(items: list, limit: int) -> list:
+    if len(items) <= limit:
+        return items
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]

@@ -25,6 +25,13 @@ are reported as skipped with the reason. A failed correctness check does not
 stop the rate measurement: the number is reported and the check says it is
 wrong.
 
+Energy efficiency (6.2.5.4–6.2.5.5, 6.3.5.4): power is sampled while each
+size runs (:mod:`..harness.power`), and :mod:`._efficiency` reports
+``efficiency.<fmt>_tflops_per_w`` (``efficiency.int8_tops_per_w``) from each
+peak and the average power of its size's run, and 6.2.5.5's
+``efficiency.tensor_sum`` / ``efficiency.vector_sum`` — unavailable, with
+the reason, where power cannot be read.
+
 Test hook: ``--param inject_error=<fmt>[,<fmt>...]`` adds a data-sized error to one
 element of that format's correctness result before verification; used by the
 tests to prove that the check catches a corrupted product.
@@ -39,13 +46,14 @@ from dataclasses import dataclass
 import torch
 
 from cardeval_workloads.envelope import InfoField, Stats
+from cardeval_workloads.harness import power
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.device import DTYPES, Accelerator
 from cardeval_workloads.harness.errors import UsageError, describe_exception
 from cardeval_workloads.harness.params import Param, int_list, str_list
 from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
 
-from . import _gemm
+from . import _efficiency, _gemm
 
 NAME = "compute"
 DESCRIPTION = "matrix-product correctness and peak rate for fp32/tf32/fp16/bf16/int8/fp8"
@@ -98,6 +106,8 @@ class ShapeResult:
     skipped: str | None = None
     timer: str = ""
     inner: int = 1
+    #: Power while this size ran (a :class:`~..harness.power.Window`), when a sampler was given.
+    power: object | None = None
 
     @property
     def shape(self) -> str:
@@ -156,13 +166,16 @@ def measure_rate(accel: Accelerator, index: int, fmt: str, n: int, cfg: dict, *,
 
 
 def sweep(accel: Accelerator, index: int, fmt: str, sizes: list[int], cfg: dict,
-          fp8_dtype=None) -> list[ShapeResult]:
+          fp8_dtype=None, sampler: power.PowerSampler | None = None) -> list[ShapeResult]:
     """All sizes in ascending order; a size predicted too slow is skipped without running."""
     results: list[ShapeResult] = []
     last: tuple[int, float] | None = None
     for n in sorted(set(sizes)):
         predicted = last[1] * (n / last[0]) ** 3 if last else None
+        start = sampler.mark() if sampler is not None else None
         r = measure_rate(accel, index, fmt, n, cfg, fp8_dtype=fp8_dtype, predicted_call_s=predicted)
+        if sampler is not None and start is not None and r.stats is not None:
+            r.power = sampler.window(start, sampler.mark(), index)
         if r.per_call_s is not None:
             last = (n, r.per_call_s)
         results.append(r)
@@ -183,6 +196,9 @@ class _Run:
         self.sizes = ctx.params.get("sizes") or self.cfg["sweep"]
         self.check_c = int(ctx.params.get("check_size") or self.cfg["check"])
         self.static = self.accel.dtype_support(index)
+        self.sampler: power.PowerSampler | None = None
+        #: format → (peak, power window of the peak's size), for the efficiency metrics
+        self.peaks: dict[str, tuple[float, object | None]] = {}
 
     # --- support ---------------------------------------------------------------
 
@@ -249,7 +265,8 @@ class _Run:
 
     def rate(self, fmt: str, fp8_dtype) -> None:
         out, unit = self.ctx.out, _gemm.FORMATS[fmt].unit
-        results = sweep(self.accel, self.index, fmt, self.sizes, self.cfg, fp8_dtype=fp8_dtype)
+        results = sweep(self.accel, self.index, fmt, self.sizes, self.cfg, fp8_dtype=fp8_dtype,
+                        sampler=self.sampler)
         for r in results:
             labels = {"detail": "true", "shape": r.shape}
             if r.stats is not None:
@@ -266,6 +283,7 @@ class _Run:
         best = max(measured, key=lambda r: r.stats.median)
         out.metric(f"peak.{fmt}", best.stats.median, unit, device=self.index, stats=best.stats,
                    labels={"shape": best.shape})
+        self.peaks[fmt] = (best.stats.median, best.power)
         self.ctx.log.info("%s %s: peak %.4g %s at %s", self.where, fmt, best.stats.median, unit, best.shape)
 
     def unsupported(self, fmt: str, reason: str) -> None:
@@ -275,6 +293,12 @@ class _Run:
     def run(self, formats: list[str]) -> None:
         props = {k: InfoField(value=v, source="torch") for k, v in self.accel.properties(self.index).items() if v}
         self.ctx.out.device(self.ctx.identity(self.index, props))
+        with power.sampling(self.ctx, [self.index]) as self.sampler:
+            self.formats(formats)
+        _efficiency.report(self.ctx.out, self.accel, self.index, self.peaks,
+                           self.sampler.power_reason(self.index))
+
+    def formats(self, formats: list[str]) -> None:
         for fmt in formats:
             reason, fp8_dtype = self.probe(fmt)
             if reason:
