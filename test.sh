@@ -12,6 +12,14 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$root"
 venv=$("$root/hack/venv.sh")
 export PATH="$venv/bin:$PATH"
+# OpenMPI's mpirun, for the MPI bootstrap test of the collectives workload.
+if ! command -v mpirun >/dev/null 2>&1; then
+  echo "== installing OpenMPI (Debian openmpi-bin)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin; } >&2 \
+    || echo "test.sh: could not install openmpi-bin; the mpirun test will fail and say why" >&2
+fi
+# etcd, Kubernetes, kubectl and helm from source (minutes when cold, instant when cached).
+"$root/hack/build-binaries.sh" >/dev/null
 echo "== architecture contracts (import-linter)"
 lint-imports --no-cache
 echo "== tests"

@@ -172,6 +172,9 @@ class NeedsCards(Rule):
         return f"{self.inner.describe()} (needs {', '.join(need)})"
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
+        if self.min_nodes > 1 and ctx.nodes_in_evaluation < self.min_nodes:
+            return Finding(Outcome.NOT_RUN, f"needs at least {self.min_nodes} nodes; "
+                           f"the evaluation has {ctx.nodes_in_evaluation}")
         if ctx.cards_per_node < self.min_cards:
             if self.cpu_stand_in and ctx.cards_per_node == 0:
                 env = ctx.envelope()

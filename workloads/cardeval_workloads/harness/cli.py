@@ -15,6 +15,8 @@
   envelope has ``status="error"`` too.
 * SIGTERM (Kubernetes' time limit or pod deletion) ends the run with an error
   envelope that says so, keeping what was measured before it (exit 1).
+* A rank other than 0 of a run started by ``mpirun`` or ``torchrun`` prints no
+  envelope and writes no termination message: rank 0 reports for all ranks.
 """
 
 from __future__ import annotations
@@ -142,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         envelope, code = run(sys.argv[1:] if argv is None else argv)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    from .distributed import reports_envelope
+
+    if not reports_envelope():
+        # A rank other than 0 started by mpirun/torchrun: it shares the launcher's stdout with
+        # rank 0, which reports for the whole run (see distributed.py).
+        return code
     path = termination_path()
     if path:
         try:

@@ -1,0 +1,159 @@
+"""The multi-node launcher's pure functions: planning, the MPIJob, the Indexed Job and its Service.
+
+(The same objects go to the real API server, against the real MPIJob CRD, in
+``test_multinode_cluster.py``.)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+for sub in ("operator", "workloads"):
+    sys.path.insert(0, str(ROOT / sub))
+
+from cardeval.engine.load import from_mapping  # noqa: E402
+from cardeval.engine.planner import plan  # noqa: E402
+from cardeval.operator import multinode as M  # noqa: E402
+from cardeval.operator.config import Settings  # noqa: E402
+
+UID = "0b7d6a1e-0000-4000-8000-000000000001"
+
+
+def evaluation(multi_node: dict | None = {"nodes": 2}, cards: int = 8, **spec):
+    body = {"cardType": "training", "resourceName": "nvidia.com/gpu", "expectedCardsPerNode": cards,
+            "profile": "quick", "clauses": {"include": ["6.2.1.*"]},
+            "admission": {"onPass": {"removeTaints": [{"key": "cardeval.io/unvalidated"}]}}, **spec}
+    if multi_node is not None:
+        body["multiNode"] = multi_node
+    ev = from_mapping({"apiVersion": "cardeval.io/v1alpha1", "kind": "CardEvaluation",
+                       "metadata": {"name": "pool-a"}, "spec": body})
+    ev.metadata.generation = 3
+    return ev
+
+
+def items(ev, nodes=("n3", "n1", "n2")):
+    return M.plan_multinode(ev, plan(ev, list(nodes)))
+
+
+def test_plan_picks_the_inter_node_clauses_and_sorted_nodes():
+    mp = items(evaluation())
+    assert mp.not_run is None and [i.workload for i in mp.items] == ["internode"]
+    item = mp.items[0]
+    assert item.nodes == ("n1", "n2") and item.cards_per_node == 8 and item.ranks == 16
+    assert item.clauses == ("6.2.1.g",) and item.launcher == "mpijob"
+    assert item.name == items(evaluation()).items[0].name  # deterministic across passes
+    assert len(item.name) <= 54  # <name>-launcher and <name>-worker-N stay DNS labels
+
+
+def test_plan_says_why_not():
+    assert "spec.multiNode is not set" in items(evaluation(multi_node=None)).not_run
+    few = items(evaluation(multi_node={"nodes": 4}), nodes=("n1", "n2"))
+    assert few.items == [] and "only 2 node(s)" in few.not_run
+    excluded = M.plan_multinode(evaluation(clauses={"include": ["6.2.1.a"]}),
+                                plan(evaluation(clauses={"include": ["6.2.1.a"]}), ["n1", "n2"]))
+    assert excluded.items == [] and excluded.not_run is None
+
+
+def test_mpijob_manifest():
+    ev = evaluation()
+    item = items(ev).items[0]
+    settings = Settings(namespace="cardeval-system", workload_python=("python3",))
+    job = M.mpijob_manifest(item, ev, UID, settings)
+    assert job["apiVersion"] == "kubeflow.org/v2beta1" and job["kind"] == "MPIJob"
+    meta = job["metadata"]
+    assert meta["name"] == item.name and meta["namespace"] == "cardeval-system"
+    assert meta["ownerReferences"][0]["uid"] == UID and meta["ownerReferences"][0]["kind"] == "CardEvaluation"
+    assert meta["labels"]["cardeval.io/evaluation"] == "pool-a" and meta["labels"]["cardeval.io/generation"] == "3"
+    spec = job["spec"]
+    assert spec["slotsPerWorker"] == 8 and spec["mpiImplementation"] == "OpenMPI"
+    assert spec["runPolicy"]["cleanPodPolicy"] == "Running"
+    assert spec["runPolicy"]["activeDeadlineSeconds"] == item.timeout_s
+    assert spec["runPolicy"]["ttlSecondsAfterFinished"] == settings.job_ttl_seconds
+    worker = spec["mpiReplicaSpecs"]["Worker"]
+    assert worker["replicas"] == 2
+    wpod = worker["template"]["spec"]
+    assert wpod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "8"}
+    terms = wpod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert [t["matchFields"] for t in terms] == [[{"key": "metadata.name", "operator": "In", "values": [n]}]
+                                                 for n in ("n1", "n2")]
+    assert wpod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0][
+        "topologyKey"] == "kubernetes.io/hostname"
+    assert {"key": "cardeval.io/unvalidated", "operator": "Exists"} in wpod["tolerations"]
+    launcher = spec["mpiReplicaSpecs"]["Launcher"]
+    assert launcher["replicas"] == 1
+    cmd = launcher["template"]["spec"]["containers"][0]["command"]
+    assert cmd[:3] == ["mpirun", "-np", "16"]
+    assert f"MASTER_ADDR={item.name}-worker-0.{item.name}.cardeval-system.svc" in cmd
+    assert f"MASTER_PORT={M.RENDEZVOUS_PORT}" in cmd
+    assert cmd[cmd.index("python3"):][:4] == ["python3", "-m", "cardeval_workloads", "internode"]
+    assert "nvidia.com/gpu" not in str(launcher["template"]["spec"]["containers"][0]["resources"])
+
+
+def test_indexed_job_and_headless_service():
+    ev = evaluation(multi_node={"nodes": 2, "launcher": "indexed-job"})
+    item = items(ev).items[0]
+    assert item.launcher == "indexed-job"
+    settings = Settings(namespace="ns")
+    svc = M.headless_service(item, ev, UID, settings)
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] == {M.RUN: item.name}
+    job = M.indexed_job_manifest(item, ev, UID, settings)
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == 2
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == svc["metadata"]["name"]
+    assert spec["template"]["metadata"]["labels"][M.RUN] == item.name
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MASTER_ADDR"] == f"{item.name}-0.{item.name}.ns.svc" and env["CARDEVAL_NNODES"] == "2"
+    assert env["CARDEVAL_PROCS_PER_NODE"] == "8"
+    override = M.indexed_job_manifest(item, ev, UID, settings, master_addr="127.0.0.1")
+    assert {e["name"]: e.get("value") for e in override["spec"]["template"]["spec"]["containers"][0]["env"]}[
+        "MASTER_ADDR"] == "127.0.0.1"
+
+
+def test_states():
+    assert M.mpijob_state({}).finished is False
+    done = M.mpijob_state({"status": {"conditions": [{"type": "Running", "status": "False"},
+                                                     {"type": "Succeeded", "status": "True"}]}})
+    assert done.finished and done.succeeded
+    failed = M.mpijob_state({"status": {"conditions": [{"type": "Failed", "status": "True", "message": "x"}]}})
+    assert failed.finished and not failed.succeeded and failed.message == "x"
+
+
+@pytest.mark.parametrize("discovery, missing", [
+    (None, True),
+    ({"resources": [{"name": "pytorchjobs"}]}, True),
+    ({"resources": [{"name": "mpijobs"}, {"name": "mpijobs/status"}]}, False),
+])
+def test_choose_launch_reports_a_missing_mpijob_api(discovery, missing):
+    class Discovery:  # the only call: GET /apis/kubeflow.org/v2beta1 (the real server: test_multinode_cluster)
+        def get_or_none(self, path):
+            assert path == "/apis/kubeflow.org/v2beta1"
+            return discovery
+
+    item = items(evaluation()).items[0]
+    launch = M.choose_launch(item, Discovery())
+    if missing:
+        assert launch.kind is None and "MPIJob API" in launch.not_run and "indexed-job" in launch.not_run
+    else:
+        assert launch.kind == "mpijob" and launch.not_run is None
+    indexed = items(evaluation(multi_node={"nodes": 2, "launcher": "indexed-job"})).items[0]
+    assert M.choose_launch(indexed, Discovery()).kind == "indexed-job"
+
+
+def test_runs_by_node():
+    from cardeval.engine.facts import WorkloadRun
+
+    mp = items(evaluation())
+    run = WorkloadRun("internode", error="boom")
+    out = M.runs_by_node(mp, ["n1", "n2", "n3"], {"internode": run})
+    assert out["n1"]["internode"] is run and out["n2"]["internode"] is run
+    assert "not one of the 2 nodes" in out["n3"]["internode"].not_run
+    missing = M.runs_by_node(mp, ["n1"], {}, {"internode": "the MPIJob API is not installed"})
+    assert missing["n1"]["internode"].not_run == "the MPIJob API is not installed"
+    none = items(evaluation(multi_node=None))
+    assert "spec.multiNode is not set" in M.runs_by_node(none, ["n1"], {})["n1"]["internode"].not_run

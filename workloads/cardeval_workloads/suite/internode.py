@@ -1,0 +1,246 @@
+"""``internode``: communication between the cards of different servers (6.2.1.g, 6.3.1.f; method 8.3.1.6).
+
+A multi-node work item: launched on every node by the operator's multi-node
+launcher (an MPIJob's ``mpirun``, one rank per card, or an Indexed Job whose
+pods each start their cards' ranks; see
+:mod:`~cardeval_workloads.harness.distributed`). In one node it reports that
+it needs at least two (checks undetermined).
+
+* Node pairs (node 0, node k): card ``l`` of node 0 exchanges with card ``l``
+  of node k, all the node's cards at once — node 0 → node k
+  (``internode.gbps``, one direction) and both ways together
+  (``internode.bidir_gbps``), per card pair (median of the samples; 8.3.1.6 e
+  asks for the average, which is in the stats) and summed over the node's
+  cards as detail metrics (``scope=node_pair``). Gb/s = 10⁹ bits/s, as 8.3.1.6
+  states it.
+* Check ``internode.correct``: every received buffer equals the sender's
+  pattern, element by element.
+* Collectives across the nodes (default all_reduce; ``--param ops``), with
+  the ``collectives`` checks and metrics under the ``internode.collective``
+  prefix, including seed 003's 32-card rows when the world has 32 ranks.
+* ``internode.transport`` (informational check): whether the backend used an
+  RDMA network (RoCE or InfiniBand) — NCCL's ``NET/IB`` versus ``NET/Socket``
+  from its own log — or TCP (gloo: never RDMA). 6.2.1.g gives RDMA as an
+  example ("如支持 RoCE、InfiniBand 等"), so it is reported, not required.
+
+Test hook: ``--param corrupt_rank=R`` corrupts rank R's received data (and its
+collective results); the checks must fail.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from cardeval_workloads.envelope import Stats
+from cardeval_workloads.harness import distributed
+from cardeval_workloads.harness.context import RunContext
+from cardeval_workloads.harness.params import Param, str_list
+
+from . import _comm, collectives
+
+NAME = "internode"
+DESCRIPTION = "card-to-card bandwidth between servers (Gb/s, per node pair), correctness, collectives across nodes"
+CLAUSES = ("6.2.1.g", "6.3.1.f")
+TOPOLOGY = "multi-node"
+
+MIB = 1 << 20
+KIB = 1 << 10
+
+PARAMS = {
+    "size_mib": Param(int, None, "bytes per exchange in MiB instead of the profile's"),
+    "repeats": Param(int, None, "samples instead of the profile's"),
+    "ops": Param(str_list, ["all_reduce"], "collectives to run across the nodes", choices=_comm.OPS),
+    "backend": Param(str, None, "collective backend instead of the device's"),
+    "timeout_s": Param(float, None, "time limit of the distributed run"),
+    "corrupt_rank": Param(int, None, "TEST HOOK: this rank corrupts what it received"),
+}
+
+PROFILES = {
+    "quick": {"cpu": dict(size_mib=4, repeats=3, inner=2, sizes=[64 * KIB, 1 * MIB], min_sample_s=0.005,
+                          budget_s=0.25, timeout_s=180),
+              "accelerator": dict(size_mib=256, repeats=5, inner=4, sizes=[1 * MIB, 64 * MIB, 256 * MIB],
+                                  min_sample_s=0.01, budget_s=1.0, timeout_s=600)},
+    "standard": {"cpu": dict(size_mib=16, repeats=5, inner=2, sizes=[64 * KIB, 1 * MIB, 16 * MIB],
+                             min_sample_s=0.02, budget_s=1.0, timeout_s=900),
+                 "accelerator": dict(size_mib=1024, repeats=10, inner=4, sizes=[1 * MIB, 64 * MIB, 1024 * MIB],
+                                     min_sample_s=0.05, budget_s=3.0, timeout_s=3600)},
+    "full": {"cpu": dict(size_mib=64, repeats=10, inner=2, sizes=[64 * KIB, 1 * MIB, 16 * MIB, 64 * MIB],
+                         min_sample_s=0.05, budget_s=3.0, timeout_s=3600),
+             "accelerator": dict(size_mib=1024, repeats=20, inner=8,
+                                 sizes=[1 * MIB, 64 * MIB, 1024 * MIB, 4096 * MIB], min_sample_s=0.1,
+                                 budget_s=10.0, timeout_s=4 * 3600, a100_table=True)},
+}
+
+
+def _exchange(r: Any, peer: int, send: bool, recv: bool, x: torch.Tensor, y: torch.Tensor) -> None:
+    ops = []
+    if send:
+        ops.append(dist.P2POp(dist.isend, x, peer))
+    if recv:
+        ops.append(dist.P2POp(dist.irecv, y, peer))
+    for req in dist.batch_isend_irecv(ops):
+        req.wait()
+
+
+def rank_main(r: Any) -> dict[str, Any]:
+    cfg = dict(r.sizes)
+    nbytes = int(r.params.get("size_mib") or cfg["size_mib"]) * MIB
+    repeats = int(r.params.get("repeats") or cfg["repeats"])
+    inner = int(cfg.get("inner", 2))
+    hook = r.params.get("corrupt_rank") == r.rank
+    n = nbytes // 4
+    x = _comm.pattern(r.rank, 0, n, r.device)
+    y = torch.empty(n, dtype=torch.float32, device=r.device)
+    out: dict[str, Any] = {"pairs": {}, "verified": [], "host": os.uname().nodename}
+    local = r.rank % r.procs_per_node
+    for k in range(1, r.nnodes):
+        peer_of = {local: None}
+        if r.node_rank == 0:
+            peer_of[local] = k * r.procs_per_node + local
+        elif r.node_rank == k:
+            peer_of[local] = local
+        peer = peer_of[local]
+        for mode in ("one_way", "both_ways"):
+            samples: list[float] = []
+            sends = peer is not None and (mode == "both_ways" or r.node_rank == 0)
+            recvs = peer is not None and (mode == "both_ways" or r.node_rank == k)
+            for i in range(repeats + 1):  # the first exchange warms up and is verified
+                r.barrier()
+                if peer is not None:
+                    t0 = time.perf_counter()
+                    for _ in range(1 if i == 0 else inner):
+                        _exchange(r, peer, sends, recvs, x, y)
+                    r.sync()
+                    if i == 0 and recvs:
+                        if hook:
+                            _comm.corrupt(y)
+                        want = _comm.pattern(peer, 0, n, r.device)
+                        bad = 0 if bool(torch.equal(y, want)) else int((y != want).sum().item())
+                        out["verified"].append((k, mode, peer, bad, n))
+                    elif i > 0:
+                        samples.append((time.perf_counter() - t0) / inner)
+            if peer is not None:
+                moved = nbytes * (2 if mode == "both_ways" else 1)
+                out["pairs"][(k, mode)] = (peer, moved, samples)
+    r.barrier()
+    sub = dict(r.params)
+    sub["ops"] = list(r.params.get("ops") or ["all_reduce"])
+    r.params = sub
+    out["collectives"] = collectives.rank_main(r)
+    out["transport"] = _transport()
+    return out
+
+
+def _transport() -> str:
+    """What NCCL said about its network in the log file we asked it to write; '' if not NCCL."""
+    pattern = os.environ.get("NCCL_DEBUG_FILE", "")
+    if not pattern:
+        return ""
+    found = ""
+    for path in glob.glob(pattern.replace("%h", "*").replace("%p", "*")):
+        try:
+            text = open(path, encoding="utf-8", errors="replace").read()
+        except OSError:
+            continue
+        if "NET/IB" in text:
+            return "NET/IB (InfiniBand or RoCE: RDMA)"
+        if "NET/Socket" in text:
+            found = "NET/Socket (TCP: not RDMA)"
+    return found
+
+
+def run(ctx: RunContext) -> None:
+    per_node = int(len(ctx.devices)) if ctx.accel.is_accelerator else 1
+    for i in ctx.devices:
+        ctx.out.device(ctx.identity(i))
+    layout = distributed.detect(local_default=per_node)
+    if layout.nnodes < 2:
+        why = (f"one node ({layout.mode} launch, {layout.world_size} ranks): inter-node communication needs "
+               "at least 2 nodes (a multi-node work item: MPIJob or Indexed Job)")
+        ctx.out.check("internode.correct", None, why)
+        ctx.out.metric("internode.gbps", None, "Gbit/s", unavailable=why)
+        return
+    backend = ctx.params.get("backend") or distributed.default_backend(ctx.accel.backend)
+    if backend == "nccl" and "NCCL_DEBUG_FILE" not in os.environ:
+        os.environ.setdefault("NCCL_DEBUG", "INFO")
+        os.environ.setdefault("NCCL_DEBUG_SUBSYS", "INIT,NET")
+        os.environ["NCCL_DEBUG_FILE"] = os.path.join(tempfile.mkdtemp(prefix="cardeval-nccl-"), "nccl.%h.%p.log")
+    timeout = float(ctx.params.get("timeout_s") or ctx.sizes.get("timeout_s", 600))
+    world = distributed.run_world(ctx, rank_main, procs_per_node=per_node, backend=backend, timeout_s=timeout)
+    if not world.reporter:
+        return
+    world.raise_for_failure()
+    report(ctx, world)
+
+
+def report(ctx: RunContext, world: distributed.WorldResult) -> None:
+    out = ctx.out
+    values = world.values or []
+    layout = world.layout
+    for rank, err in sorted(world.errors.items()):
+        out.error(f"rank {rank}: {err}")
+        ctx.failed = True
+    wrong, checked = [], 0
+    pair_rates: dict[str, list[float]] = {"one_way": [], "both_ways": []}
+    for rank, v in enumerate(values):
+        if not v:
+            continue
+        for k, mode, peer, bad, total in v["verified"]:
+            checked += 1
+            if bad:
+                wrong.append(f"rank {rank} from rank {peer} ({mode}, node 0↔{k}): {bad} of {total} elements differ")
+    hosts = sorted({v["host"] for v in values if v})
+    for k in range(1, layout.nnodes):
+        for mode, name in (("one_way", "internode.gbps"), ("both_ways", "internode.bidir_gbps")):
+            per_pair = []
+            for rank, v in enumerate(values):
+                if not v or rank >= layout.procs_per_node or (k, mode) not in v["pairs"]:
+                    continue  # node 0's ranks hold one entry per pair
+                peer, moved, samples = v["pairs"][(k, mode)]
+                partner = values[peer]["pairs"].get((k, mode)) if values[peer] else None
+                both = [max(a, b) for a, b in zip(samples, partner[2])] if partner else samples
+                if not both:
+                    continue
+                rates = [moved * 8 / s / 1e9 for s in both]
+                gbps = moved * 8 / statistics.median(both) / 1e9
+                per_pair.append(gbps)
+                out.metric(name, gbps, "Gbit/s", stats=Stats.of(rates),
+                           labels={"detail": "true", "nodes": f"0-{k}", "ranks": f"{rank}-{peer}"})
+            if per_pair:
+                out.metric(name, sum(per_pair), "Gbit/s",
+                           labels={"detail": "true", "scope": "node_pair", "nodes": f"0-{k}",
+                                   "card_pairs": str(len(per_pair))})
+                pair_rates[mode].extend(per_pair)
+    for mode, name in (("one_way", "internode.gbps"), ("both_ways", "internode.bidir_gbps")):
+        rates = pair_rates[mode]
+        if rates:
+            out.metric(name, statistics.mean(rates), "Gbit/s",
+                       labels={"per": "card pair", "pairs": str(len(rates)), "nodes": str(layout.nnodes)})
+        else:
+            out.metric(name, None, "Gbit/s", unavailable="no card pair between nodes was timed")
+    hook = ctx.params.get("corrupt_rank")
+    note = f" [corrupt_rank={hook} test hook]" if hook is not None else ""
+    out.check("internode.correct", (not wrong) if checked else None,
+              ((("; ".join(wrong)) if wrong else
+                f"{checked} inter-node transfers equal the sender's pattern ({layout.nnodes} nodes: "
+                f"{', '.join(hosts)[:200]}; {world.backend})") + note)[:1000],
+              observed=len(wrong), expected=0)
+    transport = next((v["transport"] for v in values if v and v.get("transport")), "")
+    if world.backend == "gloo":
+        out.check("internode.transport", False, "gloo over TCP sockets: not RDMA (the CPU stand-in)")
+    elif transport:
+        out.check("internode.transport", transport.startswith("NET/IB"), f"{world.backend}: {transport}")
+    else:
+        out.check("internode.transport", None, f"{world.backend}: the network transport was not reported")
+    coll = [v["collectives"] if v else None for v in values]
+    sub = distributed.WorldResult(layout=layout, backend=world.backend, values=coll)
+    collectives.report(ctx, sub, prefix="internode.collective", ops=list(ctx.params.get("ops") or ["all_reduce"]),
+                       table=bool(ctx.sizes.get("a100_table")))
