@@ -9,7 +9,15 @@ from source, plus a node agent standing in for the kubelet.
 By hand: `python -m cardeval_testbed up` (see `__main__.py`).
 """
 
-from .controlplane import ControlPlane, ControlPlaneError, NodeAgent
-from .nodes import NodeSpec
+import os
+
+# The node agent serves gRPC and starts pods with fork+exec. With gRPC's fork handlers on (its
+# default) a child sometimes aborts before exec ("epoll_wait error: Bad file descriptor", exit
+# 134), failing a random pod; the agent never uses gRPC in a forked child, so turn them off
+# before grpc is imported anywhere in this process or the agents it starts.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from .controlplane import ControlPlane  # noqa: E402, ControlPlaneError, NodeAgent
+from .nodes import NodeSpec  # noqa: E402
 
 __all__ = ["ControlPlane", "ControlPlaneError", "NodeAgent", "NodeSpec"]

@@ -51,7 +51,11 @@ LongText = Annotated[str, StringConstraints(max_length=1024)]
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict:
-    """One CEL validation rule, as the CRD's x-kubernetes-validations wants it."""
+    """One CEL validation rule, as the CRD's x-kubernetes-validations wants it.
+
+    ``field_path`` is relative to the object the rule sits on (``.thresholds`` on the spec); the
+    API server reports the error at ``spec.thresholds``.
+    """
     entry = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
@@ -170,19 +174,19 @@ INFERENCE_PREFIXES = ("6.1", "6.3", "6.4")
 _SPEC_RULES = [
     cel("!has(self.thresholds) || (self.cardType == 'training' ? self.thresholds.all(k, !k.startsWith('6.3.')) "
         ": self.thresholds.all(k, !k.startsWith('6.2.')))",
-        "thresholds name a clause of the other card type", "spec.thresholds"),
+        "thresholds name a clause of the other card type", ".thresholds"),
     cel("!has(self.evidence) || (self.cardType == 'training' ? self.evidence.all(e, !e.clause.startsWith('6.3.')) "
         ": self.evidence.all(e, !e.clause.startsWith('6.2.')))",
-        "evidence names a clause of the other card type", "spec.evidence"),
+        "evidence names a clause of the other card type", ".evidence"),
     cel("!has(self.evidence) || self.evidence.all(e, self.evidence.exists_one(f, f.clause == e.clause))",
-        "evidence names the same clause twice", "spec.evidence"),
+        "evidence names the same clause twice", ".evidence"),
     cel("!has(self.multiNode) || self.expectedCardsPerNode * self.multiNode.nodes <= 8192",
-        "multiNode.nodes × expectedCardsPerNode must not exceed 8192 cards", "spec.multiNode"),
+        "multiNode.nodes × expectedCardsPerNode must not exceed 8192 cards", ".multiNode"),
     cel("!self.resourceName.startsWith('kubernetes.io/') && !self.resourceName.startsWith('requests.')",
-        "resourceName must be an extended resource outside kubernetes.io", "spec.resourceName"),
+        "resourceName must be an extended resource outside kubernetes.io", ".resourceName"),
     cel("!has(self.clauses) || !has(self.clauses.include) || !has(self.clauses.exclude) || "
         "self.clauses.include.all(p, !(p in self.clauses.exclude))",
-        "a clause pattern is both included and excluded", "spec.clauses"),
+        "a clause pattern is both included and excluded", ".clauses"),
 ]
 
 

@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1
+# The workload image: torch + the workload package (`python -m cardeval_workloads ...`). No kopf.
+#   docker build -f docker/workloads.Dockerfile -t ghcr.io/cardeval/workloads:0.1.0 .
+# CPU-only torch (much smaller), for clusters whose cards use a vendor build of torch set in a derived image:
+#   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE}
+ARG TORCH_VERSION=2.15.0
+ARG TORCH_INDEX=
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/tmp
+RUN pip install ${TORCH_INDEX:+--index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple} \
+      "torch==${TORCH_VERSION}" "numpy==2.4.6" "nvidia-ml-py==13.615.71" "pydantic==2.14.4"
+WORKDIR /opt/cardeval
+COPY workloads/cardeval_workloads/ /opt/cardeval/cardeval_workloads/
+ENV PYTHONPATH=/opt/cardeval
+# The workload package must not need the engine or the operator (an import-linter contract); check it loads.
+RUN python -m compileall -q /opt/cardeval && python -c "import cardeval_workloads.envelope" \
+ && (python -c "import kopf" 2>/dev/null && exit 1 || true)
+RUN groupadd --gid 65532 cardeval && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin cardeval
+USER 65532:65532
+# The Job sets the command: python -m cardeval_workloads <workload> --profile ... --device auto --devices all
+CMD ["python", "-m", "cardeval_workloads", "--help"]

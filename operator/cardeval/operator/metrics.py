@@ -1,0 +1,131 @@
+"""The Prometheus endpoint: verdicts and measurements, and the operator's own health.
+
+Results are exported by a collector that reads the operator's current view
+(``ResultsView``), so an evaluation that is deleted or re-planned leaves no
+stale series behind.  Health counters are ordinary prometheus-client metrics.
+
+Series (all prefixed ``cardeval_``):
+
+* ``clause_verdict{evaluation,node,clause,level,verdict}`` 1 per judged clause
+* ``node_verdicts{evaluation,node,verdict}`` clause counts per node
+* ``measurement{evaluation,node,clause,name,unit}`` each measured value
+* ``node_compliant{evaluation,node}`` 1/0 once judged
+* ``evaluation_nodes{evaluation,state}`` total, done, compliant
+* ``evaluation_complete{evaluation}``, ``evaluation_compliant{evaluation}``
+* ``reconciles_total{result}``, ``reconcile_duration_seconds``, ``jobs_created_total``,
+  ``jobs_deleted_total``, ``results_collected_total{outcome}``, ``status_patches_total``, ``status_patch_duration_seconds``,
+  ``errors_total{where}``, ``api_calls{verb}``
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from cardeval.api.models import NodeResult
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECONCILES = Counter("cardeval_reconciles", "Reconcile passes over an evaluation", ["result"], registry=REGISTRY)
+RECONCILE_SECONDS = Histogram("cardeval_reconcile_duration_seconds", "Duration of one reconcile pass",
+                              buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
+JOBS_CREATED = Counter("cardeval_jobs_created", "Work-item Jobs created", registry=REGISTRY)
+JOBS_DELETED = Counter("cardeval_jobs_deleted", "Jobs deleted (old generation, vanished node)", registry=REGISTRY)
+COLLECTED = Counter("cardeval_results_collected", "Work items collected, by outcome", ["outcome"],
+                    registry=REGISTRY)
+STATUS_PATCHES = Counter("cardeval_status_patches", "Status patches written", registry=REGISTRY)
+STATUS_PATCH_SECONDS = Histogram("cardeval_status_patch_duration_seconds", "Latency of one status patch",
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=REGISTRY)
+ERRORS = Counter("cardeval_errors", "Errors, by where they happened", ["where"], registry=REGISTRY)
+
+
+@dataclass
+class EvaluationView:
+    nodes_total: int = 0
+    nodes_done: int = 0
+    nodes_compliant: int = 0
+    complete: bool = False
+    compliant: bool | None = None
+    results: dict[str, NodeResult] = field(default_factory=dict)
+
+
+class ResultsView(Collector):
+    """The latest known results per evaluation; the reconciler replaces an evaluation's entry each pass."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._views: dict[str, EvaluationView] = {}
+
+    def update(self, evaluation: str, view: EvaluationView) -> None:
+        with self._lock:
+            self._views[evaluation] = view
+
+    def forget(self, evaluation: str) -> None:
+        with self._lock:
+            self._views.pop(evaluation, None)
+
+    def collect(self):
+        with self._lock:
+            views = dict(self._views)
+        clause = GaugeMetricFamily("cardeval_clause_verdict", "1 for the verdict of a clause on a node",
+                                   labels=["evaluation", "node", "clause", "level", "verdict"])
+        counts = GaugeMetricFamily("cardeval_node_verdicts", "Clauses per verdict on a node",
+                                   labels=["evaluation", "node", "verdict"])
+        measured = GaugeMetricFamily("cardeval_measurement", "A measured value of a clause on a node",
+                                     labels=["evaluation", "node", "clause", "name", "unit"])
+        node_ok = GaugeMetricFamily("cardeval_node_compliant", "1 when every applicable shall clause passed",
+                                    labels=["evaluation", "node"])
+        nodes = GaugeMetricFamily("cardeval_evaluation_nodes", "Nodes of an evaluation by state",
+                                  labels=["evaluation", "state"])
+        complete = GaugeMetricFamily("cardeval_evaluation_complete", "1 when every node is judged",
+                                     labels=["evaluation"])
+        compliant = GaugeMetricFamily("cardeval_evaluation_compliant", "1 when every node is compliant",
+                                      labels=["evaluation"])
+        for name, view in sorted(views.items()):
+            nodes.add_metric([name, "total"], view.nodes_total)
+            nodes.add_metric([name, "done"], view.nodes_done)
+            nodes.add_metric([name, "compliant"], view.nodes_compliant)
+            complete.add_metric([name], 1.0 if view.complete else 0.0)
+            if view.compliant is not None:
+                compliant.add_metric([name], 1.0 if view.compliant else 0.0)
+            for node, result in sorted(view.results.items()):
+                per: dict[str, int] = {}
+                for r in result.results:
+                    verdict = r.verdict if isinstance(r.verdict, str) else r.verdict.value
+                    per[verdict] = per.get(verdict, 0) + 1
+                    clause.add_metric([name, node, r.clause, r.level, verdict], 1.0)
+                    for mname, m in r.measurements.items():
+                        if m.value is not None:
+                            measured.add_metric([name, node, r.clause, mname, m.unit], m.value)
+                for verdict, n in sorted(per.items()):
+                    counts.add_metric([name, node, verdict], n)
+                if result.compliant is not None:
+                    node_ok.add_metric([name, node], 1.0 if result.compliant else 0.0)
+        yield from (clause, counts, measured, node_ok, nodes, complete, compliant)
+
+
+VIEW = ResultsView()
+REGISTRY.register(VIEW)
+
+
+def serve(port: int) -> None:
+    """Start the /metrics endpoint in a daemon thread (port 0: no endpoint)."""
+    if port:
+        start_http_server(port, registry=REGISTRY)
+
+
+class ApiCalls(Collector):
+    """API requests the operator made, by verb (read from the client's counters)."""
+
+    def __init__(self, kube) -> None:
+        self.kube = kube
+
+    def collect(self):
+        family = GaugeMetricFamily("cardeval_api_calls", "API requests made, by verb", labels=["verb"])
+        for verb, n in sorted(dict(self.kube.calls).items()):
+            family.add_metric([verb], n)
+        yield family

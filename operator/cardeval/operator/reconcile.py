@@ -1,0 +1,468 @@
+"""One level-based pass over one evaluation: observe, decide, act, report.
+
+Every pass recomputes from the API — the evaluation, its Jobs, its results
+ConfigMaps, the Nodes — so a missed event, a restart or a second pass changes
+nothing that was already right:
+
+1. **Generation.**  ``status.observedGeneration`` differs from
+   ``metadata.generation`` (a new evaluation, or its spec changed): the
+   evaluation is re-planned from scratch.  Jobs and results of older
+   generations are deleted, the matching nodes are listed and recorded in
+   ``status.nodes`` (the plan's node set is fixed for the generation: a node
+   that joins later is not added, a node that leaves is judged as gone), and the
+   status is reset to Running.  No matching node: ``Failed`` (terminal for the
+   generation; edit the spec to retry).
+2. **Collect.**  A finished Job of the current generation whose run is not
+   stored yet is collected and its run is stored in the node's ConfigMap at once.
+3. **Judge.**  A node whose every work item is stored is judged (``mode="cluster"``,
+   facts from its Node object) and its ``NodeResult`` is stored.  A planned node
+   that no longer exists is judged at once with the reason (its Jobs are deleted),
+   so the rest of the evaluation completes.
+4. **Start.**  The next work items per node queue (``scheduler.queue``); a Job
+   that already exists (AlreadyExists) is ours: names are deterministic.
+5. **Report.**  The status is rebuilt from the stored results and patched only
+   when it changed; Events at start, per node and at the end; metrics; and
+   ``admission.onPass`` for compliant nodes once the evaluation is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from cardeval.api.models import (
+    API_VERSION, GROUP, PLURAL, VERSION, CardEvaluation, EvaluationStatus, NodeResult, NodeSummary, Phase,
+)
+from cardeval.engine.facts import WorkloadRun
+from cardeval.engine.judge import judge_node
+from cardeval.engine.load import InvalidInput, from_mapping
+from cardeval.engine.planner import Plan, WorkItem, plan
+from cardeval.engine.status import build_status, node_summary, now
+from cardeval.operator import admission, metrics
+from cardeval.operator import labels as L
+from cardeval.operator import nodes as N
+from cardeval.operator.collect_k8s import collect_job
+from cardeval.operator.config import Settings
+from cardeval.operator.events import EventRecorder
+from cardeval.operator.jobs import job_generation, job_manifest, job_state
+from cardeval.operator.kube import ApiError, Kube
+from cardeval.operator.results import (
+    ResultStore, StoredNode, configmap_name, put_result, put_run, read_runs, results_ref,
+)
+from cardeval.operator.scheduler.queue import NodeQueue, next_items
+
+log = logging.getLogger(__name__)
+
+EVALUATIONS = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+
+
+def gone_reason(node: str) -> str:
+    return f"node {node} was deleted during the evaluation; its work items did not complete"
+
+
+@dataclass
+class Pass:
+    """What one pass works with (observed state plus what it changed)."""
+
+    evaluation: CardEvaluation
+    uid: str
+    generation: int
+    prev: EvaluationStatus | None
+    plan: Plan
+    queues: dict[str, NodeQueue]
+    stored: dict[str, StoredNode]
+    jobs: dict[str, dict]
+    results: dict[str, NodeResult] = field(default_factory=dict)
+    node_objects: dict[str, dict] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, settings: Settings, *, store: ResultStore | None = None,
+                 events: EventRecorder | None = None, view: metrics.ResultsView | None = None) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.store = store or ResultStore(kube, settings.namespace)
+        self.events = events or EventRecorder(kube, settings.events_namespace)
+        self.view = view or metrics.VIEW
+        #: (uid, generation) whose compliant nodes were admitted by this process (admission is idempotent:
+        #: a restarted operator does it once more and changes nothing).
+        self._admitted: set[tuple[str, int]] = set()
+        #: Per-node API work of one pass (collect, store, judge, create) runs concurrently: at hundreds
+        #: of nodes a serial pass would spend most of its time waiting for round trips.
+        self._pool = ThreadPoolExecutor(max_workers=settings.api_concurrency, thread_name_prefix="api")
+
+    def _each(self, fn, items) -> None:
+        """``fn(item)`` for every item, concurrently; the first exception is raised after all ran."""
+        items = list(items)
+        if len(items) <= 1:
+            for item in items:
+                fn(item)
+            return
+        errors = [f.exception() for f in [self._pool.submit(fn, i) for i in items]]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+    @property
+    def jobs_path(self) -> str:
+        return f"/apis/batch/v1/namespaces/{self.settings.namespace}/jobs"
+
+    # ------------------------------------------------------------------ entry point
+    def reconcile(self, name: str) -> float | None:
+        """One pass; returns seconds until the next wanted pass (None: the resync is soon enough)."""
+        started = time.monotonic()
+        try:
+            again = self._reconcile(name)
+            metrics.RECONCILES.labels("ok").inc()
+            return again
+        except Exception:
+            metrics.RECONCILES.labels("error").inc()
+            metrics.ERRORS.labels("reconcile").inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+    def forget(self, name: str) -> None:
+        self.view.forget(name)
+
+    def _reconcile(self, name: str) -> float | None:
+        obj = self.kube.get_or_none(f"{EVALUATIONS}/{name}")
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            self.forget(name)
+            return None  # the garbage collector removes its Jobs, pods and ConfigMaps
+        meta = obj["metadata"]
+        uid, generation = meta["uid"], int(meta.get("generation") or 1)
+        prev = _parse_status(obj.get("status"))
+        try:
+            evaluation = from_mapping({k: v for k, v in obj.items() if k != "status"}, f"cardevaluation/{name}")
+        except InvalidInput as exc:
+            self._fail(name, uid, generation, prev, str(exc), "InvalidSpec")
+            return None
+        evaluation.metadata.generation = generation
+
+        node_objects: dict[str, dict] = {}
+        if prev is None or prev.observed_generation != generation:
+            matching = self._start_generation(evaluation, uid, generation, prev)
+            if matching is None:
+                return None
+            node_objects = {n["metadata"]["name"]: n for n in matching}
+            prev = _parse_status(self.kube.get(f"{EVALUATIONS}/{name}").get("status"))
+        elif prev.phase == Phase.FAILED.value:
+            self.view.update(name, metrics.EvaluationView(nodes_total=prev.nodes_total, complete=False))
+            return None  # terminal for this generation
+        planned = [n.name for n in (prev.nodes if prev else [])]
+        p = self._observe(evaluation, uid, generation, prev, planned)
+        p.node_objects.update(node_objects)
+        if not (prev and prev.phase == Phase.COMPLETE.value):
+            self._collect_and_judge(p)
+            self._start(p)
+        self._load_results(p)
+        self._report(p)
+        return None
+
+    # ------------------------------------------------------------------ 1. generation
+    def _start_generation(self, evaluation: CardEvaluation, uid: str, generation: int,
+                          prev: EvaluationStatus | None) -> list[dict] | None:
+        """Re-plan; returns the matching Node objects (None: the evaluation failed)."""
+        name = evaluation.metadata.name
+        self._delete_stale(name, uid, generation)
+        matching = N.matching_nodes(self.kube, evaluation.spec.node_selector)
+        if not matching:
+            sel = N.label_selector(evaluation.spec.node_selector) or "(none: every node)"
+            self._fail(name, uid, generation, prev, f"no node matches spec.nodeSelector {sel}", "NoMatchingNodes")
+            return None
+        names = [n["metadata"]["name"] for n in matching]
+        the_plan = plan(evaluation, names)
+        pending = [NodeSummary(name=n, phase=Phase.PENDING, message="queued") for n in names]
+        status = build_status(prev if prev and prev.observed_generation is not None else None, generation,
+                              pending, len(names), [c.id for c in the_plan.excluded], now())
+        status.completed_at = None
+        # Events first, status second: a crash in between repeats the event on the next pass, and its
+        # deterministic name turns the repeat into AlreadyExists (never a lost or a doubled event).
+        again = "re-planned after a spec change; " if prev and prev.observed_generation is not None else ""
+        self.events.post(name, uid, "Started",
+                         f"{again}evaluating {len(names)} node(s): {len(the_plan.items)} work item(s), "
+                         f"{len(the_plan.selected)} clause(s), at most {evaluation.spec.max_nodes_in_parallel} "
+                         f"node(s) at a time", key=str(generation))
+        self._patch_status(name, status, prev)
+        log.info("evaluation %s generation %d: %d nodes, %d work items", name, generation, len(names),
+                 len(the_plan.items))
+        return matching
+
+    def _delete_stale(self, name: str, uid: str, generation: int) -> None:
+        for job in self.kube.list(self.jobs_path, label_selector=L.selector(name, component="workload")):
+            if job_generation(job) != generation or not L.owned_by(job, uid):
+                self._delete_job(job)
+        for s in self.store.scan(name):
+            if s.generation != generation or uid not in s.owner_uids:
+                self.store.delete(s.name)
+
+    def _delete_job(self, job: dict) -> None:
+        if job["metadata"].get("deletionTimestamp"):
+            return
+        if self.kube.delete(f"{self.jobs_path}/{job['metadata']['name']}", propagation="Background"):
+            metrics.JOBS_DELETED.inc()
+
+    def _fail(self, name: str, uid: str, generation: int, prev: EvaluationStatus | None, message: str,
+              reason: str) -> None:
+        if prev and prev.observed_generation == generation and prev.phase == Phase.FAILED.value \
+                and prev.message == message[:1024]:
+            return
+        status = build_status(prev, generation, [], 0, [], None, failure=message)
+        self.events.post(name, uid, reason, message, warning=True, key=str(generation))
+        self._patch_status(name, status, prev)
+        self.view.update(name, metrics.EvaluationView())
+        log.warning("evaluation %s cannot run: %s", name, message)
+
+    # ------------------------------------------------------------------ observe
+    def _observe(self, evaluation: CardEvaluation, uid: str, generation: int, prev: EvaluationStatus | None,
+                 planned: list[str]) -> Pass:
+        name = evaluation.metadata.name
+        the_plan = plan(evaluation, planned)
+        stored: dict[str, StoredNode] = {}
+        for s in self.store.scan(name):
+            if s.generation == generation and uid in s.owner_uids:
+                stored[s.node] = s
+            else:
+                self.store.delete(s.name)
+        jobs: dict[str, dict] = {}
+        blocked: set[str] = set()
+        complete = prev is not None and prev.phase == Phase.COMPLETE.value
+        if not complete:
+            for job in self.kube.list(self.jobs_path, label_selector=L.selector(name, component="workload")):
+                if job_generation(job) == generation and L.owned_by(job, uid) \
+                        and not job["metadata"].get("deletionTimestamp"):
+                    jobs[job["metadata"]["name"]] = job
+                else:
+                    blocked.add(job["metadata"]["name"])
+                    self._delete_job(job)
+        queues: dict[str, NodeQueue] = {}
+        for node in planned:
+            s = stored.get(node)
+            q = NodeQueue(node, the_plan.items_for(node), done=set(s.collected) if s else set(),
+                          judged=bool(s and s.judged), blocked=blocked)
+            q.started = {i.workload for i in q.items if i.name in jobs}
+            queues[node] = q
+        return Pass(evaluation, uid, generation, prev, the_plan, queues, stored, jobs)
+
+    # ------------------------------------------------------------------ 2 + 3. collect, judge
+    def _collect_and_judge(self, p: Pass) -> None:
+        waiting = [q for q in p.queues.values() if not q.judged]
+        if not waiting:
+            return
+        existing = N.existing_node_names(self.kube)
+        self._each(lambda q: self._collect_node(p, q, existing), waiting)
+
+    def _collect_node(self, p: Pass, q: NodeQueue, existing: set[str]) -> None:
+        if q.node not in existing:
+            self._node_gone(p, q)
+            return
+        for item in q.items:
+            if item.workload in q.done or item.name not in p.jobs:
+                continue
+            state = job_state(p.jobs[item.name])
+            if not state.finished:
+                continue
+            run = collect_job(self.kube, self.settings.namespace, item, p.jobs[item.name], state,
+                              self.settings.log_limit_bytes)
+            self._store_run(p, q.node, run)
+            q.done.add(item.workload)
+            outcome = "ok" if run.usable else ("not_run" if run.not_run else "error")
+            metrics.COLLECTED.labels(outcome).inc()
+            log.info("collected %s on %s: %s", item.workload, q.node, run.failure() or "ok")
+        if q.all_done:
+            self._judge(p, q)
+
+    def _store_run(self, p: Pass, node: str, run: WorkloadRun) -> dict:
+        cm = self.store.fresh(p.evaluation.metadata.name, p.uid, p.generation, node)
+        put_run(cm, run)
+        return self.store.write(cm)
+
+    def _node_gone(self, p: Pass, q: NodeQueue) -> None:
+        reason = gone_reason(q.node)
+        for item in q.items:
+            job = p.jobs.pop(item.name, None)
+            if job is not None:
+                self._delete_job(job)
+        self._judge(p, q, gone=reason)
+
+    def _judge(self, p: Pass, q: NodeQueue, gone: str | None = None, cannot_run: str | None = None) -> None:
+        name = p.evaluation.metadata.name
+        cm = self.store.fresh(name, p.uid, p.generation, q.node)
+        runs = read_runs(cm)
+        if cannot_run:
+            for item in q.items:
+                if item.workload not in runs:
+                    runs[item.workload] = WorkloadRun(item.workload, not_run=cannot_run)
+                    put_run(cm, runs[item.workload])
+        if gone:
+            facts = N.gone_facts(q.node, gone)
+        else:
+            node_obj = p.node_objects.get(q.node) or self.kube.get_or_none(f"{N.NODES}/{q.node}")
+            facts = N.facts_from_node(node_obj) if node_obj else N.gone_facts(q.node, gone_reason(q.node))
+        result = judge_node(p.plan, p.evaluation.spec, facts, {i.workload: runs[i.workload] for i in q.items
+                                                             if i.workload in runs}, mode="cluster")
+        c = result.counts
+        note = f" ({gone or cannot_run})" if (gone or cannot_run) else ""
+        self.events.post(name, p.uid, "NodeEvaluated",
+                         f"node {q.node}: {'compliant' if result.compliant else 'not compliant'}; "
+                         f"{c.passed} pass, {c.failed} fail, {c.warned} warn, {c.not_run} not run, "
+                         f"{c.errored} error of {c.clauses} clauses{note}",
+                         warning=bool(gone or cannot_run), key=f"{p.generation}/{q.node}")
+        put_result(cm, result)
+        self.store.write(cm)
+        q.judged = True
+        p.results[q.node] = result
+
+    # ------------------------------------------------------------------ 4. start
+    def _start(self, p: Pass) -> None:
+        queues = list(p.queues.values())
+        for q in queues:  # nodes with nothing to run (control clauses only) are judged at once
+            if not q.judged and not q.items:
+                self._judge(p, q)
+        starts = next_items(queues, p.evaluation.spec.max_nodes_in_parallel)
+        fresh = {i.node for i in starts if not p.queues[i.node].in_progress}
+        missing = fresh - set(p.node_objects)
+        if missing:
+            if len(missing) <= 8:
+                for n in missing:
+                    obj = self.kube.get_or_none(f"{N.NODES}/{n}")
+                    if obj is not None:
+                        p.node_objects[n] = obj
+            else:
+                p.node_objects.update({o["metadata"]["name"]: o for o in self.kube.list(N.NODES)})
+        spec = p.evaluation.spec
+
+        def start(item: WorkItem) -> None:
+            q = p.queues[item.node]
+            if item.node in fresh:
+                node_obj = p.node_objects.get(item.node)
+                if node_obj is None:
+                    self._judge(p, q, gone=gone_reason(item.node))
+                    return
+                why = N.cannot_host(node_obj, spec.resource_name, item.cards)
+                if why:
+                    self._judge(p, q, cannot_run=why)
+                    return
+            self._create_job(p, item)
+            q.started.add(item.workload)
+
+        self._each(start, starts)
+
+    def _create_job(self, p: Pass, item: WorkItem) -> None:
+        body = job_manifest(item, p.evaluation, p.uid, self.settings)
+        try:
+            self.kube.create(self.jobs_path, body)
+            metrics.JOBS_CREATED.inc()
+            log.info("created Job %s (%s on %s)", item.name, item.workload, item.node)
+        except ApiError as exc:
+            if not exc.already_exists:  # already there: ours (deterministic name), seen next pass
+                raise
+
+    # ------------------------------------------------------------------ 5. report
+    def _load_results(self, p: Pass) -> None:
+        for node, q in p.queues.items():
+            if q.judged and node not in p.results and node in p.stored:
+                result = self.store.result(p.stored[node])
+                if result is not None:
+                    p.results[node] = result
+
+    def _report(self, p: Pass) -> None:
+        name = p.evaluation.metadata.name
+        summaries = []
+        for node, q in p.queues.items():
+            result = p.results.get(node)
+            if q.judged and result is not None:
+                ref = results_ref(configmap_name(name, node), self.settings.namespace)
+                summaries.append(cluster_node_summary(result, ref))
+            elif q.in_progress or q.started:
+                running = next((i.workload for i in q.items if i.workload in q.started and i.workload not in q.done),
+                               None)
+                summaries.append(NodeSummary(name=node, phase=Phase.RUNNING,
+                                             message=f"{len(q.done)}/{len(q.items)} work items done"
+                                                     + (f"; running {running}" if running else "")))
+            else:
+                summaries.append(NodeSummary(name=node, phase=Phase.PENDING,
+                                             message="queued (spec.maxNodesInParallel)"))
+        started = p.prev.started_at if p.prev else None
+        status = build_status(p.prev, p.generation, summaries, len(p.queues), [c.id for c in p.plan.excluded],
+                              started)
+        was_complete = p.prev is not None and p.prev.phase == Phase.COMPLETE.value
+        if status.phase == Phase.COMPLETE.value and not was_complete:
+            self.events.post(name, p.uid, "Finished", status.message, key=str(p.generation))
+            log.info("evaluation %s complete: %s", name, status.message)
+        self._patch_status(name, status, p.prev)
+        if status.phase == Phase.COMPLETE.value and (p.uid, p.generation) not in self._admitted:
+            if self._admit(p):
+                self._admitted.add((p.uid, p.generation))
+        self.view.update(name, metrics.EvaluationView(
+            nodes_total=status.nodes_total, nodes_done=status.nodes_done, nodes_compliant=status.nodes_compliant,
+            complete=status.phase == Phase.COMPLETE.value, compliant=status.compliant, results=dict(p.results)))
+
+    def _admit(self, p: Pass) -> bool:
+        """``admission.onPass`` for every compliant node; True when nothing is left to do."""
+        admission_spec = p.evaluation.spec.admission
+        if not admission_spec or not admission_spec.on_pass:
+            return True
+        ok = True
+        for node, result in sorted(p.results.items()):
+            if not result.compliant:
+                continue
+            try:
+                if admission.admit(self.kube, node, admission_spec.on_pass):
+                    self.events.post(p.evaluation.metadata.name, p.uid, "NodeAdmitted",
+                                     f"node {node} admitted (spec.admission.onPass)", key=f"{p.generation}/{node}")
+            except ApiError as exc:
+                ok = False
+                metrics.ERRORS.labels("admission").inc()
+                log.warning("cannot admit node %s: %s", node, exc)
+        return ok
+
+    def _patch_status(self, name: str, status: EvaluationStatus, prev: EvaluationStatus | None) -> bool:
+        new = status.wire()
+        old = prev.wire() if prev is not None else {}
+        if new == old:
+            return False
+        body = {"status": {**{k: None for k in old if k not in new}, **new}}
+        with metrics.STATUS_PATCH_SECONDS.time():
+            self.kube.patch(f"{EVALUATIONS}/{name}/status", body, kind="merge")
+        metrics.STATUS_PATCHES.inc()
+        return True
+
+
+#: Blocking clauses listed per node in the status (all of them are in the node's ConfigMap).
+STATUS_BLOCKING_LIMIT = 16
+
+
+def cluster_node_summary(result: NodeResult, ref) -> NodeSummary:
+    """``engine.status.node_summary``, kept small: one evaluation object holds a summary per node and must
+    stay far below etcd's object limit at 1,000 nodes (about 0.6 KB per node at worst)."""
+    summary = node_summary(result, ref)
+    blocked = summary.blocking
+    summary.blocking = blocked[:STATUS_BLOCKING_LIMIT]
+    c = result.counts
+    head = f"{c.passed}/{c.clauses} passed; "
+    if blocked:
+        more = f" (first {STATUS_BLOCKING_LIMIT} in blocking)" if len(blocked) > STATUS_BLOCKING_LIMIT else ""
+        summary.message = f"{head}not compliant: {len(blocked)} shall clause(s) not met{more}"
+    else:
+        summary.message = f"{head}compliant for what ran"
+    gone = next((r.reason for r in result.results if r.reason.startswith(f"node {result.node} was deleted")), None)
+    if gone:
+        summary.message = f"{gone}; {summary.message}"[:1024]
+    return summary
+
+
+def _parse_status(raw: dict | None) -> EvaluationStatus | None:
+    if not raw:
+        return None
+    try:
+        return EvaluationStatus.model_validate(raw)
+    except ValueError:
+        log.warning("ignoring an unreadable status: it is rebuilt from the results")
+        return None
+
+
+__all__ = ["Reconciler", "EVALUATIONS", "API_VERSION"]

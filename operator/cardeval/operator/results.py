@@ -1,0 +1,227 @@
+"""The per-node results ConfigMap: what survives an operator restart.
+
+One ConfigMap per (evaluation, node), owned by the evaluation, in the
+operator's namespace.  As soon as a work item's Job is collected its
+``WorkloadRun`` is written here (``run.<workload>.json``: the envelope without
+its power trace, or the reason there is none); once every item of the node is
+stored, the node is judged and its ``NodeResult`` is written too
+(``node-result.json``).  The evaluation's status is a summary built from these,
+so a restarted operator re-derives everything from Jobs and ConfigMaps.
+
+The annotations say what the data holds (``cardeval.io/collected``: stored
+workloads; ``cardeval.io/judged``), so a pass reads metadata only and fetches
+a ConfigMap's data only when it changed.  Sizes: an envelope is capped at
+``RUN_LIMIT`` bytes (the verdict-bearing compact form beyond that), so a node's
+ConfigMap stays far below the 1 MiB object limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+
+from cardeval.api.models import NodeResult, ResultsRef
+from cardeval.engine.facts import WorkloadRun
+from cardeval.operator import labels as L
+from cardeval.operator.kube import ApiError, Kube
+from cardeval_workloads.envelope import Envelope
+
+RESULT_KEY = "node-result.json"
+RUN_PREFIX = "run."
+RUN_LIMIT = 96 * 1024
+
+
+def configmap_name(evaluation: str, node: str) -> str:
+    digest = hashlib.sha256(f"{evaluation}\0{node}".encode()).hexdigest()[:12]
+    return f"{evaluation}-node-{digest}"
+
+
+def run_key(workload: str) -> str:
+    return f"{RUN_PREFIX}{workload}.json"
+
+
+# ---------------------------------------------------------------- (de)serialisation, pure
+def encode_run(run: WorkloadRun) -> str:
+    doc: dict = {"workload": run.workload}
+    if run.envelope is not None:
+        slim = run.envelope.model_copy(update={"power": []})
+        text = slim.to_json()
+        if len(text.encode()) > RUN_LIMIT:
+            text = run.envelope.to_compact_json(limit=RUN_LIMIT)
+        doc["envelope"] = json.loads(text)
+    if run.error:
+        doc["error"] = run.error
+    if run.not_run:
+        doc["notRun"] = run.not_run
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_run(workload: str, text: str) -> WorkloadRun:
+    try:
+        doc = json.loads(text)
+        envelope = Envelope.model_validate(doc["envelope"]) if doc.get("envelope") else None
+        return WorkloadRun(workload, envelope=envelope, error=doc.get("error"), not_run=doc.get("notRun"))
+    except (ValueError, KeyError, TypeError) as exc:
+        return WorkloadRun(workload, error=f"the stored result of workload {workload} is unreadable: {exc}")
+
+
+@dataclass(frozen=True)
+class StoredNode:
+    """What a results ConfigMap's metadata says (no data needed)."""
+
+    name: str
+    node: str
+    generation: int | None
+    collected: frozenset[str]
+    judged: bool
+    resource_version: str
+    owner_uids: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_meta(cls, obj: dict) -> StoredNode:
+        meta = obj.get("metadata") or {}
+        ann = meta.get("annotations") or {}
+        try:
+            generation = int((meta.get("labels") or {}).get(L.GENERATION, ""))
+        except ValueError:
+            generation = None
+        collected = frozenset(w for w in ann.get(L.COLLECTED, "").split(",") if w)
+        owners = frozenset(r.get("uid", "") for r in meta.get("ownerReferences") or [])
+        return cls(meta.get("name", ""), ann.get(L.NODE, ""), generation, collected,
+                   ann.get(L.JUDGED) == "true", meta.get("resourceVersion", ""), owners)
+
+
+def new_configmap(evaluation: str, uid: str, generation: int, node: str, namespace: str) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {
+            "name": configmap_name(evaluation, node), "namespace": namespace,
+            "labels": {L.EVALUATION: evaluation, L.NODE_HASH: L.node_hash(node), L.GENERATION: str(generation),
+                       L.COMPONENT: "results", L.MANAGED_BY: L.MANAGER},
+            "annotations": {L.NODE: node, L.COLLECTED: ""},
+            "ownerReferences": [L.owner_reference(evaluation, uid)],
+        },
+        "data": {},
+    }
+
+
+def put_run(cm: dict, run: WorkloadRun) -> None:
+    cm.setdefault("data", {})[run_key(run.workload)] = encode_run(run)
+    ann = cm["metadata"].setdefault("annotations", {})
+    collected = {w for w in ann.get(L.COLLECTED, "").split(",") if w} | {run.workload}
+    ann[L.COLLECTED] = ",".join(sorted(collected))
+
+
+def put_result(cm: dict, result: NodeResult) -> None:
+    cm.setdefault("data", {})[RESULT_KEY] = json.dumps(result.wire(), ensure_ascii=False,
+                                                       separators=(",", ":"))
+    cm["metadata"].setdefault("annotations", {})[L.JUDGED] = "true"
+
+
+def read_runs(cm: dict) -> dict[str, WorkloadRun]:
+    runs = {}
+    for key, text in (cm.get("data") or {}).items():
+        if key.startswith(RUN_PREFIX) and key.endswith(".json"):
+            workload = key[len(RUN_PREFIX):-len(".json")]
+            runs[workload] = decode_run(workload, text)
+    return runs
+
+
+def read_result(cm: dict) -> NodeResult | None:
+    text = (cm.get("data") or {}).get(RESULT_KEY)
+    if not text:
+        return None
+    try:
+        return NodeResult.model_validate(json.loads(text))
+    except ValueError:
+        return None
+
+
+def results_ref(cm_name: str, namespace: str) -> ResultsRef:
+    return ResultsRef(kind="ConfigMap", name=cm_name, namespace=namespace)
+
+
+# ---------------------------------------------------------------- the store, with a cache
+class ResultStore:
+    """Reads and writes results ConfigMaps; full objects are cached by resourceVersion."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self._cache: dict[str, dict] = {}
+        self._parsed: dict[tuple[str, str], NodeResult | None] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> str:
+        return f"/api/v1/namespaces/{self.namespace}/configmaps"
+
+    def scan(self, evaluation: str) -> list[StoredNode]:
+        """Metadata of this evaluation's results ConfigMaps (all generations)."""
+        items = self.kube.list(self.path, label_selector=L.selector(evaluation, component="results"),
+                               metadata_only=True)
+        return [StoredNode.from_meta(o) for o in items]
+
+    def load(self, stored: StoredNode) -> dict | None:
+        with self._lock:
+            cached = self._cache.get(stored.name)
+        if cached is not None and cached["metadata"].get("resourceVersion") == stored.resource_version:
+            return cached
+        obj = self.kube.get_or_none(f"{self.path}/{stored.name}")
+        if obj is not None:
+            with self._lock:
+                self._cache[stored.name] = obj
+        return obj
+
+    def result(self, stored: StoredNode) -> NodeResult | None:
+        key = (stored.name, stored.resource_version)
+        with self._lock:
+            if key in self._parsed:
+                return self._parsed[key]
+        cm = self.load(stored)
+        result = read_result(cm) if cm else None
+        with self._lock:
+            self._parsed = {k: v for k, v in self._parsed.items() if k[0] != stored.name}
+            self._parsed[key] = result
+        return result
+
+    def write(self, cm: dict) -> dict:
+        """Create or replace (optimistic concurrency through resourceVersion); caches the answer."""
+        name = cm["metadata"]["name"]
+        try:
+            if cm["metadata"].get("resourceVersion"):
+                saved = self.kube.replace(f"{self.path}/{name}", cm)
+            else:
+                saved = self.kube.create(self.path, cm)
+        except ApiError as exc:
+            if exc.conflict:  # changed (or created) behind our back: the next pass reads it afresh
+                self.forget(name)
+            raise
+        with self._lock:
+            self._cache[name] = saved
+        return saved
+
+    def delete(self, name: str) -> None:
+        self.kube.delete(f"{self.path}/{name}", propagation=None)
+        self.forget(name)
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._cache.pop(name, None)
+            self._parsed = {k: v for k, v in self._parsed.items() if k[0] != name}
+
+    def fresh(self, evaluation: str, uid: str, generation: int, node: str) -> dict:
+        """The current ConfigMap of a node to modify (a deep copy), or a new one."""
+        name = configmap_name(evaluation, node)
+        with self._lock:
+            cached = self._cache.get(name)
+        obj = cached or self.kube.get_or_none(f"{self.path}/{name}")
+        if obj is None:
+            return new_configmap(evaluation, uid, generation, node, self.namespace)
+        return json.loads(json.dumps(obj))
+
+
+__all__ = ["ApiError", "ResultStore", "StoredNode", "configmap_name", "put_run", "put_result", "read_runs",
+           "read_result", "encode_run", "decode_run", "results_ref"]

@@ -1,0 +1,1 @@
+"""Deciding what runs next (``queue``) and when an evaluation is reconciled (``workqueue``)."""

@@ -1,0 +1,434 @@
+"""The operator end to end on the real control plane: CRD and chart RBAC installed, the operator
+running as the chart's ServiceAccount, two fake nodes with two cards each, the real workloads.
+
+Nothing of Kubernetes is mocked: the API server validates, the scheduler places, the Job
+controller runs pods, the garbage collector deletes, and the node agent runs the pods as
+processes and reports them like a kubelet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cardeval.api.models import Verdict
+from cardeval.engine.catalog import BY_ID, Topology
+from cardeval.engine.load import from_mapping
+from cardeval.engine.planner import plan
+from cardeval.operator.results import configmap_name
+from cardeval_testbed.waiting import wait_for
+from cardeval_workloads.available import OPERATOR_WORKLOADS, WORKLOADS
+
+from operator_harness import CHART, NAMESPACE, ROOT, helm, render_chart
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = ROOT / "examples" / "quick-cluster.yaml"
+CLAUSES = 7  # in examples/quick-cluster.yaml
+
+
+def implemented(clause_id: str) -> bool:
+    """Judged by this operator from a workload's result or the Node object (else NotRun, with the reason)."""
+    clause = BY_ID[clause_id]
+    return clause.topology == Topology.CONTROL or any(
+        w in WORKLOADS and w not in OPERATOR_WORKLOADS for w in clause.workloads)
+
+
+def two_nodes(pool: str, prefix: str) -> list[dict]:
+    return [{"name": f"{prefix}-{i}", "capacity": {"example.com/accel": "2"},
+             "labels": {"cardeval.io/pool": pool}} for i in (1, 2)]
+
+
+def evaluation_doc(name: str, pool: str, **spec) -> dict:
+    """The example's evaluation on other nodes, with two work items per node (info, compute)."""
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["metadata"]["name"] = name
+    doc["spec"]["nodeSelector"] = {"cardeval.io/pool": pool}
+    doc["spec"]["clauses"] = {"include": ["6.1.a", "6.1.f", "6.1.g", "6.2.1.a", "6.2.2.a"]}
+    doc["spec"].update(spec)
+    return doc
+
+
+def get_eval(cluster, name: str) -> dict | None:
+    return cluster.api("GET", f"/apis/cardeval.io/v1alpha1/cardevaluations/{name}")
+
+
+def jobs_of(cluster, name: str) -> list[dict]:
+    return cluster.api("GET", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
+                              f"?labelSelector=cardeval.io/evaluation={name}")["items"]
+
+
+def pods_of(cluster, name: str) -> list[dict]:
+    return cluster.api("GET", f"/api/v1/namespaces/{NAMESPACE}/pods"
+                              f"?labelSelector=cardeval.io/evaluation={name}")["items"]
+
+
+def node_result(cluster, evaluation: str, node: str) -> dict:
+    cm = cluster.api("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps/{configmap_name(evaluation, node)}")
+    return json.loads(cm["data"]["node-result.json"])
+
+
+def wait_complete(cluster, name: str, timeout: int = 300) -> dict:
+    out = cluster.kubectl("wait", "--for=condition=Complete", f"cardevaluation/{name}", f"--timeout={timeout}s",
+                          check=False, timeout=timeout + 30)
+    obj = get_eval(cluster, name)
+    assert out.returncode == 0, f"not Complete: {out.stderr}\nstatus: {json.dumps(obj.get('status'), indent=1)}"
+    return obj
+
+
+def delete_eval(cluster, name: str) -> None:
+    cluster.kubectl("delete", "cardevaluation", name, "--ignore-not-found", "--wait=false", check=False)
+
+
+def the_plan(doc: dict, nodes: list[str]):
+    return plan(from_mapping(doc), nodes)
+
+
+# ---------------------------------------------------------------------------------------------
+def test_apply_the_example_then_wait_for_complete(cluster, installed, operator, node_agent):
+    node_agent(two_nodes("quick", "quick"))
+    cluster.kubectl("apply", "-f", str(EXAMPLE))
+    try:
+        obj = wait_complete(cluster, "quick-check")
+        status = obj["status"]
+        assert status["phase"] == "Complete" and status["observedGeneration"] == obj["metadata"]["generation"]
+        assert status["nodesTotal"] == status["nodesDone"] == 2
+        conds = {c["type"]: c for c in status["conditions"]}
+        assert conds["Complete"]["status"] == "True" and conds["Running"]["status"] == "False"
+        assert conds["Failed"]["status"] == "False" and conds["Compliant"]["status"] in ("True", "False")
+        assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in conds.values())
+        assert status["summary"]["clauses"] == 2 * CLAUSES
+        for summary in status["nodes"]:
+            ref = summary["resultsRef"]
+            assert ref["kind"] == "ConfigMap" and ref["namespace"] == NAMESPACE
+            result = node_result(cluster, "quick-check", summary["name"])
+            verdicts = {r["clause"]: r for r in result["results"]}
+            assert len(verdicts) == CLAUSES
+            # the implemented workloads gave real verdicts: judged from their results, never Error
+            # (on the test nodes the cards are the host CPU, so card-hardware clauses like 6.1.a say
+            # NotRun with that reason; precision and peak compute are measured on it)
+            assert verdicts["6.1.a"]["workload"] == "info" and verdicts["6.1.a"]["verdict"] != "Error", \
+                verdicts["6.1.a"]["reason"]
+            assert "no workload checks" not in verdicts["6.1.a"]["reason"]
+            assert verdicts["6.2.1.a"]["verdict"] in ("Pass", "Fail"), verdicts["6.2.1.a"]["reason"]
+            assert verdicts["6.2.1.a"]["workload"] == verdicts["6.2.2.a"]["workload"] == "compute"
+            assert verdicts["6.2.2.a"]["verdict"] in ("Pass", "Fail", "Warn"), verdicts["6.2.2.a"]
+            assert verdicts["6.2.2.a"]["measurements"], verdicts["6.2.2.a"]
+            # judged from the Node object (status.nodeInfo.osImage)
+            assert verdicts["6.1.f"]["verdict"] in ("Pass", "Fail", "Warn"), verdicts["6.1.f"]
+            # every clause has a reason; the implemented ones never Error; the rest NotRun
+            for clause, r in verdicts.items():
+                assert r["reason"], r
+                if implemented(clause):
+                    assert r["verdict"] != Verdict.ERROR.value, r
+                else:
+                    assert r["verdict"] == Verdict.NOT_RUN.value, r
+            assert verdicts["6.1.b"]["verdict"] == "NotRun" and "BMC" in verdicts["6.1.b"]["reason"]
+            assert verdicts["6.1.n"]["verdict"] == "NotRun" and verdicts["6.1.n"]["reason"]
+            assert result["counts"] == summary["counts"]
+        # printer columns
+        table = cluster.kubectl("get", "cardevaluation", "quick-check").stdout
+        assert "Complete" in table and "PHASE" in table
+        # the Jobs: one per work item, named as planned, finished
+        planned = the_plan(yaml.safe_load(EXAMPLE.read_text()), ["quick-1", "quick-2"])
+        assert sorted(j["metadata"]["name"] for j in jobs_of(cluster, "quick-check")) == \
+            sorted(i.name for i in planned.items)
+        # Events: started, per node, finished
+        events = cluster.kubectl("get", "events", "-n", "default", "-o", "json",
+                                 "--field-selector", "involvedObject.name=quick-check").stdout
+        reasons = [e["reason"] for e in json.loads(events)["items"]]
+        assert reasons.count("Started") == 1 and reasons.count("NodeEvaluated") == 2
+        assert reasons.count("Finished") == 1
+        # metrics: verdicts and measurements per evaluation/node/clause, and health counters
+        text = operator.metrics()
+        assert 'cardeval_clause_verdict{clause="6.1.a",evaluation="quick-check",level="shall",node="quick-1"' in text
+        assert "cardeval_measurement{" in text
+        assert operator.metric("cardeval_jobs_created_total") == len(planned.items)
+        assert operator.metric("cardeval_status_patches_total") >= 2
+        assert 'cardeval_evaluation_complete{evaluation="quick-check"} 1.0' in text
+        assert "Forbidden" not in operator.log_text()
+    finally:
+        delete_eval(cluster, "quick-check")
+
+
+def test_operator_killed_mid_evaluation_restarts_without_duplicates_or_lost_results(
+        cluster, installed, operator, node_agent, unique):
+    name, pool = f"restart-{unique}", f"restart-{unique}"
+    node_agent(two_nodes(pool, f"rs-{unique}"))
+    doc = evaluation_doc(name, pool, maxNodesInParallel=1)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    try:
+        nodes = [f"rs-{unique}-1", f"rs-{unique}-2"]
+        planned = the_plan(doc, nodes)
+        cm_first = f"/api/v1/namespaces/{NAMESPACE}/configmaps/{configmap_name(name, nodes[0])}"
+
+        def first_item_collected():
+            cm = cluster.api("GET", cm_first)
+            return cm if cm and cm["metadata"]["annotations"].get("cardeval.io/collected") else None
+
+        cm_before = wait_for(first_item_collected, timeout=120, what="a collected work item")
+        jobs_before = {j["metadata"]["name"]: j["metadata"]["uid"] for j in jobs_of(cluster, name)}
+        operator.kill()
+        assert get_eval(cluster, name)["status"]["phase"] == "Running"
+        time.sleep(2)
+        operator.start()
+        obj = wait_complete(cluster, name)
+        jobs_after = {j["metadata"]["name"]: j["metadata"]["uid"] for j in jobs_of(cluster, name)}
+        # no duplicate: one Job per work item, and those that existed before the kill are the same objects
+        assert sorted(jobs_after) == sorted(i.name for i in planned.items)
+        for job, uid in jobs_before.items():
+            assert jobs_after[job] == uid, f"Job {job} was re-created"
+        assert operator.metric("cardeval_jobs_created_total") == len(planned.items) - len(jobs_before)
+        # no lost result: what was collected before the kill is still there, unchanged
+        cm_after = cluster.api("GET", cm_first)
+        for key, value in cm_before["data"].items():
+            assert cm_after["data"][key] == value
+        assert obj["status"]["nodesDone"] == 2 and obj["status"]["summary"]["clauses"] == 2 * 5
+        events = json.loads(cluster.kubectl("get", "events", "-n", "default", "-o", "json", "--field-selector",
+                                            f"involvedObject.name={name}").stdout)["items"]
+        assert [e["reason"] for e in events].count("Started") == 1
+    finally:
+        delete_eval(cluster, name)
+
+
+def test_deleting_the_evaluation_mid_run_removes_its_jobs_and_pods(cluster, installed, operator, node_agent,
+                                                                   unique):
+    name, pool = f"delete-{unique}", f"delete-{unique}"
+    node_agent(two_nodes(pool, f"del-{unique}"))
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(evaluation_doc(name, pool)))
+    wait_for(lambda: [p for p in pods_of(cluster, name) if p.get("status", {}).get("phase") == "Running"],
+             timeout=180, what="a running workload pod")
+    cluster.kubectl("delete", "cardevaluation", name, "--wait=true", timeout=120)
+    wait_for(lambda: not jobs_of(cluster, name) and not pods_of(cluster, name), timeout=90,
+             what="the evaluation's Jobs and pods to be gone")
+    cms = cluster.api("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps"
+                             f"?labelSelector=cardeval.io/evaluation={name}")["items"]
+    wait_for(lambda: not cluster.api("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps"
+                                            f"?labelSelector=cardeval.io/evaluation={name}")["items"],
+             timeout=60, what=f"the results ConfigMaps to be gone (had {len(cms)})")
+    # the operator noticed, and does not resurrect anything
+    time.sleep(3)
+    assert not jobs_of(cluster, name)
+    assert get_eval(cluster, name) is None
+
+
+def test_a_node_deleted_mid_run_ends_with_reasons_and_the_rest_completes(cluster, installed, operator,
+                                                                        node_agent, unique):
+    name, pool = f"gone-{unique}", f"gone-{unique}"
+    nodes = [f"gone-{unique}-1", f"gone-{unique}-2"]
+    node_agent(two_nodes(pool, f"gone-{unique}"))
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(evaluation_doc(name, pool, itemTimeoutSeconds=120)))
+    try:
+        def running_on_victim():
+            return [p for p in pods_of(cluster, name)
+                    if p["spec"].get("nodeName") == nodes[1] and p.get("status", {}).get("phase") == "Running"]
+
+        wait_for(running_on_victim, timeout=180, what=f"a running pod on {nodes[1]}")
+        started = time.monotonic()
+        cluster.kubectl("delete", "node", nodes[1])
+        obj = wait_complete(cluster, name, timeout=120)
+        assert time.monotonic() - started < 120  # within the item timeout
+        summaries = {n["name"]: n for n in obj["status"]["nodes"]}
+        assert "deleted" in summaries[nodes[1]]["message"]
+        assert summaries[nodes[1]]["compliant"] is False
+        victim = node_result(cluster, name, nodes[1])
+        for r in victim["results"]:
+            assert r["verdict"] in ("Error", "NotRun"), r
+            assert r["reason"], r
+        assert any("was deleted during the evaluation" in r["reason"] for r in victim["results"])
+        survivor = {r["clause"]: r for r in node_result(cluster, name, nodes[0])["results"]}
+        assert survivor["6.1.a"]["verdict"] != "Error", survivor["6.1.a"]["reason"]
+        assert survivor["6.2.1.a"]["verdict"] in ("Pass", "Fail"), survivor["6.2.1.a"]["reason"]
+        wait_for(lambda: not [j for j in jobs_of(cluster, name)
+                              if j["metadata"]["annotations"]["cardeval.io/node"] == nodes[1]
+                              and not j["status"].get("conditions")],
+                 timeout=60, what="the vanished node's unfinished Jobs to be deleted")
+    finally:
+        delete_eval(cluster, name)
+
+
+def test_no_matching_node_fails_with_a_message(cluster, installed, operator, unique):
+    name = f"nomatch-{unique}"
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(evaluation_doc(name, f"nothing-{unique}")))
+    try:
+        out = cluster.kubectl("wait", "--for=condition=Failed", f"cardevaluation/{name}", "--timeout=60s",
+                              check=False, timeout=90)
+        assert out.returncode == 0, out.stderr
+        status = get_eval(cluster, name)["status"]
+        assert status["phase"] == "Failed" and "no node matches" in status["message"]
+        failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+        assert failed["reason"] == "CannotEvaluate" and f"nothing-{unique}" in failed["message"]
+        assert not jobs_of(cluster, name)
+    finally:
+        delete_eval(cluster, name)
+
+
+def test_a_spec_change_re_plans_and_old_results_are_replaced(cluster, installed, operator, node_agent, unique):
+    name, pool = f"regen-{unique}", f"regen-{unique}"
+    node_agent(two_nodes(pool, f"rg-{unique}"))
+    doc = evaluation_doc(name, pool)
+    doc["spec"]["clauses"] = {"include": ["6.1.f", "6.1.g", "6.1.a"]}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    try:
+        first = wait_complete(cluster, name)
+        assert first["metadata"]["generation"] == 1 and first["status"]["summary"]["clauses"] == 6
+        doc["spec"]["clauses"] = {"include": ["6.1.f", "6.1.g"]}  # control clauses only: no Job at all
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+        second = wait_for(lambda: (o := get_eval(cluster, name))["status"].get("observedGeneration") == 2
+                          and o["status"]["phase"] == "Complete" and o, timeout=60, what="generation 2 complete")
+        assert second["status"]["summary"]["clauses"] == 4
+        wait_for(lambda: not jobs_of(cluster, name), timeout=60, what="generation 1 Jobs deleted")
+        cms = cluster.api("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps"
+                                 f"?labelSelector=cardeval.io/evaluation={name}")["items"]
+        assert {c["metadata"]["labels"]["cardeval.io/generation"] for c in cms} == {"2"}
+    finally:
+        delete_eval(cluster, name)
+
+
+def test_compliant_tainted_nodes_are_admitted_on_pass(cluster, installed, operator, node_agent, unique):
+    """Tainted new nodes: the Jobs tolerate the admission taint, and once the nodes are judged compliant
+    (6.1.f from the Node object, 6.2.1.a measured) the operator removes the taint and adds the label."""
+    name, pool = f"admit-{unique}", f"admit-{unique}"
+    taint = {"key": "cardeval.io/unvalidated", "value": "true", "effect": "NoSchedule"}
+    nodes = [{**n, "taints": [taint]} for n in two_nodes(pool, f"adm-{unique}")]
+    node_agent(nodes)
+    doc = evaluation_doc(name, pool, clauses={"include": ["6.1.f", "6.2.1.a"]},
+                         admission={"onPass": {"removeTaints": [{"key": "cardeval.io/unvalidated"}],
+                                               "addLabels": {"cardeval.io/validated": "true"}}})
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    try:
+        obj = wait_complete(cluster, name)
+        assert obj["status"]["compliant"] is True, obj["status"]
+        for n in nodes:
+            def admitted(node=n["name"]):
+                o = cluster.api("GET", f"/api/v1/nodes/{node}")
+                return o["metadata"]["labels"].get("cardeval.io/validated") == "true" and \
+                    not any(t["key"] == "cardeval.io/unvalidated" for t in o["spec"].get("taints") or [])
+            wait_for(admitted, timeout=60, what=f"node {n['name']} admitted")
+    finally:
+        delete_eval(cluster, name)
+
+
+def test_a_node_without_enough_cards_gets_no_job_and_not_run_reasons(cluster, installed, operator, node_agent,
+                                                                     unique):
+    name, pool = f"short-{unique}", f"short-{unique}"
+    node_agent([{"name": f"short-{unique}", "capacity": {"example.com/accel": "1"},
+                 "labels": {"cardeval.io/pool": pool}}])
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(evaluation_doc(name, pool)))
+    try:
+        obj = wait_complete(cluster, name, timeout=120)
+        assert obj["status"]["nodesDone"] == 1 and not jobs_of(cluster, name)
+        verdicts = {r["clause"]: r for r in node_result(cluster, name, f"short-{unique}")["results"]}
+        assert verdicts["6.2.1.a"]["verdict"] == "NotRun"
+        assert "advertises 1 allocatable example.com/accel" in verdicts["6.2.1.a"]["reason"]
+        assert verdicts["6.1.f"]["verdict"] != "NotRun"  # judged from the Node object all the same
+    finally:
+        delete_eval(cluster, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The API server refuses malformed evaluations (OpenAPI schema and CEL rules of the CRD).
+VALID = {"apiVersion": "cardeval.io/v1alpha1", "kind": "CardEvaluation", "metadata": {"name": "bad"},
+         "spec": {"cardType": "training", "resourceName": "example.com/accel", "expectedCardsPerNode": 2}}
+
+
+def _with(path: str, value, doc=None):
+    doc = json.loads(json.dumps(doc or VALID))
+    *parents, leaf = path.split(".")
+    node = doc
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is _DELETE:
+        node.pop(leaf)
+    else:
+        node[leaf] = value
+    return doc
+
+
+_DELETE = object()
+MALFORMED = [
+    ("missing cardType", _with("spec.cardType", _DELETE), "spec.cardType"),
+    ("unknown cardType", _with("spec.cardType", "gaming"), "spec.cardType"),
+    ("resourceName not extended", _with("spec.resourceName", "gpu"), "spec.resourceName"),
+    ("resourceName in kubernetes.io (CEL)", _with("spec.resourceName", "kubernetes.io/gpu"), "spec.resourceName"),
+    ("zero cards", _with("spec.expectedCardsPerNode", 0), "spec.expectedCardsPerNode"),
+    ("too many cards", _with("spec.expectedCardsPerNode", 65), "spec.expectedCardsPerNode"),
+    ("unknown profile", _with("spec.profile", "turbo"), "spec.profile"),
+    ("bad clause pattern", _with("spec.clauses", {"include": ["7.1"]}), "spec.clauses.include[0]"),
+    ("included and excluded (CEL)", _with("spec.clauses", {"include": ["6.1.*"], "exclude": ["6.1.*"]}),
+     "spec.clauses"),
+    ("unknown field", _with("spec.colour", "blue"), "spec.colour"),
+    ("evidence twice (CEL)", _with("spec.evidence", [{"clause": "6.4.a", "attestedBy": "a", "reference": "r"},
+                                                     {"clause": "6.4.a", "attestedBy": "b", "reference": "s"}]),
+     "spec.evidence"),
+    ("evidence of the other card type (CEL)",
+     _with("spec.evidence", [{"clause": "6.3.4.d", "attestedBy": "a", "reference": "r"}]), "spec.evidence"),
+    ("evidence without attestedBy", _with("spec.evidence", [{"clause": "6.4.a", "reference": "r"}]),
+     "spec.evidence[0].attestedBy"),
+    ("thresholds of the other card type (CEL)", _with("spec.thresholds", {"6.3.2.b": {"min_memory_gb": 8}}),
+     "spec.thresholds"),
+    ("one-node multiNode", _with("spec.multiNode", {"nodes": 1}), "spec.multiNode.nodes"),
+    ("too many cards in multiNode (CEL)", _with("spec.multiNode", {"nodes": 1024},
+                                                _with("spec.expectedCardsPerNode", 64)), "spec.multiNode"),
+    ("onPass doing nothing (CEL)", _with("spec.admission", {"onPass": {}}), "spec.admission.onPass"),
+    ("bad taint effect", _with("spec.admission", {"onPass": {"removeTaints": [{"key": "k", "effect": "Later"}]}}),
+     "spec.admission.onPass.removeTaints[0].effect"),
+    ("bad node selector value", _with("spec.nodeSelector", {"pool": "has space"}), "spec.nodeSelector"),
+    ("image with whitespace", _with("spec.image", "a b"), "spec.image"),
+    ("zero nodes in parallel", _with("spec.maxNodesInParallel", 0), "spec.maxNodesInParallel"),
+    ("timeout too short", _with("spec.itemTimeoutSeconds", 5), "spec.itemTimeoutSeconds"),
+    ("name too long (CEL)", _with("metadata.name", "n" * 64), "metadata.name"),
+]
+
+
+def test_at_least_fifteen_malformed_cases():
+    assert len(MALFORMED) >= 15
+    assert sum("(CEL)" in case for case, _, _ in MALFORMED) >= 6
+
+
+@pytest.mark.parametrize("case,doc,field", MALFORMED, ids=[c for c, _, _ in MALFORMED])
+def test_the_api_server_refuses_malformed_evaluations(cluster, installed, case, doc, field):
+    out = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(doc), check=False)
+    assert out.returncode != 0, f"{case}: accepted"
+    assert field in out.stderr, f"{case}: the error does not name {field}: {out.stderr}"
+
+
+def test_the_api_server_accepts_the_examples(cluster, installed):
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        out = cluster.kubectl("create", "--dry-run=server", "-f", str(path), check=False)
+        assert out.returncode == 0, f"{path.name}: {out.stderr}"
+
+
+# ---------------------------------------------------------------------------------------------
+def test_helm_lint_template_and_server_side_dry_run(cluster, installed):
+    lint = helm(cluster, "lint", str(CHART), check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    strict = helm(cluster, "lint", "--strict", str(CHART), "--set", "metrics.serviceMonitor.enabled=true",
+                  check=False)
+    assert strict.returncode == 0, strict.stdout + strict.stderr
+    bad = helm(cluster, "template", "x", str(CHART), "--set", "operator.workers=0", check=False)
+    assert bad.returncode != 0 and "workers" in bad.stderr  # values.schema.json is enforced
+    rendered = render_chart(cluster, "--include-crds")
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    kinds = sorted(d["kind"] for d in docs)
+    assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+            "Role", "RoleBinding", "Service"} <= set(kinds)
+    out = cluster.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=rendered, check=False)
+    assert out.returncode == 0, out.stderr
+    # least privilege: no wildcard anywhere in the rules
+    for d in docs:
+        if d["kind"] in ("ClusterRole", "Role"):
+            for rule in d["rules"]:
+                for key in ("apiGroups", "resources", "verbs"):
+                    assert "*" not in rule.get(key, []), (d["metadata"]["name"], rule)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    monitor = render_chart(cluster, "--set", "metrics.serviceMonitor.enabled=true")
+    assert "kind: ServiceMonitor" in monitor
+    assert Path(CHART / "crds" / "cardevaluations.cardeval.io.yaml").exists()

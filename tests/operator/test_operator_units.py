@@ -1,0 +1,259 @@
+"""Unit tests of the operator's pure parts: Job manifests, queues, stored results, admission, settings.
+
+Nothing here talks to Kubernetes (the end-to-end tests in test_e2e.py use the real control plane).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from cardeval.api.models import NodeResult, OnPass
+from cardeval.engine.facts import WorkloadRun
+from cardeval.engine.load import from_mapping
+from cardeval.engine.planner import plan
+from cardeval.operator import labels as L
+from cardeval.operator.admission import admission_patch
+from cardeval.operator.config import Settings
+from cardeval.operator.jobs import job_manifest, job_state
+from cardeval.operator.results import (
+    RUN_LIMIT, StoredNode, configmap_name, decode_run, encode_run, new_configmap, put_result, put_run,
+    read_result, read_runs,
+)
+from cardeval.operator.scheduler.queue import NodeQueue, next_items
+from cardeval.operator.scheduler.workqueue import WorkQueue
+from cardeval_workloads.envelope import Envelope, Metric, PowerSample, Stats
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def evaluation(**spec):
+    doc = {"apiVersion": "cardeval.io/v1alpha1", "kind": "CardEvaluation",
+           "metadata": {"name": "pool-a", "generation": 3, "uid": "u-1"},
+           "spec": {"cardType": "training", "resourceName": "example.com/accel", "expectedCardsPerNode": 2,
+                    "clauses": {"include": ["6.1.*", "6.2.1.a"]}, **spec}}
+    return from_mapping(doc)
+
+
+def envelope(workload="info", **kw):
+    t = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    return Envelope(workload=workload, startedAt=t, finishedAt=t + timedelta(seconds=1), **kw)
+
+
+# ---------------------------------------------------------------- Jobs
+def test_job_manifest_is_pinned_restricted_owned_and_named_after_the_item():
+    ev = evaluation(admission={"onPass": {"removeTaints": [{"key": "cardeval.io/unvalidated",
+                                                             "effect": "NoSchedule"}]}})
+    item = plan(ev, ["node-a"]).items[0]
+    settings = Settings(namespace="ops", workload_python=("/venv/bin/python", "-X", "utf8"),
+                        workload_env={"PYTHONPATH": "/src"})
+    job = job_manifest(item, ev, "u-1", settings)
+    assert job["metadata"]["name"] == item.name and job["metadata"]["namespace"] == "ops"
+    labels = job["metadata"]["labels"]
+    assert labels[L.EVALUATION] == "pool-a" and labels[L.GENERATION] == "3"
+    assert labels[L.WORKLOAD] == item.workload and labels[L.NODE_HASH] == L.node_hash("node-a")
+    assert job["metadata"]["annotations"][L.NODE] == "node-a"
+    owner, = job["metadata"]["ownerReferences"]
+    assert owner["uid"] == "u-1" and owner["kind"] == "CardEvaluation" and owner["controller"] is True
+    spec = job["spec"]
+    assert spec["activeDeadlineSeconds"] == item.timeout_s and spec["backoffLimit"] == 0
+    assert spec["ttlSecondsAfterFinished"] > 0
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-a"]}]}]
+    assert pod["tolerations"] == [{"key": "cardeval.io/unvalidated", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    c, = pod["containers"]
+    assert c["command"] == ["/venv/bin/python", "-X", "utf8", *item.argv()]
+    assert c["resources"] == {"limits": {"example.com/accel": "2"}}
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["TERMINATION_MESSAGE_PATH"] == c["terminationMessagePath"] == "/dev/termination-log"
+    assert env["PYTHONPATH"] == "/src"
+
+
+def test_job_state_reads_the_terminal_conditions_only():
+    assert not job_state({"status": {"active": 1}}).finished
+    assert not job_state({"status": {"conditions": [{"type": "Failed", "status": "False"}]}}).finished
+    done = job_state({"status": {"conditions": [{"type": "Complete", "status": "True"}]}})
+    assert done.finished and done.succeeded
+    failed = job_state({"status": {"conditions": [{"type": "FailureTarget", "status": "True"},
+                                                  {"type": "Failed", "status": "True",
+                                                   "reason": "DeadlineExceeded"}]}})
+    assert failed.finished and not failed.succeeded and failed.reason == "DeadlineExceeded"
+
+
+# ---------------------------------------------------------------- queues
+def _queues(nodes, workloads=("info", "compute")):
+    ev = evaluation()
+    p = plan(ev, nodes)
+    return [NodeQueue(n, [i for i in p.items_for(n) if i.workload in workloads]) for n in nodes]
+
+
+def test_a_node_runs_one_item_at_a_time_in_plan_order():
+    q, = _queues(["a"])
+    first = next_items([q], 5)
+    assert [i.workload for i in first] == [q.items[0].workload]
+    q.started.add(q.items[0].workload)
+    assert next_items([q], 5) == []                      # the first is still running
+    q.done.add(q.items[0].workload)
+    assert [i.workload for i in next_items([q], 5)] == [q.items[1].workload]
+
+
+def test_nodes_start_in_waves_of_max_nodes_in_parallel():
+    qs = _queues(["n3", "n1", "n2", "n4"])
+    starts = next_items(qs, 2)
+    assert sorted(i.node for i in starts) == ["n1", "n2"]
+    for i in starts:
+        next(q for q in qs if q.node == i.node).started.add(i.workload)
+    assert next_items(qs, 2) == []                       # both slots busy
+    n1 = next(q for q in qs if q.node == "n1")
+    n1.done = {i.workload for i in n1.items}
+    n1.judged = True
+    assert [i.node for i in next_items(qs, 2)] == ["n3"]  # a judged node frees its slot
+
+
+def test_a_blocked_item_waits_for_the_old_generation_to_go():
+    q, = _queues(["a"])
+    q.blocked = {q.items[0].name}
+    assert next_items([q], 5) == []
+
+
+# ---------------------------------------------------------------- stored results
+def test_runs_round_trip_through_the_configmap_and_drop_power_traces():
+    env = envelope(metrics=[Metric(name="peak.fp32", value=1.5, unit="TFLOPS",
+                                   stats=Stats.of([1.0, 1.5, 2.0]))],
+                   power=[PowerSample(t=float(i), device=0, watts=100.0) for i in range(500)])
+    cm = new_configmap("pool-a", "u-1", 3, "node-a", "ops")
+    put_run(cm, WorkloadRun("compute", envelope=env))
+    put_run(cm, WorkloadRun("info", error="workload info exited with code 1"))
+    put_run(cm, WorkloadRun("fault", not_run="the pod was never scheduled"))
+    runs = read_runs(cm)
+    assert runs["compute"].envelope.metric("peak.fp32").stats.samples == [1.0, 1.5, 2.0]
+    assert runs["compute"].envelope.power == []
+    assert runs["info"].error and runs["fault"].not_run
+    meta = StoredNode.from_meta(cm)
+    assert meta.collected == {"compute", "info", "fault"} and not meta.judged and meta.generation == 3
+    assert meta.node == "node-a" and meta.owner_uids == {"u-1"}
+    result = NodeResult(evaluation="pool-a", generation=3, node="node-a", card_type="training", profile="quick")
+    put_result(cm, result)
+    assert StoredNode.from_meta(cm).judged and read_result(cm) == result
+    assert cm["metadata"]["name"] == configmap_name("pool-a", "node-a")
+
+
+def test_a_huge_envelope_is_stored_in_its_compact_form():
+    env = envelope(metrics=[Metric(name=f"m{i}", value=float(i), labels={"detail": "true"},
+                                   stats=Stats.of([1.0] * 1000)) for i in range(200)])
+    text = encode_run(WorkloadRun("compute", envelope=env))
+    assert len(text.encode()) <= RUN_LIMIT + 200
+    assert decode_run("compute", text).envelope is not None
+
+
+def test_an_unreadable_stored_run_is_an_error_not_a_pass():
+    run = decode_run("info", "{not json")
+    assert run.envelope is None and "unreadable" in run.error
+
+
+def test_configmap_names_are_unique_per_evaluation_and_node_and_fit():
+    names = {configmap_name(e, n) for e in ("a", "a-node-x") for n in ("n1", "n2", "x" * 253)}
+    assert len(names) == 6
+    assert all(len(n) <= 253 for n in names)
+
+
+# ---------------------------------------------------------------- admission
+def test_admission_removes_named_taints_and_adds_labels_once():
+    on_pass = OnPass(remove_taints=[{"key": "cardeval.io/unvalidated"}], add_labels={"cardeval.io/ok": "true"})
+    node = {"metadata": {"name": "a", "resourceVersion": "7", "labels": {}},
+            "spec": {"taints": [{"key": "cardeval.io/unvalidated", "effect": "NoSchedule"},
+                                {"key": "other", "effect": "NoSchedule"}]}}
+    patch = admission_patch(node, on_pass)
+    assert patch["spec"]["taints"] == [{"key": "other", "effect": "NoSchedule"}]
+    assert patch["metadata"] == {"resourceVersion": "7", "labels": {"cardeval.io/ok": "true"}}
+    admitted = {"metadata": {"name": "a", "labels": {"cardeval.io/ok": "true"}},
+                "spec": {"taints": [{"key": "other", "effect": "NoSchedule"}]}}
+    assert admission_patch(admitted, on_pass) is None
+
+
+def test_admission_respects_the_taint_effect():
+    on_pass = OnPass(remove_taints=[{"key": "k", "effect": "NoExecute"}])
+    node = {"metadata": {"name": "a"}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}
+    assert admission_patch(node, on_pass) is None
+
+
+# ---------------------------------------------------------------- settings, work queue
+def test_settings_from_env():
+    s = Settings.from_env({"CARDEVAL_NAMESPACE": "ops", "CARDEVAL_WORKLOAD_PYTHON": "/v/bin/python -X utf8",
+                           "CARDEVAL_WORKLOAD_ENV": '{"PYTHONPATH": "/src"}', "CARDEVAL_RESYNC_SECONDS": "1.5"})
+    assert s.namespace == "ops" and s.workload_python == ("/v/bin/python", "-X", "utf8")
+    assert s.workload_env == {"PYTHONPATH": "/src"} and s.resync_seconds == 1.5
+    assert Settings.from_env({}).workload_python == ("python",)
+    with pytest.raises(ValueError, match="CARDEVAL_WORKLOAD_ENV"):
+        Settings.from_env({"CARDEVAL_WORKLOAD_ENV": "[1]"})
+    with pytest.raises(ValueError, match="CARDEVAL_WORKERS"):
+        Settings.from_env({"CARDEVAL_WORKERS": "many"})
+
+
+def test_work_queue_coalesces_and_never_hands_out_a_key_twice_at_once():
+    q = WorkQueue()
+    q.add("a")
+    q.add("a")
+    q.add("b")
+    assert len(q) == 2
+    assert q.get(0.1) == "a"
+    q.add("a")                                   # during its pass: dirty, not queued twice
+    assert q.get(0.1) == "b"
+    assert q.get(0.05) is None
+    q.done("a")
+    assert q.get(0.1) == "a"
+    q.done("a")
+    q.done("b")
+    q.add_after("c", 0.05)
+    assert q.get(1.0) == "c"
+
+
+# ---------------------------------------------------------------- chart
+def test_the_chart_ships_the_generated_crd_unchanged():
+    chart = ROOT / "charts" / "cardeval" / "crds" / "cardevaluations.cardeval.io.yaml"
+    assert chart.read_bytes() == (ROOT / "crds" / "cardevaluations.cardeval.io.yaml").read_bytes(), \
+        "charts/cardeval/crds/ differs from crds/: cp crds/cardevaluations.cardeval.io.yaml charts/cardeval/crds/"
+
+
+def test_chart_values_validate_against_the_schema():
+    import yaml
+    schema = json.loads((ROOT / "charts/cardeval/values.schema.json").read_text())
+    values = yaml.safe_load((ROOT / "charts/cardeval/values.yaml").read_text())
+    assert set(values) <= set(schema["properties"])
+    for key in schema["required"]:
+        assert key in values
+
+
+# ---------------------------------------------------------------- status size
+def test_the_status_of_a_thousand_failing_nodes_stays_far_below_the_object_limit():
+    from cardeval.api.models import ClauseResult, VerdictCounts
+    from cardeval.engine.catalog import clauses_for
+    from cardeval.engine.status import build_status
+    from cardeval.operator.reconcile import STATUS_BLOCKING_LIMIT, cluster_node_summary
+    from cardeval.operator.results import results_ref
+
+    shall = [c for c in clauses_for("training") if c.level == "shall"]
+    summaries = []
+    for i in range(1000):
+        node = f"gpu-node-{i:04d}.rack-{i // 40:02d}.example.internal"
+        results = [ClauseResult(clause=c.id, title=c.title, level="shall", verdict="Fail", reason="x")
+                   for c in shall]
+        result = NodeResult(evaluation="fleet-2025-q3", generation=1, node=node, card_type="training",
+                            profile="full", results=results, compliant=False,
+                            counts=VerdictCounts(clauses=len(results), failed=len(results)))
+        summary = cluster_node_summary(result, results_ref(configmap_name("fleet-2025-q3", node), "cardeval-system"))
+        assert len(summary.blocking) == STATUS_BLOCKING_LIMIT < len(shall)
+        summaries.append(summary)
+    status = build_status(None, 1, summaries, 1000, [], None)
+    size = len(json.dumps(status.wire()))
+    assert size < 800_000, size  # measured: ~0.61 MB; etcd's limit is ~1.5 MB; the nodes list is atomic (small managedFields)
