@@ -10,15 +10,23 @@ ARG TORCH_VERSION=2.15.0
 ARG TORCH_INDEX=
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/tmp
+# g++: custom-op builds a C++ extension on CPU nodes, and Triton compiles its launcher with a C compiler.
+# openmpi-bin + openssh: the MPIJob launcher/worker path of the multi-node workloads.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ openmpi-bin openssh-server openssh-client \
+ && rm -rf /var/lib/apt/lists/*
 RUN pip install ${TORCH_INDEX:+--index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple} \
-      "torch==${TORCH_VERSION}" "numpy==2.4.6" "nvidia-ml-py==13.615.71" "pydantic==2.14.4"
+      "torch==${TORCH_VERSION}" "numpy==2.4.6" "nvidia-ml-py==13.615.71" "pydantic==2.14.4" \
+      "grpcio==1.85.3" "protobuf==7.36.2" "ninja==1.13.2"
 WORKDIR /opt/cardeval
 COPY workloads/cardeval_workloads/ /opt/cardeval/cardeval_workloads/
 ENV PYTHONPATH=/opt/cardeval
+# The device-plugin probe's gRPC stubs are generated at build time, not committed.
+RUN pip install "grpcio-tools==1.85.1" && python -m cardeval_workloads.protogen && pip uninstall -y grpcio-tools
 # The workload package must not need the engine or the operator (an import-linter contract); check it loads.
 RUN python -m compileall -q /opt/cardeval && python -c "import cardeval_workloads.envelope" \
  && (python -c "import kopf" 2>/dev/null && exit 1 || true)
-RUN groupadd --gid 65532 cardeval && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin cardeval
+RUN groupadd --gid 65532 cardeval && useradd --uid 65532 --gid 65532 --create-home --home-dir /home/cardeval \
+      --shell /usr/sbin/nologin cardeval
 USER 65532:65532
 # The Job sets the command: python -m cardeval_workloads <workload> --profile ... --device auto --devices all
 CMD ["python", "-m", "cardeval_workloads", "--help"]
