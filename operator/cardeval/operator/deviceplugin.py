@@ -524,7 +524,7 @@ class NodeCheck:
         if not self.settings.probe_enabled:
             why = ("the node-side probe is off: it is the one privileged pod (hostPath mounts of the kubelet's "
                    "sockets) and opt-in; enable it with CARDEVAL_DEVICE_PLUGIN_PROBE=true (Helm: "
-                   "deviceplugin.probe=true)")
+                   "devicePlugin.probe=true)")
             r.check("probe.ran", None, why)
             for name in PROBE_CHECKS + cross:
                 r.check(name, None, why)
@@ -637,6 +637,12 @@ class DevicePluginRunner:
     def running_item(self, item: WorkItem, generation: int | None) -> bool:
         with self.lock:
             return self.key(item, generation) in self.running
+
+    def started_item(self, item: WorkItem, generation: int | None) -> bool:
+        """Running, or finished with a run not yet forgotten: ``step()`` will not start it anew."""
+        with self.lock:
+            key = self.key(item, generation)
+            return key in self.running or key in self.results
 
     def forget(self, item: WorkItem, generation: int | None) -> None:
         """Drop a stored result (call once it is written to the node's results)."""

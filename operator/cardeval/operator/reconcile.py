@@ -19,7 +19,16 @@ nothing that was already right:
    that no longer exists is judged at once with the reason (its Jobs are deleted),
    so the rest of the evaluation completes.
 4. **Start.**  The next work items per node queue (``scheduler.queue``); a Job
-   that already exists (AlreadyExists) is ours: names are deterministic.
+   that already exists (AlreadyExists) is ours: names are deterministic.  A node's
+   first Job is checked against its cards (``nodes.cannot_host``: too few, the rest
+   is judged NotRun with the reason).
+
+   The device-plugin check of 6.1.n (``deviceplugin.OPERATOR_CHECKS``) is planned as
+   each node's first work item but has no Job: the operator runs it itself, in a
+   background thread (``DevicePluginRunner``; its pods through the API), started by
+   the pass that starts the item, before the ``cannot_host`` check (reporting too few
+   cards is its job), and collected by a later pass like a finished Job.  It lives in
+   this process only: after a restart it is started again (its pods are replaced).
 5. **Report.**  The status is rebuilt from the stored results and patched only
    when it changed; Events at start, per node and at the end; metrics; and
    ``admission.onPass`` for compliant nodes once the evaluation is complete.
@@ -41,6 +50,7 @@ from cardeval.engine.load import InvalidInput, from_mapping
 from cardeval.engine.planner import Plan, WorkItem, plan
 from cardeval.engine.status import build_status, node_summary, now
 from cardeval.operator import admission, metrics
+from cardeval.operator import deviceplugin as DP
 from cardeval.operator import labels as L
 from cardeval.operator import nodes as N
 from cardeval.operator.collect_k8s import collect_job
@@ -92,6 +102,9 @@ class Reconciler:
         #: Per-node API work of one pass (collect, store, judge, create) runs concurrently: at hundreds
         #: of nodes a serial pass would spend most of its time waiting for round trips.
         self._pool = ThreadPoolExecutor(max_workers=settings.api_concurrency, thread_name_prefix="api")
+        #: The device-plugin check of 6.1.n (``DP.OPERATOR_CHECKS``): run by the operator itself, in a
+        #: background thread per work item (pods through the API, no Job); each pass steps it.
+        self.device_plugin = DP.DevicePluginRunner(kube, DP.ProbeSettings.from_env(settings))
 
     def _each(self, fn, items) -> None:
         """``fn(item)`` for every item, concurrently; the first exception is raised after all ran."""
@@ -174,7 +187,7 @@ class Reconciler:
             self._fail(name, uid, generation, prev, f"no node matches spec.nodeSelector {sel}", "NoMatchingNodes")
             return None
         names = [n["metadata"]["name"] for n in matching]
-        the_plan = plan(evaluation, names)
+        the_plan = plan(evaluation, names, operator_checks=DP.OPERATOR_CHECKS)
         pending = [NodeSummary(name=n, phase=Phase.PENDING, message="queued") for n in names]
         status = build_status(prev if prev and prev.observed_generation is not None else None, generation,
                               pending, len(names), [c.id for c in the_plan.excluded], now())
@@ -220,7 +233,7 @@ class Reconciler:
     def _observe(self, evaluation: CardEvaluation, uid: str, generation: int, prev: EvaluationStatus | None,
                  planned: list[str]) -> Pass:
         name = evaluation.metadata.name
-        the_plan = plan(evaluation, planned)
+        the_plan = plan(evaluation, planned, operator_checks=DP.OPERATOR_CHECKS)
         stored: dict[str, StoredNode] = {}
         for s in self.store.scan(name):
             if s.generation == generation and uid in s.owner_uids:
@@ -244,6 +257,9 @@ class Reconciler:
             q = NodeQueue(node, the_plan.items_for(node), done=set(s.collected) if s else set(),
                           judged=bool(s and s.judged), blocked=blocked)
             q.started = {i.workload for i in q.items if i.name in jobs}
+            # operator-run checks have no Job: started while this process runs it or holds its run
+            q.started |= {i.workload for i in q.items if i.workload in DP.OPERATOR_CHECKS
+                          and self.device_plugin.started_item(i, generation)}
             queues[node] = q
         return Pass(evaluation, uid, generation, prev, the_plan, queues, stored, jobs)
 
@@ -260,6 +276,18 @@ class Reconciler:
             self._node_gone(p, q)
             return
         for item in q.items:
+            if item.workload in DP.OPERATOR_CHECKS:
+                # only one this process started (step() would start a queued node's check)
+                if item.workload in q.started and item.workload not in q.done:
+                    run = self.device_plugin.step(item, p.evaluation, p.uid)
+                    if run is not None:
+                        self._store_run(p, q.node, run)
+                        q.done.add(item.workload)
+                        self.device_plugin.forget(item, p.generation)
+                        outcome = "ok" if run.usable else ("not_run" if run.not_run else "error")
+                        metrics.COLLECTED.labels(outcome).inc()
+                        log.info("device-plugin check on %s: %s", q.node, run.failure() or "ok")
+                continue
             if item.workload in q.done or item.name not in p.jobs:
                 continue
             state = job_state(p.jobs[item.name])
@@ -324,7 +352,11 @@ class Reconciler:
                 self._judge(p, q)
         starts = next_items(queues, p.evaluation.spec.max_nodes_in_parallel)
         fresh = {i.node for i in starts if not p.queues[i.node].in_progress}
-        missing = fresh - set(p.node_objects)
+        # A node's first Job is checked against its cards (cannot_host), also when operator-run checks
+        # (whose job is to report too few cards) ran on the node before it.
+        first_job = {i.node for i in starts if i.workload not in DP.OPERATOR_CHECKS
+                     and not any(w not in DP.OPERATOR_CHECKS for w in p.queues[i.node].done | p.queues[i.node].started)}
+        missing = (fresh | first_job) - set(p.node_objects)
         if missing:
             if len(missing) <= 8:
                 for n in missing:
@@ -337,12 +369,17 @@ class Reconciler:
 
         def start(item: WorkItem) -> None:
             q = p.queues[item.node]
-            if item.node in fresh:
+            if item.node in fresh or item.node in first_job:
                 node_obj = p.node_objects.get(item.node)
                 if node_obj is None:
                     self._judge(p, q, gone=gone_reason(item.node))
                     return
-                why = N.cannot_host(node_obj, spec.resource_name, item.cards)
+            if item.workload in DP.OPERATOR_CHECKS:  # before cannot_host: reporting too few cards is its job
+                self.device_plugin.step(item, p.evaluation, p.uid)
+                q.started.add(item.workload)
+                return
+            if item.node in first_job:
+                why = N.cannot_host(p.node_objects[item.node], spec.resource_name, item.cards)
                 if why:
                     self._judge(p, q, cannot_run=why)
                     return

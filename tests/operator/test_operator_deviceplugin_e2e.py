@@ -1,0 +1,96 @@
+"""6.1.n through the operator end to end: the reconciler runs the device-plugin check on a node
+whose cards come from a fake vendor plugin (registered with the node agent's kubelet
+Registration service), with the node-side probe on, as the chart's ServiceAccount, and the
+verdict lands in the evaluation's node ConfigMap.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cardeval_testbed.fakeplugin import FakePlugin
+from cardeval_testbed.waiting import wait_for
+
+from operator_harness import NAMESPACE, OperatorProcess
+from test_operator_e2e import delete_eval, jobs_of, node_result, wait_complete
+
+pytestmark = pytest.mark.slow
+
+RESOURCE = "example.com/accel"
+
+
+def test_the_operator_passes_6_1_n_on_a_healthy_plugin_with_the_probe_on(cluster, installed, node_agent,
+                                                                         unique, tmp_path):
+    node, name = f"opdp-{unique}", f"opdp-{unique}"
+    base = Path(tempfile.mkdtemp(prefix="dp-"))  # short: unix socket paths are limited to 108 bytes
+    plugin = None
+    # the node agent annotates the Node with its kubelet directories (cardeval.io/device-plugins-dir, ...)
+    op = OperatorProcess(installed, tmp_path, CARDEVAL_DEVICE_PLUGIN_PROBE="true",
+                         CARDEVAL_DEVICE_PLUGIN_POD_TIMEOUT_S="120")
+    try:
+        node_agent([{"name": node, "labels": {"cardeval.io/group": node}, "capacity": {},
+                     "device_plugin_dir": str(base / "dp"), "pod_resources_dir": str(base / "pr"),
+                     "device_plugin_grace_s": 300.0}])
+        plugin = FakePlugin(base / "dp", RESOURCE, 4, workdir=tmp_path / "plugin",
+                            numa=[i // 2 for i in range(4)]).start()
+
+        def counts():
+            st = cluster.api("GET", f"/api/v1/nodes/{node}")["status"]
+            return st.get("capacity", {}).get(RESOURCE), st.get("allocatable", {}).get(RESOURCE)
+
+        wait_for(lambda: counts() == ("4", "4"), timeout=30, what=f"{node} capacity/allocatable 4 from the plugin")
+        op.start()
+        doc = {"apiVersion": "cardeval.io/v1alpha1", "kind": "CardEvaluation", "metadata": {"name": name},
+               "spec": {"cardType": "training", "resourceName": RESOURCE, "nodeSelector": {"cardeval.io/group": node},
+                        "expectedCardsPerNode": 4, "profile": "quick", "clauses": {"include": ["6.1.n"]},
+                        "image": "cardeval/workloads:test"}}
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+        obj = wait_complete(cluster, name, timeout=300)
+        assert obj["status"]["nodesDone"] == 1
+        result = node_result(cluster, name, node)
+        (v,) = [r for r in result["results"] if r["clause"] == "6.1.n"]
+        assert v["workload"] == "device-plugin" and v["verdict"] == "Pass", v
+        assert result["compliant"] is True
+        assert not jobs_of(cluster, name)  # the check runs no Job
+        # the check's pods are cleaned up
+        pods = cluster.api("GET", f"/api/v1/namespaces/{NAMESPACE}/pods"
+                                  f"?labelSelector=cardeval.io/evaluation={name}")["items"]
+        assert not pods, [p["metadata"]["name"] for p in pods]
+        assert "Forbidden" not in op.log_text()
+    finally:
+        delete_eval(cluster, name)
+        op.stop()
+        if plugin is not None:
+            plugin.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_too_few_cards_fails_6_1_n_and_the_jobs_after_it_are_not_created(cluster, installed, operator, node_agent,
+                                                                          unique):
+    """The check runs before the "cannot host" check (reporting too few cards is its job); the node's
+    first Job after it is checked against its cards: none is created, its clauses NotRun with the reason."""
+    node, name = f"few-{unique}", f"few-{unique}"
+    node_agent([{"name": node, "capacity": {RESOURCE: "1"}, "labels": {"cardeval.io/group": node}}])
+    doc = {"apiVersion": "cardeval.io/v1alpha1", "kind": "CardEvaluation", "metadata": {"name": name},
+           "spec": {"cardType": "training", "resourceName": RESOURCE, "nodeSelector": {"cardeval.io/group": node},
+                    "expectedCardsPerNode": 2, "profile": "quick", "clauses": {"include": ["6.1.n", "6.2.1.a"]},
+                    "image": "cardeval/workloads:test"}}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    try:
+        wait_complete(cluster, name, timeout=300)
+        verdicts = {r["clause"]: r for r in node_result(cluster, name, node)["results"]}
+        assert verdicts["6.1.n"]["workload"] == "device-plugin" and verdicts["6.1.n"]["verdict"] == "Fail", \
+            verdicts["6.1.n"]
+        assert "node.capacity_matches_expected" in verdicts["6.1.n"]["reason"], verdicts["6.1.n"]
+        assert verdicts["6.2.1.a"]["verdict"] == "NotRun", verdicts["6.2.1.a"]
+        assert "advertises 1 allocatable" in verdicts["6.2.1.a"]["reason"], verdicts["6.2.1.a"]
+        assert not jobs_of(cluster, name)
+        assert operator.metric("cardeval_jobs_created_total") == 0
+        assert "Forbidden" not in operator.log_text()
+    finally:
+        delete_eval(cluster, name)
