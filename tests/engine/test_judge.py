@@ -242,3 +242,15 @@ def test_two_nonconverged_runs_invalidate_the_metric(monkeypatch):
 def test_card_identity_on_the_cpu_is_not_run():
     by_id, _ = _judge(runs={"info": WorkloadRun("info", envelope=envelope("info", devices=[cpu()]))})
     assert by_id["6.1.a"].verdict == Verdict.NOT_RUN
+
+
+def test_a_multinode_clause_says_why_it_did_not_run():
+    two = load_text(HEAD + "  clauses: {include: ['6.2.1.g']}\n")
+    p = plan(two, ["n1", "n2"])
+    assert "internode" in p.unlaunched and not p.items
+    result = judge_node(p, two.spec, NODE, {}, mode="cluster", cards=2)
+    r = result.results[0]
+    assert r.verdict == Verdict.NOT_RUN and "not launched in this version" in r.reason
+    one = plan(two, ["n1"])
+    r = judge_node(one, two.spec, NODE, {}, mode="local").results[0]
+    assert r.verdict == Verdict.NOT_RUN and "needs at least 2 nodes" in r.reason

@@ -73,6 +73,7 @@ def judge_node(plan: Plan, spec: EvaluationSpec, node: NodeFacts, runs: Mapping[
     cards_seen = cards if cards is not None else max(
         (len(r.envelope.devices) for r in runs.values() if r.envelope is not None), default=0)
     accelerators = sum(1 for d in result.devices if d["accelerator"])
+    runs = {**{w: WorkloadRun(w, not_run=why) for w, why in plan.unlaunched.items()}, **runs}
     for clause in plan.selected:
         ctx = JudgeContext(clause=clause, node=node, runs=runs, thresholds=thresholds_for(clause, spec),
                            profile=spec.profile, mode=mode,

@@ -60,6 +60,8 @@ class Plan:
     items: list[WorkItem]
     #: workload name → clause ids that need it but it does not exist in this version.
     missing_workloads: dict[str, list[str]] = field(default_factory=dict)
+    #: workload → why no per-node item runs it (a multi-node workload: no launcher runs it yet).
+    unlaunched: dict[str, str] = field(default_factory=dict)
 
     def items_for(self, node: str) -> list[WorkItem]:
         return [i for i in self.items if i.node == node]
@@ -98,6 +100,7 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
                 missing.setdefault(workload, []).append(clause.id)
 
     items: list[WorkItem] = []
+    unlaunched: dict[str, str] = {}
     # Operator-run checks first: they judge the node's view of its cards (capacity, the plugin),
     # which must not wait behind measurements, nor be skipped when the cards are missing.
     ordered = sorted(by_workload.items(), key=lambda kv: kv[0] not in OPERATOR_WORKLOADS)
@@ -105,7 +108,11 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
         for workload, clauses in ordered:
             topology = max((c.topology for c in clauses), key=_TOPOLOGY_ORDER.index)
             if topology == Topology.MULTI_NODE:
-                continue  # planned once per evaluation by the multi-node launcher, not per node
+                # One run across nodes (MPIJob or Indexed Job), not an item per node; this
+                # version builds those objects (operator/multinode.py) but does not launch them.
+                unlaunched[workload] = (f"the {workload} workload runs across nodes (MPIJob or Indexed Job); "
+                                        "multi-node runs are not launched in this version")
+                continue
             items.append(WorkItem(
                 name=item_name(evaluation.metadata.name, node, workload),
                 evaluation=evaluation.metadata.name, node=node, workload=workload, topology=topology,
@@ -113,4 +120,4 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
                 profile=spec.profile, timeout_s=timeout,
             ))
     return Plan(evaluation.metadata.name, evaluation.metadata.generation, spec.card_type, spec.profile,
-                list(nodes), selected, excluded, items, missing)
+                list(nodes), selected, excluded, items, missing, unlaunched)
