@@ -364,7 +364,7 @@ def test_power_load_on_this_machine() -> None:
     assert set(levels) == {"idle", "50", "full"}
     duty = {m.labels["level"]: m.value for m in env.metrics_named("power_load.duty_pct")}
     # duty-cycled, not flat out (wide bounds: on a shared 2-core machine other work stretches bursts)
-    assert duty["idle"] == 0 and 10 < duty["50"] < 95 and duty["full"] == 100
+    assert duty["idle"] == 0 and 10 < duty["50"] < 99.5 and duty["full"] == 100
     assert check(env, "power_load.computes_correctly").ok is True
     rises = check(env, "power_load.rises_with_load")
     if MACHINE_HAS_POWER:
