@@ -93,3 +93,52 @@ def namespace(cluster):
              timeout=30, what=f"ServiceAccount {name}/default")
     yield name
     cluster.api("DELETE", f"/api/v1/namespaces/{name}")
+
+
+class MpiJobCrd:
+    """The Kubeflow MPI Operator's MPIJob CRD on the test control plane (from its Go module,
+    ``hack/mpi-operator-crd.sh``), applied server-side; ``remove()`` waits until it is gone."""
+
+    NAME = "mpijobs.kubeflow.org"
+    PATH = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{NAME}"
+
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+
+    def file(self) -> Path:
+        import subprocess
+
+        out = subprocess.run(["bash", str(Path(__file__).resolve().parents[1] / "hack" / "mpi-operator-crd.sh")],
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, f"hack/mpi-operator-crd.sh failed: {out.stderr[-2000:]}"
+        path = Path(out.stdout.strip().splitlines()[-1])
+        assert path.is_file(), path
+        return path
+
+    def install(self) -> None:
+        from cardeval_testbed.waiting import wait_for
+
+        self.cluster.kubectl("apply", "--server-side", "-f", str(self.file()))
+
+        def established():  # (`kubectl wait` fails when it looks before the CRD has any condition)
+            crd = self.cluster.api("GET", self.PATH) or {}
+            return any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in (crd.get("status") or {}).get("conditions") or [])
+
+        wait_for(established, timeout=60, what=f"CRD {self.NAME} Established")
+
+    def remove(self) -> None:
+        from cardeval_testbed.waiting import wait_for
+
+        if self.cluster.api("GET", self.PATH) is not None:
+            self.cluster.api("DELETE", self.PATH)
+            wait_for(lambda: self.cluster.api("GET", self.PATH) is None, timeout=60, what=f"CRD {self.NAME} gone")
+
+
+@pytest.fixture
+def mpijob_crd(cluster):
+    """`MpiJobCrd`: absent when the test starts (an earlier test may have left it), removed at its end."""
+    crd = MpiJobCrd(cluster)
+    crd.remove()
+    yield crd
+    crd.remove()

@@ -98,6 +98,7 @@ def cmd_plan(args) -> int:
                       for i in the_plan.items],
             "judgedWithoutWorkload": [c.id for c in the_plan.selected if c.topology in NO_WORKLOAD],
             "missingWorkloads": the_plan.missing_workloads,
+            "acrossNodes": {k: list(v) for k, v in the_plan.across_nodes.items()},
             "excluded": [c.id for c in the_plan.excluded],
         }, indent=2))
         return 0
@@ -110,6 +111,9 @@ def cmd_plan(args) -> int:
         print("  judged without a workload: " + ", ".join(c.id for c in judged))
     for workload, clauses in the_plan.missing_workloads.items():
         print(f"  NotRun (no {workload} workload yet): {', '.join(clauses)}")
+    for key, clauses in the_plan.across_nodes.items():
+        print(f"  run {key} across nodes: not here (the operator launches it from spec.multiNode), "
+              f"for {', '.join(clauses)}")
     return 0
 
 

@@ -247,10 +247,37 @@ def test_card_identity_on_the_cpu_is_not_run():
 def test_a_multinode_clause_says_why_it_did_not_run():
     two = load_text(HEAD + "  clauses: {include: ['6.2.1.g']}\n")
     p = plan(two, ["n1", "n2"])
-    assert "internode" in p.unlaunched and not p.items
-    result = judge_node(p, two.spec, NODE, {}, mode="cluster", cards=2)
+    assert p.across_nodes == {"internode": ("6.2.1.g",)} and not p.items
+    result = judge_node(p, two.spec, NODE, {}, mode="local", cards=2)
     r = result.results[0]
-    assert r.verdict == Verdict.NOT_RUN and "not launched in this version" in r.reason
+    assert r.verdict == Verdict.NOT_RUN and "a local evaluation covers one machine" in r.reason
     one = plan(two, ["n1"])
     r = judge_node(one, two.spec, NODE, {}, mode="local").results[0]
     assert r.verdict == Verdict.NOT_RUN and "needs at least 2 nodes" in r.reason
+
+
+def test_cluster_linearity_is_a_run_across_nodes_and_judged_when_it_ran():
+    ev = load_text(HEAD + "  clauses: {include: ['6.2.5.6']}\n")
+    p = plan(ev, ["n1", "n2"])
+    assert p.across_nodes == {"train-parallel.cluster": ("6.2.5.6",)}
+    assert [i.workload for i in p.items] == ["train-parallel", "train-parallel"]
+
+    def parallel(workload: str, **figures):
+        return WorkloadRun(workload, envelope=envelope("train-parallel", devices=[gpu(0), gpu(1)], metrics=[
+            metric(name.replace("_", ".", 1), value, "ratio", device=None) for name, value in figures.items()]))
+
+    node = parallel("train-parallel", linearity_card=0.9)
+    # without the cluster run (no spec.multiNode): card linearity decides, and the reason says why
+    alone = judge_node(p, ev.spec, NODE, {"train-parallel": node}, mode="cluster").results[0]
+    assert alone.verdict == Verdict.PASS and "cluster linearity not measured" in alone.reason
+    assert "linearity.cluster" not in alone.measurements
+    # with it: both figures, from their own runs
+    both = judge_node(p, ev.spec, NODE, {"train-parallel": node, "train-parallel.cluster": parallel(
+        "train-parallel.cluster", linearity_cluster=0.8)}, mode="cluster").results[0]
+    assert both.verdict == Verdict.PASS, both.reason
+    assert both.measurements["linearity.card"].value == 0.9
+    assert both.measurements["linearity.cluster"].value == 0.8
+    # a cluster run that failed is an error, never a pass on the card figure alone
+    broken = judge_node(p, ev.spec, NODE, {"train-parallel": node, "train-parallel.cluster": WorkloadRun(
+        "train-parallel.cluster", error="rank 3 crashed")}, mode="cluster").results[0]
+    assert broken.verdict == Verdict.ERROR and "rank 3 crashed" in broken.reason

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 import sys
 import urllib.error
 import uuid
@@ -99,16 +98,8 @@ def subset(want, got, where="spec"):
         assert want == got, f"{where}: sent {want!r}, stored {got!r}"
 
 
-def test_mpijob_against_the_real_crd(cluster, namespace):
-    crd_file = subprocess.run(["bash", str(ROOT / "hack" / "mpi-operator-crd.sh")], capture_output=True,
-                              text=True, timeout=600)
-    assert crd_file.returncode == 0, f"hack/mpi-operator-crd.sh failed: {crd_file.stderr[-2000:]}"
-    crd = Path(crd_file.stdout.strip().splitlines()[-1])
-    assert crd.is_file()
+def test_mpijob_against_the_real_crd(cluster, namespace, mpijob_crd):
     kube = kube_for(cluster)
-    if cluster.api("GET", f"{CRD_PATH}/{M.MPIJOB_CRD}") is not None:  # left by an earlier run in this session
-        cluster.api("DELETE", f"{CRD_PATH}/{M.MPIJOB_CRD}")
-        wait_for(lambda: cluster.api("GET", f"{CRD_PATH}/{M.MPIJOB_CRD}") is None, timeout=60, what="CRD gone")
     name = f"mn-{uuid.uuid4().hex[:6]}"
     ev, uid = create_evaluation(cluster, name, {
         "cardType": "training", "resourceName": "example.com/accel", "expectedCardsPerNode": 4,
@@ -120,8 +111,7 @@ def test_mpijob_against_the_real_crd(cluster, namespace):
         launch = M.choose_launch(item, kube)
         assert launch.kind is None and "is not installed" in launch.not_run, launch
 
-        cluster.kubectl("apply", "--server-side", "-f", str(crd))
-        wait_established(cluster, M.MPIJOB_CRD)
+        mpijob_crd.install()
         wait_for(lambda: M.mpijob_api_missing(kube) is None, timeout=60, what="kubeflow.org/v2beta1 discovery")
         assert M.choose_launch(item, kube).kind == "mpijob"
 
@@ -154,7 +144,6 @@ def test_mpijob_against_the_real_crd(cluster, namespace):
         assert unknown.value.code == 400 and "slotsPerWorkers" in unknown.value.read().decode()  # strict: BadRequest
     finally:
         cluster.api("DELETE", f"{EVALUATIONS}/{name}")
-        cluster.api("DELETE", f"{CRD_PATH}/{M.MPIJOB_CRD}")
         kube.close()
 
 

@@ -49,6 +49,20 @@ def test_plan_picks_the_inter_node_clauses_and_sorted_nodes():
     assert len(item.name) <= 54  # <name>-launcher and <name>-worker-N stay DNS labels
 
 
+def test_cluster_linearity_is_a_second_run_of_train_parallel_across_the_nodes():
+    ev = evaluation(clauses={"include": ["6.2.1.g", "6.2.5.6"]})
+    the_plan = plan(ev, ["n1", "n2"])
+    assert {i.workload for i in the_plan.items} == {"train-parallel"}  # the per-node run (card linearity)
+    mp = M.plan_multinode(ev, the_plan)
+    assert [(i.key, i.workload, i.clauses) for i in mp.items] == [
+        ("internode", "internode", ("6.2.1.g",)), ("train-parallel.cluster", "train-parallel", ("6.2.5.6",))]
+    cluster_run = mp.items[1]
+    assert cluster_run.argv()[:3] == ["-m", "cardeval_workloads", "train-parallel"]
+    assert cluster_run.name != mp.items[0].name
+    assert [i.key for i in mp.items_of("n2")] == ["internode", "train-parallel.cluster"]
+    assert mp.items_of("n3") == []
+
+
 def test_plan_says_why_not():
     assert "spec.multiNode is not set" in items(evaluation(multi_node=None)).not_run
     few = items(evaluation(multi_node={"nodes": 4}), nodes=("n1", "n2"))

@@ -120,6 +120,16 @@ def test_nodes_start_in_waves_of_max_nodes_in_parallel():
     assert [i.node for i in next_items(qs, 2)] == ["n3"]  # a judged node frees its slot
 
 
+def test_a_node_waiting_for_a_multi_node_run_holds_no_slot():
+    qs = _queues(["n1", "n2", "n3"])
+    n1 = qs[0]
+    n1.done = {i.workload for i in n1.items}  # its own items done; waits for the other members
+    n1.across_nodes = ("internode",)
+    assert [i.node for i in next_items(qs, 1)] == []    # in progress, holding the one slot
+    n1.waiting = True
+    assert [i.node for i in next_items(qs, 1)] == ["n2"]  # else n2, a member too, could never start
+
+
 def test_a_blocked_item_waits_for_the_old_generation_to_go():
     q, = _queues(["a"])
     q.blocked = {q.items[0].name}

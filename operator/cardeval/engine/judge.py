@@ -14,7 +14,7 @@ from cardeval.api.models import ClauseResult, EvaluationSpec, Evidence, NodeResu
 from cardeval.engine import scores
 from cardeval.engine.catalog import Clause
 from cardeval.engine.facts import NodeFacts, WorkloadRun
-from cardeval.engine.planner import Plan
+from cardeval.engine.planner import Plan, local_reason
 from cardeval.engine.rules import Finding, JudgeContext, Outcome
 
 _UNMET = {"shall": Verdict.FAIL, "should": Verdict.WARN, "may": Verdict.WARN, "metric": Verdict.WARN}
@@ -73,7 +73,8 @@ def judge_node(plan: Plan, spec: EvaluationSpec, node: NodeFacts, runs: Mapping[
     cards_seen = cards if cards is not None else max(
         (len(r.envelope.devices) for r in runs.values() if r.envelope is not None), default=0)
     accelerators = sum(1 for d in result.devices if d["accelerator"])
-    runs = {**{w: WorkloadRun(w, not_run=why) for w, why in plan.unlaunched.items()}, **runs}
+    # Runs across nodes the executor did not hand over (a local evaluation launches none).
+    runs = {**{k: WorkloadRun(k, not_run=local_reason(k)) for k in plan.across_nodes}, **runs}
     for clause in plan.selected:
         ctx = JudgeContext(clause=clause, node=node, runs=runs, thresholds=thresholds_for(clause, spec),
                            profile=spec.profile, mode=mode,

@@ -4,6 +4,13 @@ Clauses that share one run are grouped: one work item per (node, workload),
 so that precision support (6.2.1.a–b) and peak compute (6.2.2.a) come from one
 matmul sweep.  Work item names are deterministic (a restarted operator finds
 the Jobs it already created instead of making new ones).
+
+Some runs span several nodes and are no per-node item: the workloads of the
+inter-node clauses (``Topology.MULTI_NODE``), and the cluster run of a workload a
+clause names as ``<workload>.cluster`` (cluster linearity, 6.2.5.6, times the
+same training step on every card of the cluster).  The plan lists them in
+``across_nodes``; the operator launches them (``operator/multinode.py``), a
+local evaluation, on one machine, cannot.
 """
 
 from __future__ import annotations
@@ -24,6 +31,20 @@ DEFAULT_ITEM_TIMEOUT_S = {Profile.QUICK.value: 600, Profile.STANDARD.value: 4 * 
 NO_WORKLOAD = {Topology.CONTROL, Topology.BMC, Topology.ATTEST}
 
 _TOPOLOGY_ORDER = [Topology.CARD, Topology.NODE, Topology.PROBE, Topology.MULTI_NODE]
+
+#: A clause's workload named ``<workload>.cluster``: that workload's run across the cluster's nodes.
+CLUSTER_RUN = ".cluster"
+
+
+def program_of(run_key: str) -> str:
+    """The workload a run key starts: ``train-parallel.cluster`` → ``train-parallel``."""
+    return run_key[:-len(CLUSTER_RUN)] if run_key.endswith(CLUSTER_RUN) else run_key
+
+
+def local_reason(run_key: str) -> str:
+    """Why a run across nodes has no result where nothing launches it (a local evaluation)."""
+    return (f"the {run_key} run spans several nodes (an MPIJob or Indexed Job the operator launches from "
+            "spec.multiNode); a local evaluation covers one machine")
 
 
 @dataclass(frozen=True)
@@ -60,8 +81,8 @@ class Plan:
     items: list[WorkItem]
     #: workload name → clause ids that need it but it does not exist in this version.
     missing_workloads: dict[str, list[str]] = field(default_factory=dict)
-    #: workload → why no per-node item runs it (a multi-node workload: no launcher runs it yet).
-    unlaunched: dict[str, str] = field(default_factory=dict)
+    #: Run key → the clause ids it serves, for runs across nodes (no per-node item runs them).
+    across_nodes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def items_for(self, node: str) -> list[WorkItem]:
         return [i for i in self.items if i.node == node]
@@ -86,10 +107,15 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
 
     by_workload: dict[str, list[Clause]] = {}
     missing: dict[str, list[str]] = {}
+    across: dict[str, list[str]] = {}
     for clause in selected:
         if clause.topology in NO_WORKLOAD or (clause.id in attested and clause.attestable):
             continue
         for workload in clause.workloads:
+            if clause.topology == Topology.MULTI_NODE or workload.endswith(CLUSTER_RUN):
+                known = program_of(workload) in WORKLOADS
+                (across if known else missing).setdefault(workload, []).append(clause.id)
+                continue
             if workload in OPERATOR_WORKLOADS:
                 if workload in operator_checks:
                     by_workload.setdefault(workload, []).append(clause)
@@ -100,19 +126,12 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
                 missing.setdefault(workload, []).append(clause.id)
 
     items: list[WorkItem] = []
-    unlaunched: dict[str, str] = {}
     # Operator-run checks first: they judge the node's view of its cards (capacity, the plugin),
     # which must not wait behind measurements, nor be skipped when the cards are missing.
     ordered = sorted(by_workload.items(), key=lambda kv: kv[0] not in OPERATOR_WORKLOADS)
     for node in nodes:
         for workload, clauses in ordered:
             topology = max((c.topology for c in clauses), key=_TOPOLOGY_ORDER.index)
-            if topology == Topology.MULTI_NODE:
-                # One run across nodes (MPIJob or Indexed Job), not an item per node; this
-                # version builds those objects (operator/multinode.py) but does not launch them.
-                unlaunched[workload] = (f"the {workload} workload runs across nodes (MPIJob or Indexed Job); "
-                                        "multi-node runs are not launched in this version")
-                continue
             items.append(WorkItem(
                 name=item_name(evaluation.metadata.name, node, workload),
                 evaluation=evaluation.metadata.name, node=node, workload=workload, topology=topology,
@@ -120,4 +139,5 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
                 profile=spec.profile, timeout_s=timeout,
             ))
     return Plan(evaluation.metadata.name, evaluation.metadata.generation, spec.card_type, spec.profile,
-                list(nodes), selected, excluded, items, missing, unlaunched)
+                list(nodes), selected, excluded, items, missing,
+                {k: tuple(v) for k, v in across.items()})

@@ -493,6 +493,35 @@ class AllOf(Rule):
 
 
 @dataclass
+class AlsoWhenRun(Rule):
+    """``main``, and ``extra`` too when the run ``extra`` needs took place.
+
+    For a clause one of whose figures only an optional run gives: cluster
+    linearity (6.2.5.6) needs the training run across nodes, which an
+    evaluation without ``spec.multiNode`` (or a local one) does not launch. That
+    run's absence leaves ``main`` to decide, with the reason appended; a run that
+    was launched is judged like any evidence (an error in it is an error).
+    """
+
+    main: Rule
+    extra: Rule
+    run: str
+    what: str
+
+    def describe(self) -> str:
+        return f"{self.main.describe()}; when {self.run} ran, also {self.extra.describe()}"
+
+    def evaluate(self, ctx: JudgeContext) -> Finding:
+        launched = ctx.runs.get(self.run)
+        if launched is None or launched.not_run:
+            first = self.main.judge(ctx)
+            why = launched.not_run if launched is not None else f"no {self.run} run was planned"
+            return Finding(first.outcome, f"{first.reason}; {self.what} not measured: {why}"[:1000],
+                           first.measurements)
+        return AllOf((self.main, self.extra)).judge(ctx)
+
+
+@dataclass
 class SubChecks(Rule):
     """A clause whose evidence is one envelope of many sub-checks (the device-plugin check of
     6.1.n): every sub-check it reports must be ok, except the ``informational`` ones, which

@@ -58,6 +58,9 @@ class Settings:
     api_concurrency: int = 16
     #: Timeout of one API call.
     api_timeout_s: float = 30.0
+    #: Rank 0's address in multi-node runs instead of its pod's DNS name (for a cluster without DNS
+    #: for pods behind headless Services, such as the test control plane, whose pods are host processes).
+    multinode_master_addr: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -91,6 +94,7 @@ class Settings:
             health_port=_int(env, "CARDEVAL_HEALTH_PORT", cls.health_port),
             log_limit_bytes=_int(env, "CARDEVAL_LOG_LIMIT_BYTES", cls.log_limit_bytes),
             api_concurrency=max(1, _int(env, "CARDEVAL_API_CONCURRENCY", cls.api_concurrency)),
+            multinode_master_addr=env.get("CARDEVAL_MULTINODE_MASTER_ADDR", "").strip(),
         )
 
 

@@ -1,10 +1,12 @@
 """Multi-node work items: a Kubeflow MPIJob, or an Indexed Job with a headless Service.
 
-The inter-node clauses (6.2.1.g, 6.3.1.f; cluster linearity of 6.2.5.6) need one
-run across several nodes, with one process per card on each. The planner leaves
-those items out of the per-node queues (``Topology.MULTI_NODE``); this module
+The inter-node clauses (6.2.1.g, 6.3.1.f) and cluster linearity (6.2.5.6) need
+one run across several nodes, with one process per card on each. The planner
+leaves those runs out of the per-node queues (``Plan.across_nodes``); this module
 plans them once per evaluation and builds their objects. Pure functions, except
-:func:`mpijob_api_missing`, which asks the API server's discovery.
+:func:`mpijob_api_missing`, which asks the API server's discovery, and
+:func:`collect_multinode`, which reads the reporting pod. When they run, and what
+happens to their results, is ``multinode_runs``.
 
 * ``spec.multiNode.launcher: mpijob`` → an ``MPIJob`` of the Kubeflow MPI
   Operator (``kubeflow.org/v2beta1``): one launcher (no cards, runs ``mpirun``)
@@ -37,13 +39,13 @@ records as the runs' ``not_run`` (verdict NotRun), never a crash.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cardeval.api.models import CardEvaluation, Launcher
 from cardeval.engine.catalog import Topology
 from cardeval.engine.collect import collect
 from cardeval.engine.facts import WorkloadRun
-from cardeval.engine.planner import Plan, WorkItem, item_name
+from cardeval.engine.planner import Plan, WorkItem, item_name, program_of
 from cardeval.operator import labels as L
 from cardeval.operator.config import Settings
 from cardeval.operator.jobs import CONTAINER, JobState, job_manifest, job_state
@@ -67,10 +69,15 @@ WORKER_COMMAND = ("/usr/sbin/sshd", "-De", "-f", "/home/cardeval/.sshd_config")
 
 @dataclass(frozen=True)
 class MultiNodeItem:
-    """One run across ``nodes``: the multi-node counterpart of ``WorkItem``."""
+    """One run across ``nodes``: the multi-node counterpart of ``WorkItem``.
+
+    ``key`` names the run (its result is stored under it on each node): the workload
+    itself for an inter-node clause, ``<workload>.cluster`` for a workload whose
+    per-node run is planned too (the cluster run of ``train-parallel``)."""
 
     name: str
     evaluation: str
+    key: str
     workload: str
     nodes: tuple[str, ...]
     cards_per_node: int
@@ -99,27 +106,24 @@ class MultiNodePlan:
     items: list[MultiNodeItem] = field(default_factory=list)
     #: Why no multi-node run is planned (no spec.multiNode, too few nodes), for the clauses' NotRun.
     not_run: str | None = None
-    #: workload → the clause ids it serves, planned or not.
+    #: run key → the clause ids it serves, planned or not.
     workloads: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def items_of(self, node: str) -> list[MultiNodeItem]:
+        """The runs ``node`` takes part in, in the order they run."""
+        return [i for i in self.items if node in i.nodes]
 
 
 def plan_multinode(evaluation: CardEvaluation, the_plan: Plan) -> MultiNodePlan:
-    """The multi-node items of an evaluation: one per workload of its selected multi-node clauses."""
+    """The multi-node items of an evaluation: one per run across nodes of its plan (``Plan.across_nodes``),
+    on the first ``spec.multiNode.nodes`` of its nodes by name."""
     spec = evaluation.spec
-    attested = {e.clause for e in spec.evidence}
-    workloads: dict[str, list[str]] = {}
-    for clause in the_plan.selected:
-        if clause.topology != Topology.MULTI_NODE or (clause.id in attested and clause.attestable):
-            continue
-        for workload in clause.workloads:
-            if workload not in the_plan.missing_workloads:
-                workloads.setdefault(workload, []).append(clause.id)
-    out = MultiNodePlan(workloads={w: tuple(c) for w, c in workloads.items()})
-    if not workloads:
+    out = MultiNodePlan(workloads=dict(the_plan.across_nodes))
+    if not the_plan.across_nodes:
         return out
     if spec.multi_node is None:
-        out.not_run = ("spec.multiNode is not set: the inter-node clauses need a run across nodes "
-                       "(set spec.multiNode.nodes ≥ 2 and its launcher)")
+        out.not_run = ("spec.multiNode is not set: the inter-node clauses and cluster linearity need a run "
+                       "across nodes (set spec.multiNode.nodes ≥ 2 and its launcher)")
         return out
     want = spec.multi_node.nodes
     nodes = sorted(the_plan.nodes)
@@ -129,12 +133,12 @@ def plan_multinode(evaluation: CardEvaluation, the_plan: Plan) -> MultiNodePlan:
         return out
     chosen = tuple(nodes[:want])
     launcher = Launcher(spec.multi_node.launcher).value
-    for workload, clauses in sorted(workloads.items()):
+    timeout = the_plan.items[0].timeout_s if the_plan.items else _timeout(evaluation)
+    for key, clauses in sorted(the_plan.across_nodes.items()):
         out.items.append(MultiNodeItem(
-            name=item_name(evaluation.metadata.name, "multi-node", workload), evaluation=evaluation.metadata.name,
-            workload=workload, nodes=chosen, cards_per_node=spec.expected_cards_per_node, clauses=tuple(clauses),
-            profile=spec.profile, timeout_s=the_plan.items[0].timeout_s if the_plan.items else _timeout(evaluation),
-            launcher=launcher))
+            name=item_name(evaluation.metadata.name, "multi-node", key), evaluation=evaluation.metadata.name,
+            key=key, workload=program_of(key), nodes=chosen, cards_per_node=spec.expected_cards_per_node,
+            clauses=clauses, profile=spec.profile, timeout_s=timeout, launcher=launcher))
     return out
 
 
@@ -260,7 +264,7 @@ def mpijob_manifest(item: MultiNodeItem, evaluation: CardEvaluation, uid: str, s
     lspec = launcher["spec"]
     lspec.pop("affinity", None)  # the launcher holds no card and may run on any node
     lcont = lspec["containers"][0]
-    lcont["command"] = mpirun_command(item, settings)
+    lcont["command"] = mpirun_command(item, settings, master_addr=settings.multinode_master_addr or None)
     lcont["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}}
     lspec["restartPolicy"] = "Never"
 
@@ -352,7 +356,7 @@ def indexed_job_manifest(item: MultiNodeItem, evaluation: CardEvaluation, uid: s
     _env(container, {
         "CARDEVAL_NNODES": str(len(item.nodes)),
         "CARDEVAL_PROCS_PER_NODE": str(item.cards_per_node),
-        "MASTER_ADDR": master_addr or indexed_master_addr(item, settings),
+        "MASTER_ADDR": master_addr or settings.multinode_master_addr or indexed_master_addr(item, settings),
         "MASTER_PORT": str(RENDEZVOUS_PORT),
     })
     container["ports"] = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
@@ -402,9 +406,9 @@ def collect_multinode(kube, namespace: str, item: MultiNodeItem, kind: str, obj:
     ran = [(p, t) for p in pods if (t := _terminated(p)) is not None]
     if not ran:
         if pods:
-            return WorkloadRun(item.workload, not_run=f"{what}: {_never_started(pods[-1])}"
+            return WorkloadRun(item.key, not_run=f"{what}: {_never_started(pods[-1])}"
                                + (f" ({state.reason}: {state.message})" if state.reason else ""))
-        return WorkloadRun(item.workload, error=f"{what} finished but its reporting pod is gone"
+        return WorkloadRun(item.key, error=f"{what} finished but its reporting pod is gone"
                            + (f" ({state.reason}: {state.message})" if state.reason else ""))
     pod, term = ran[-1]
     log_text = read_log(kube, namespace, pod["metadata"]["name"], log_limit_bytes)
@@ -413,36 +417,36 @@ def collect_multinode(kube, namespace: str, item: MultiNodeItem, kind: str, obj:
         message = ""  # mpirun writes no termination message; a log tail is not an envelope
     run = collect(item.workload, term.get("exitCode"), log_text, message)
     if not state.succeeded and run.usable:
-        return WorkloadRun(item.workload, error=f"{what} failed ({state.reason}: {state.message}) "
+        return WorkloadRun(item.key, error=f"{what} failed ({state.reason}: {state.message}) "
                            "although its reporting pod printed a result")
-    return run
+    return replace(run, workload=item.key)
 
 
 def runs_by_node(mp: MultiNodePlan, nodes: list[str], runs: dict[str, WorkloadRun],
                  launch_not_run: dict[str, str] | None = None) -> dict[str, dict[str, WorkloadRun]]:
     """Each node's view of the multi-node runs, to merge into its runs before ``judge_node``.
 
-    ``runs``: workload → the collected run; ``launch_not_run``: workload → why it was not started
+    ``runs``: run key → the collected run; ``launch_not_run``: run key → why it was not started
     (``Launch.not_run``, e.g. no MPIJob API). A node of the run gets the run itself (the clause is
     about the run it took part in); a node outside it, or every node when no run was planned,
-    gets a ``not_run`` with the reason.
+    gets a ``not_run`` with the reason. A member whose run is not there yet gets nothing.
     """
     launch_not_run = launch_not_run or {}
-    by_item = {i.workload: i for i in mp.items}
+    by_key = {i.key: i for i in mp.items}
     out: dict[str, dict[str, WorkloadRun]] = {n: {} for n in nodes}
-    for workload in mp.workloads:
-        item = by_item.get(workload)
+    for key in mp.workloads:
+        item = by_key.get(key)
         for node in nodes:
             if item is None:
-                out[node][workload] = WorkloadRun(workload, not_run=mp.not_run or "no multi-node run planned")
-            elif workload in launch_not_run:
-                out[node][workload] = WorkloadRun(workload, not_run=launch_not_run[workload])
+                out[node][key] = WorkloadRun(key, not_run=mp.not_run or "no multi-node run planned")
+            elif key in launch_not_run:
+                out[node][key] = WorkloadRun(key, not_run=launch_not_run[key])
             elif node not in item.nodes:
-                out[node][workload] = WorkloadRun(workload, not_run=(
+                out[node][key] = WorkloadRun(key, not_run=(
                     f"{node} is not one of the {len(item.nodes)} nodes of the multi-node run "
                     f"({', '.join(item.nodes)[:300]}; spec.multiNode.nodes)"))
-            elif workload in runs:
-                out[node][workload] = runs[workload]
+            elif key in runs:
+                out[node][key] = runs[key]
     return out
 
 

@@ -29,6 +29,10 @@ nothing that was already right:
    the pass that starts the item, before the ``cannot_host`` check (reporting too few
    cards is its job), and collected by a later pass like a finished Job.  It lives in
    this process only: after a restart it is started again (its pods are replaced).
+   Runs across nodes (``spec.multiNode``: the inter-node clauses, cluster linearity) are
+   stepped between collecting and starting (``multinode_runs``): each starts once its
+   member nodes' own items are stored, is collected into every member's ConfigMap, and
+   holds the members' judging until then.
 5. **Report.**  The status is rebuilt from the stored results and patched only
    when it changed; Events at start, per node and at the end; metrics; and
    ``admission.onPass`` for compliant nodes once the evaluation is complete.
@@ -52,12 +56,14 @@ from cardeval.engine.status import build_status, node_summary, now
 from cardeval.operator import admission, metrics
 from cardeval.operator import deviceplugin as DP
 from cardeval.operator import labels as L
+from cardeval.operator import multinode as M
 from cardeval.operator import nodes as N
 from cardeval.operator.collect_k8s import collect_job
 from cardeval.operator.config import Settings
 from cardeval.operator.events import EventRecorder
 from cardeval.operator.jobs import job_generation, job_manifest, job_state
 from cardeval.operator.kube import ApiError, Kube
+from cardeval.operator.multinode_runs import MultiNodeRuns, Observed
 from cardeval.operator.results import (
     ResultStore, StoredNode, configmap_name, put_result, put_run, read_runs, results_ref,
 )
@@ -84,6 +90,7 @@ class Pass:
     queues: dict[str, NodeQueue]
     stored: dict[str, StoredNode]
     jobs: dict[str, dict]
+    multi: Observed
     results: dict[str, NodeResult] = field(default_factory=dict)
     node_objects: dict[str, dict] = field(default_factory=dict)
 
@@ -105,6 +112,8 @@ class Reconciler:
         #: The device-plugin check of 6.1.n (``DP.OPERATOR_CHECKS``): run by the operator itself, in a
         #: background thread per work item (pods through the API, no Job); each pass steps it.
         self.device_plugin = DP.DevicePluginRunner(kube, DP.ProbeSettings.from_env(settings))
+        #: Runs across nodes (inter-node clauses, cluster linearity): MPIJobs or Indexed Jobs.
+        self.multinode = MultiNodeRuns(kube, settings, self.store, self.events)
 
     def _each(self, fn, items) -> None:
         """``fn(item)`` for every item, concurrently; the first exception is raised after all ran."""
@@ -170,6 +179,7 @@ class Reconciler:
         p.node_objects.update(node_objects)
         if not (prev and prev.phase == Phase.COMPLETE.value):
             self._collect_and_judge(p)
+            self._step_multinode(p)
             self._start(p)
         self._load_results(p)
         self._report(p)
@@ -208,6 +218,7 @@ class Reconciler:
         for job in self.kube.list(self.jobs_path, label_selector=L.selector(name, component="workload")):
             if job_generation(job) != generation or not L.owned_by(job, uid):
                 self._delete_job(job)
+        self.multinode.delete_stale(name, uid, generation)
         for s in self.store.scan(name):
             if s.generation != generation or uid not in s.owner_uids:
                 self.store.delete(s.name)
@@ -261,7 +272,10 @@ class Reconciler:
             q.started |= {i.workload for i in q.items if i.workload in DP.OPERATOR_CHECKS
                           and self.device_plugin.started_item(i, generation)}
             queues[node] = q
-        return Pass(evaluation, uid, generation, prev, the_plan, queues, stored, jobs)
+        multi = self.multinode.observe(evaluation, uid, generation, the_plan) if not complete \
+            else Observed(M.MultiNodePlan())
+        self.multinode.mark(multi, queues)
+        return Pass(evaluation, uid, generation, prev, the_plan, queues, stored, jobs, multi)
 
     # ------------------------------------------------------------------ 2 + 3. collect, judge
     def _collect_and_judge(self, p: Pass) -> None:
@@ -300,8 +314,17 @@ class Reconciler:
             outcome = "ok" if run.usable else ("not_run" if run.not_run else "error")
             metrics.COLLECTED.labels(outcome).inc()
             log.info("collected %s on %s: %s", item.workload, q.node, run.failure() or "ok")
-        if q.all_done:
+        if q.all_done and not self.multinode.holds(q):
             self._judge(p, q)
+
+    def _step_multinode(self, p: Pass) -> None:
+        """Collect, give up on or start the runs across nodes; judge the members they no longer hold."""
+        if not p.multi.plan.items:
+            return
+        freed = self.multinode.step(p, p.queues, p.node_objects)
+        self.multinode.mark(p.multi, p.queues)
+        ready = [p.queues[n] for n in sorted(freed) if not p.queues[n].judged and p.queues[n].all_done]
+        self._each(lambda q: self._judge(p, q), ready)
 
     def _store_run(self, p: Pass, node: str, run: WorkloadRun) -> dict:
         cm = self.store.fresh(p.evaluation.metadata.name, p.uid, p.generation, node)
@@ -321,17 +344,21 @@ class Reconciler:
         cm = self.store.fresh(name, p.uid, p.generation, q.node)
         runs = read_runs(cm)
         if cannot_run:
-            for item in q.items:
-                if item.workload not in runs:
-                    runs[item.workload] = WorkloadRun(item.workload, not_run=cannot_run)
-                    put_run(cm, runs[item.workload])
+            for key in [i.workload for i in q.items] + [i.key for i in p.multi.plan.items_of(q.node)]:
+                if key not in runs:
+                    runs[key] = WorkloadRun(key, not_run=cannot_run)
+                    put_run(cm, runs[key])
+        # the runs across nodes this node has no result of: not a member, or none was planned (why)
+        for key, run in M.runs_by_node(p.multi.plan, [q.node], {})[q.node].items():
+            runs.setdefault(key, run)
+        wanted = {i.workload for i in q.items} | set(p.multi.plan.workloads)
         if gone:
             facts = N.gone_facts(q.node, gone)
         else:
             node_obj = p.node_objects.get(q.node) or self.kube.get_or_none(f"{N.NODES}/{q.node}")
             facts = N.facts_from_node(node_obj) if node_obj else N.gone_facts(q.node, gone_reason(q.node))
-        result = judge_node(p.plan, p.evaluation.spec, facts, {i.workload: runs[i.workload] for i in q.items
-                                                             if i.workload in runs}, mode="cluster")
+        result = judge_node(p.plan, p.evaluation.spec, facts, {k: r for k, r in runs.items() if k in wanted},
+                            mode="cluster")
         c = result.counts
         note = f" ({gone or cannot_run})" if (gone or cannot_run) else ""
         self.events.post(name, p.uid, "NodeEvaluated",
@@ -348,7 +375,7 @@ class Reconciler:
     def _start(self, p: Pass) -> None:
         queues = list(p.queues.values())
         for q in queues:  # nodes with nothing to run (control clauses only) are judged at once
-            if not q.judged and not q.items:
+            if not q.judged and not q.items and not self.multinode.holds(q):
                 self._judge(p, q)
         starts = next_items(queues, p.evaluation.spec.max_nodes_in_parallel)
         fresh = {i.node for i in starts if not p.queues[i.node].in_progress}
@@ -414,11 +441,20 @@ class Reconciler:
             if q.judged and result is not None:
                 ref = results_ref(configmap_name(name, node), self.settings.namespace)
                 summaries.append(cluster_node_summary(result, ref))
+            elif q.all_done and q.across_nodes:
+                flying = p.multi.in_flight(p.queues)
+                if flying is not None and node in flying.nodes:
+                    what = f"running multi-node {flying.key} on {len(flying.nodes)} nodes"
+                else:
+                    what = f"waiting for the other nodes of multi-node {q.across_nodes[0]}"
+                summaries.append(NodeSummary(name=node, phase=Phase.RUNNING,
+                                             message=f"{len(q.items)}/{len(q.items)} work items done; {what}"))
             elif q.in_progress or q.started:
                 running = next((i.workload for i in q.items if i.workload in q.started and i.workload not in q.done),
                                None)
                 summaries.append(NodeSummary(name=node, phase=Phase.RUNNING,
-                                             message=f"{len(q.done)}/{len(q.items)} work items done"
+                                             message=f"{sum(i.workload in q.done for i in q.items)}/"
+                                                     f"{len(q.items)} work items done"
                                                      + (f"; running {running}" if running else "")))
             else:
                 summaries.append(NodeSummary(name=node, phase=Phase.PENDING,

@@ -26,6 +26,13 @@ class NodeQueue:
     #: Work item names that cannot be created yet (an older generation's Job is still being deleted).
     blocked: set[str] = field(default_factory=set)
     judged: bool = False
+    #: Keys of the multi-node runs this node takes part in that are not stored on it yet: its
+    #: judging waits for them (``reconcile``/``multinode_runs``).
+    across_nodes: tuple[str, ...] = ()
+    #: Its own items are done and it waits for the other members of a multi-node run, holding
+    #: no cards: it does not count toward ``maxNodesInParallel`` (else a run whose members fall
+    #: into different waves could never start).
+    waiting: bool = False
 
     @property
     def in_progress(self) -> bool:
@@ -54,7 +61,7 @@ def next_items(queues: list[NodeQueue], max_nodes_in_parallel: int) -> list[Work
     starts: list[WorkItem] = []
     active = 0
     for q in queues:
-        if q.in_progress:
+        if q.in_progress and not q.waiting:
             active += 1
             if not q.running and not q.all_done:
                 item = q.next_item()

@@ -1,0 +1,289 @@
+"""The multi-node runs of one evaluation, stepped by each reconcile pass beside the node queues.
+
+A run across nodes (``multinode.MultiNodeItem``: the inter-node clauses, cluster
+linearity) takes the cards of all its member nodes, so it never overlaps their
+own work items:
+
+* it **starts** once every member has stored all its per-node runs, one run at
+  a time on the member set, in key order; a member waiting for the others holds
+  no cards and does not count toward ``spec.maxNodesInParallel``;
+* a member's **judging waits** until every run it takes part in is stored on
+  it (the reconciler asks :meth:`MultiNodeRuns.holds`);
+* a finished run is **collected** from its reporting pod and stored in every
+  member's results ConfigMap under the run's key, so a restarted operator
+  re-derives everything (a run stored on some members only is copied to the
+  rest from one that has it; the finished object is collected again while it
+  exists);
+* a run that **cannot take place** — no MPIJob API (``Launch.not_run``), a member
+  without enough cards, a member judged without it (deleted, too few cards) —
+  is stored as ``not_run`` with the reason on the members still waiting, with a
+  warning Event, and its object (if any) is deleted: the rest of the
+  evaluation completes, never hangs.
+
+Objects are named after the item (deterministic across restarts: AlreadyExists
+is ours) and carry the generation label; an older generation's object of the
+same name blocks the start until it is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from cardeval.api.models import CardEvaluation, Launcher
+from cardeval.engine.facts import WorkloadRun
+from cardeval.engine.planner import Plan
+from cardeval.operator import labels as L
+from cardeval.operator import metrics
+from cardeval.operator import multinode as M
+from cardeval.operator import nodes as N
+from cardeval.operator.config import Settings
+from cardeval.operator.events import EventRecorder
+from cardeval.operator.jobs import JobState, job_generation
+from cardeval.operator.kube import ApiError, Kube
+from cardeval.operator.results import ResultStore, put_run, read_runs
+from cardeval.operator.scheduler.queue import NodeQueue
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "multinode"
+
+
+@dataclass
+class Observed:
+    """The multi-node side of one pass: the plan and this generation's objects."""
+
+    plan: M.MultiNodePlan
+    #: item name → (kind, the Job or MPIJob) of this generation.
+    objects: dict[str, tuple[str, dict]] = field(default_factory=dict)
+    #: item names whose older-generation object is still being deleted.
+    blocked: set[str] = field(default_factory=set)
+    #: item names with a headless Service of this generation.
+    services: set[str] = field(default_factory=set)
+
+    def in_flight(self, queues: dict[str, NodeQueue]) -> M.MultiNodeItem | None:
+        """The run that holds its members' cards now: created and not yet stored on its members."""
+        for item in self.plan.items:
+            if item.name in self.objects and any(
+                    item.key not in queues[n].done for n in item.nodes if not queues[n].judged):
+                return item
+        return None
+
+
+class MultiNodeRuns:
+    def __init__(self, kube: Kube, settings: Settings, store: ResultStore, events: EventRecorder) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.store = store
+        self.events = events
+
+    @property
+    def jobs_path(self) -> str:
+        return f"/apis/batch/v1/namespaces/{self.settings.namespace}/jobs"
+
+    @property
+    def services_path(self) -> str:
+        return f"/api/v1/namespaces/{self.settings.namespace}/services"
+
+    # ------------------------------------------------------------------ objects
+    def _list(self, path: str, evaluation: str) -> list[dict]:
+        try:
+            return self.kube.list(path, label_selector=L.selector(evaluation, component=COMPONENT))
+        except ApiError as exc:
+            if exc.not_found:  # no MPIJob API in this cluster: nothing of that kind to find
+                return []
+            raise
+
+    def _owned_objects(self, evaluation: str, with_mpijobs: bool) -> list[tuple[str, str, dict]]:
+        """(kind, collection path, object) of every multi-node object of the evaluation, all generations."""
+        found = [("indexed-job", self.jobs_path, o) for o in self._list(self.jobs_path, evaluation)]
+        if with_mpijobs:
+            path = M.mpijob_path(self.settings.namespace)
+            found += [("mpijob", path, o) for o in self._list(path, evaluation)]
+        found += [("service", self.services_path, o) for o in self._list(self.services_path, evaluation)]
+        return found
+
+    def _delete(self, path: str, obj: dict) -> None:
+        if not obj["metadata"].get("deletionTimestamp"):
+            self.kube.delete(f"{path}/{obj['metadata']['name']}", propagation="Background")
+
+    def delete_stale(self, evaluation: str, uid: str, generation: int) -> None:
+        """Delete the objects of other generations (a spec change) and of an older evaluation of the name."""
+        for _, path, obj in self._owned_objects(evaluation, with_mpijobs=True):
+            if job_generation(obj) != generation or not L.owned_by(obj, uid):
+                self._delete(path, obj)
+
+    def observe(self, evaluation: CardEvaluation, uid: str, generation: int, the_plan: Plan) -> Observed:
+        mp = M.plan_multinode(evaluation, the_plan)
+        seen = Observed(mp)
+        if not mp.items:
+            return seen
+        mpijobs = any(i.launcher == Launcher.MPIJOB.value for i in mp.items)
+        for kind, path, obj in self._owned_objects(evaluation.metadata.name, with_mpijobs=mpijobs):
+            name = obj["metadata"]["name"]
+            if job_generation(obj) == generation and L.owned_by(obj, uid) \
+                    and not obj["metadata"].get("deletionTimestamp"):
+                if kind == "service":
+                    seen.services.add(name)
+                else:
+                    seen.objects[name] = (kind, obj)
+            else:
+                seen.blocked.add(name)
+                self._delete(path, obj)
+        return seen
+
+    # ------------------------------------------------------------------ queue state
+    @staticmethod
+    def mark(seen: Observed, queues: dict[str, NodeQueue]) -> None:
+        """Set each member's pending run keys and whether it waits for the others (holding no cards)."""
+        flying = seen.in_flight(queues)
+        for node, q in queues.items():
+            q.across_nodes = tuple(i.key for i in seen.plan.items_of(node) if i.key not in q.done)
+            q.waiting = bool(q.across_nodes) and q.all_done and not (flying and node in flying.nodes)
+
+    @staticmethod
+    def holds(q: NodeQueue) -> bool:
+        """Whether ``q``'s judging waits for a multi-node run."""
+        return bool(q.across_nodes)
+
+    # ------------------------------------------------------------------ one step
+    def step(self, p, queues: dict[str, NodeQueue], node_objects: dict[str, dict]) -> set[str]:
+        """Collect, give up on, or start the runs; returns the nodes whose runs were all stored now."""
+        seen: Observed = p.multi
+        freed: set[str] = set()
+        for item in seen.plan.items:
+            waiting = [n for n in item.nodes if not queues[n].judged and item.key not in queues[n].done]
+            if not waiting:
+                self._tidy(item, seen)
+                continue
+            stored = [n for n in item.nodes if item.key in queues[n].done]
+            lost = [n for n in item.nodes if queues[n].judged and item.key not in queues[n].done]
+            current = seen.objects.get(item.name)
+            if current is not None:
+                kind, obj = current
+                state: JobState = M.mpijob_state(obj) if kind == "mpijob" else M.indexed_job_state(obj)
+                if state.finished:
+                    run = M.collect_multinode(self.kube, self.settings.namespace, item, kind, obj, state,
+                                              self.settings.log_limit_bytes)
+                    self._store(p, item, waiting, run, queues, freed)
+                    self._finished_event(p, item, run)
+                    self._tidy(item, seen)
+                    continue
+                if lost:
+                    self._drop(item, seen)
+                    self._give_up(p, item, waiting, self._lost_reason(item, lost), queues, freed)
+                continue  # running
+            if stored:  # stored on some members before a restart; the object is gone: copy it
+                self._store(p, item, waiting, self._stored_run(p, item, stored[0]), queues, freed)
+                self._tidy(item, seen)
+                continue
+            if lost:
+                self._give_up(p, item, waiting, self._lost_reason(item, lost), queues, freed)
+                continue
+            if item.name in seen.blocked or seen.in_flight(queues) is not None:
+                continue
+            if not all(queues[n].all_done and not queues[n].running for n in item.nodes):
+                continue
+            self._start(p, item, waiting, queues, node_objects, freed)
+        return freed
+
+    def _start(self, p, item: M.MultiNodeItem, members: list[str], queues: dict[str, NodeQueue],
+               node_objects: dict[str, dict], freed: set[str]) -> None:
+        launch = M.choose_launch(item, self.kube)
+        why = launch.not_run
+        if why is None:
+            for node in item.nodes:
+                obj = node_objects.get(node) or self.kube.get_or_none(f"{N.NODES}/{node}")
+                short = N.cannot_host(obj, p.evaluation.spec.resource_name, item.cards_per_node) if obj \
+                    else f"node {node} no longer exists"
+                if short:
+                    why = f"node {node} cannot take part in the multi-node run: {short}"
+                    break
+        if why is not None:
+            self._give_up(p, item, members, why, queues, freed)
+            return
+        assert launch.kind is not None
+        evaluation, uid = p.evaluation, p.uid
+        if launch.kind == "mpijob":
+            body = M.mpijob_manifest(item, evaluation, uid, self.settings)
+            made = self._create(M.mpijob_path(self.settings.namespace), body)
+        else:
+            self._create(self.services_path, M.headless_service(item, evaluation, uid, self.settings))
+            p.multi.services.add(item.name)
+            body = M.indexed_job_manifest(item, evaluation, uid, self.settings)
+            made = self._create(self.jobs_path, body)
+        p.multi.objects[item.name] = (launch.kind, made or body)
+        if made is None:
+            return  # ours from before a restart: read next pass
+        metrics.JOBS_CREATED.inc()
+        what = "MPIJob" if launch.kind == "mpijob" else "Indexed Job"
+        self.events.post(evaluation.metadata.name, uid, "MultiNodeStarted",
+                         f"multi-node run {item.key} ({what} {item.name}): {item.ranks} ranks on "
+                         f"{len(item.nodes)} nodes ({', '.join(item.nodes)[:400]}), for {', '.join(item.clauses)}",
+                         key=f"{p.generation}/{item.key}")
+        log.info("created %s %s (%s on %s)", what, item.name, item.key, ", ".join(item.nodes))
+
+    def _create(self, path: str, body: dict) -> dict | None:
+        """The created object; None when it exists already (ours: the names are deterministic)."""
+        try:
+            return self.kube.create(path, body)
+        except ApiError as exc:
+            if not exc.already_exists:
+                raise
+            return None
+
+    def _store(self, p, item: M.MultiNodeItem, members: list[str], run: WorkloadRun,
+               queues: dict[str, NodeQueue], freed: set[str]) -> None:
+        for node in members:
+            cm = self.store.fresh(p.evaluation.metadata.name, p.uid, p.generation, node)
+            put_run(cm, run)
+            self.store.write(cm)
+            q = queues[node]
+            q.done.add(item.key)
+            q.across_nodes = tuple(k for k in q.across_nodes if k != item.key)
+            if not q.across_nodes:
+                freed.add(node)
+        outcome = "ok" if run.usable else ("not_run" if run.not_run else "error")
+        metrics.COLLECTED.labels(outcome).inc()
+        log.info("multi-node run %s stored on %s: %s", item.key, ", ".join(members), run.failure() or "ok")
+
+    def _give_up(self, p, item: M.MultiNodeItem, members: list[str], why: str, queues: dict[str, NodeQueue],
+                 freed: set[str]) -> None:
+        self._store(p, item, members, WorkloadRun(item.key, not_run=why), queues, freed)
+        self.events.post(p.evaluation.metadata.name, p.uid, "MultiNodeNotRun",
+                         f"multi-node run {item.key} (for {', '.join(item.clauses)}) did not run: {why}",
+                         warning=True, key=f"{p.generation}/{item.key}")
+
+    def _finished_event(self, p, item: M.MultiNodeItem, run: WorkloadRun) -> None:
+        failure = run.failure()
+        self.events.post(p.evaluation.metadata.name, p.uid, "MultiNodeFinished",
+                         f"multi-node run {item.key} on {', '.join(item.nodes)[:400]}: "
+                         + (f"no usable result: {failure}" if failure else "result collected"),
+                         warning=failure is not None, key=f"{p.generation}/{item.key}")
+
+    @staticmethod
+    def _lost_reason(item: M.MultiNodeItem, lost: list[str]) -> str:
+        return (f"node(s) {', '.join(lost)[:300]} of the multi-node run {item.key} were judged without it "
+                "(deleted, or unable to run workloads: see their results), so the run could not complete")
+
+    def _stored_run(self, p, item: M.MultiNodeItem, node: str) -> WorkloadRun:
+        cm = self.store.fresh(p.evaluation.metadata.name, p.uid, p.generation, node)
+        return read_runs(cm).get(item.key) or WorkloadRun(item.key, error=(
+            f"the multi-node run {item.key} is recorded on {node} but its result cannot be read"))
+
+    def _drop(self, item: M.MultiNodeItem, seen: Observed) -> None:
+        kind, obj = seen.objects.pop(item.name)
+        path = M.mpijob_path(self.settings.namespace) if kind == "mpijob" else self.jobs_path
+        self._delete(path, obj)
+        if item.name in seen.services:
+            self.kube.delete(f"{self.services_path}/{item.name}", propagation=None)
+            seen.services.discard(item.name)
+
+    def _tidy(self, item: M.MultiNodeItem, seen: Observed) -> None:
+        """A stored run's headless Service is no longer needed (its Job goes with its TTL)."""
+        if item.name in seen.services:
+            self.kube.delete(f"{self.services_path}/{item.name}", propagation=None)
+            seen.services.discard(item.name)
+
+
+__all__ = ["MultiNodeRuns", "Observed"]
