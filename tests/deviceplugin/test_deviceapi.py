@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cardeval_workloads.deviceapi import HEALTHY, UNHEALTHY, channel, dp, dp_grpc, pr, pr_grpc
+from cardeval_workloads.deviceapi import HEALTHY, channel, dp, dp_grpc, pr, pr_grpc
 from cardeval_workloads.envelope import Check, Envelope, Metric, find_envelope_in_output, now
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -281,3 +281,17 @@ def test_cluster_linearity_is_a_run_across_nodes_and_judged_when_it_ran():
     broken = judge_node(p, ev.spec, NODE, {"train-parallel": node, "train-parallel.cluster": WorkloadRun(
         "train-parallel.cluster", error="rank 3 crashed")}, mode="cluster").results[0]
     assert broken.verdict == Verdict.ERROR and "rank 3 crashed" in broken.reason
+
+
+def test_a_node_reports_its_own_cards_never_those_of_a_run_across_nodes():
+    """The run across nodes lists rank 0's node's cards, which may be another node's: the node's
+    devices and card count come from its own runs, whatever order the runs arrive in."""
+    ev = load_text(HEAD + "  clauses: {include: ['6.2.1.g', '6.2.5.6']}\n")
+    p = plan(ev, ["n1", "n2"])
+    across = WorkloadRun("internode", envelope=envelope("internode", devices=[gpu(i) for i in range(8)]))
+    own = WorkloadRun("train-parallel", envelope=envelope("train-parallel", devices=[gpu(0), gpu(1)]))
+    result = judge_node(p, ev.spec, NODE, {"internode": across, "train-parallel": own}, mode="cluster")
+    assert len(result.devices) == 2
+    # the operator hands over every run across nodes; a missing one is not explained as a local evaluation
+    linearity = {r.clause: r for r in result.results}["6.2.5.6"]
+    assert "local evaluation" not in linearity.reason and "no train-parallel.cluster run" in linearity.reason

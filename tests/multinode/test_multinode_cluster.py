@@ -41,6 +41,7 @@ from cardeval.engine.planner import plan  # noqa: E402
 from cardeval.engine.rules import JudgeContext  # noqa: E402
 from cardeval.operator import multinode as M  # noqa: E402
 from cardeval.operator.config import Settings  # noqa: E402
+from cardeval.operator.jobs import job_state  # noqa: E402
 from cardeval.operator.kube import Kube  # noqa: E402
 from cardeval_testbed.waiting import wait_for  # noqa: E402
 
@@ -172,7 +173,7 @@ def test_indexed_job_fallback_runs_across_two_nodes(cluster, node_agent, namespa
         pods_path = f"/api/v1/namespaces/{namespace}/pods"
 
         def finished():
-            state = M.indexed_job_state(cluster.api("GET", job_path) or {})
+            state = job_state(cluster.api("GET", job_path) or {})
             return state if state.finished else None
 
         try:
@@ -211,9 +212,8 @@ def test_indexed_job_fallback_runs_across_two_nodes(cluster, node_agent, namespa
         clause = BY_ID["6.2.1.g"]
         ctx = JudgeContext(clause=clause, node=NodeFacts(nodes[0], source="cluster"), runs={"internode": run},
                            thresholds={}, profile="quick", mode="cluster", cards_per_node=1, nodes_in_evaluation=2)
-        per_node = M.runs_by_node(mp, nodes + ["not-in-run"], {"internode": run})
-        assert per_node[nodes[0]]["internode"] is run and per_node[nodes[1]]["internode"] is run
-        assert "is not one of the 2 nodes" in per_node["not-in-run"]["internode"].not_run
+        assert M.not_run_outside(mp, nodes[0]) == {}
+        assert "is not one of the 2 nodes" in M.not_run_outside(mp, "not-in-run")["internode"].not_run
         result = judge_clause(clause, ctx, None, {})
         assert result.verdict == Verdict.PASS, result.reason
         assert "internode.gbps" in result.measurements

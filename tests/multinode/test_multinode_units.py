@@ -159,15 +159,10 @@ def test_choose_launch_reports_a_missing_mpijob_api(discovery, missing):
     assert M.choose_launch(indexed, Discovery()).kind == "indexed-job"
 
 
-def test_runs_by_node():
-    from cardeval.engine.facts import WorkloadRun
-
+def test_not_run_outside():
     mp = items(evaluation())
-    run = WorkloadRun("internode", error="boom")
-    out = M.runs_by_node(mp, ["n1", "n2", "n3"], {"internode": run})
-    assert out["n1"]["internode"] is run and out["n2"]["internode"] is run
-    assert "not one of the 2 nodes" in out["n3"]["internode"].not_run
-    missing = M.runs_by_node(mp, ["n1"], {}, {"internode": "the MPIJob API is not installed"})
-    assert missing["n1"]["internode"].not_run == "the MPIJob API is not installed"
+    # a member's own run is stored on it, never made up here
+    assert M.not_run_outside(mp, "n1") == {} and M.not_run_outside(mp, "n2") == {}
+    assert "not one of the 2 nodes" in M.not_run_outside(mp, "n3")["internode"].not_run
     none = items(evaluation(multi_node=None))
-    assert "spec.multiNode is not set" in M.runs_by_node(none, ["n1"], {})["n1"]["internode"].not_run
+    assert "spec.multiNode is not set" in M.not_run_outside(none, "n1")["internode"].not_run

@@ -9,9 +9,9 @@
   (``CARDEVAL_MULTINODE_MASTER_ADDR``); the rest is what the operator creates.
 * MPIJob: without the MPI Operator's CRD the clause is NotRun with the reason and a warning Event,
   and the evaluation completes; with the real CRD (from its Go module) the operator creates an
-  MPIJob the API server's schema accepts, keeps it across an operator restart (same UID), and the
-  garbage collector deletes it with the evaluation. (No MPI Operator runs here, so the MPIJob
-  itself never starts.)
+  MPIJob the API server's schema accepts, keeps it across an operator restart (same UID), gives up on
+  it past its time limit and grace (no MPI Operator runs here, so the MPIJob never starts: exactly
+  the case where nothing else would end it), and the garbage collector deletes it with the evaluation.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ def multinode_operator(installed, tmp_path):
     op = OperatorProcess(installed, tmp_path, CARDEVAL_MULTINODE_MASTER_ADDR="127.0.0.1",
                          CARDEVAL_WORKLOAD_ENV=json.dumps({"PYTHONPATH": str(ROOT / "workloads"),
                                                            "GLOO_SOCKET_IFNAME": "lo"})).start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def mpi_operator(installed, tmp_path):
+    """A short grace past a run's time limit, so that an MPIJob nobody runs is given up on in seconds."""
+    op = OperatorProcess(installed, tmp_path, CARDEVAL_MULTINODE_GRACE_SECONDS="5").start()
     yield op
     op.stop()
 
@@ -154,7 +162,8 @@ def test_indexed_job_runs_across_two_of_three_nodes(cluster, installed, multinod
         delete(cluster, name)
 
 
-def test_mpijob_launcher(cluster, installed, operator, node_agent, mpijob_crd, unique):
+def test_mpijob_launcher(cluster, installed, mpi_operator, node_agent, mpijob_crd, unique):
+    operator = mpi_operator
     pool = f"mpi-{unique}"
     names = [f"{pool}-a", f"{pool}-b"]
     node_agent(nodes_of(pool, names))
@@ -199,16 +208,31 @@ def test_mpijob_launcher(cluster, installed, operator, node_agent, mpijob_crd, u
         assert [o["metadata"]["uid"] for o in again] == [mpijob["metadata"]["uid"]]
         assert operator.metric("cardeval_jobs_created_total") == 0
         # a spec change: the old generation's MPIJob is deleted, the new generation's takes its name
-        cluster.kubectl("patch", "cardevaluation", second, "--type=merge", "-p",
-                        json.dumps({"spec": {"itemTimeoutSeconds": 1200}}))
+        def regenerated(generation: str, timeout_s: int) -> dict:
+            cluster.kubectl("patch", "cardevaluation", second, "--type=merge", "-p",
+                            json.dumps({"spec": {"itemTimeoutSeconds": timeout_s}}))
 
-        def regenerated():
-            found = labelled(cluster, path, second)
-            return found if [o["metadata"]["labels"]["cardeval.io/generation"] for o in found] == ["2"] else None
+            def found():
+                objs = labelled(cluster, path, second)
+                return objs if [o["metadata"]["labels"]["cardeval.io/generation"] for o in objs] == [generation] \
+                    else None
 
-        renewed = wait_for(regenerated, timeout=60, what="the MPIJob of generation 2")
-        assert renewed[0]["metadata"]["uid"] != mpijob["metadata"]["uid"]
-        assert renewed[0]["spec"]["runPolicy"]["activeDeadlineSeconds"] == 1200
+            renewed = wait_for(found, timeout=60, what=f"the MPIJob of generation {generation}")[0]
+            assert renewed["spec"]["runPolicy"]["activeDeadlineSeconds"] == timeout_s
+            return renewed
+
+        short = regenerated("2", 30)
+        assert short["metadata"]["uid"] != mpijob["metadata"]["uid"]
+        # nothing runs it and nothing enforces its deadline here: the operator gives up 30 s + 5 s after
+        # its creation, deletes it, and the evaluation completes with the reason on every member
+        wait_complete(cluster, second, timeout=120)
+        for node in names:
+            r = verdicts(cluster, second, node)["6.2.1.g"]
+            assert r["verdict"] == "Error" and "had not finished" in r["reason"] \
+                and "MPI Operator" in r["reason"], r
+        assert any(short["metadata"]["name"] in m for m in events(cluster, second).get("MultiNodeFailed", []))
+        wait_for(lambda: not labelled(cluster, path, second), timeout=60, what="the overdue MPIJob to be deleted")
+        regenerated("3", 1200)
         # deleting the evaluation deletes its MPIJob (owner reference, garbage collector)
         delete(cluster, second)
         wait_for(lambda: not labelled(cluster, path, second), timeout=60, what="the MPIJob to be deleted")

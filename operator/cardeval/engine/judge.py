@@ -65,16 +65,18 @@ def judge_node(plan: Plan, spec: EvaluationSpec, node: NodeFacts, runs: Mapping[
     result = NodeResult(evaluation=plan.evaluation, generation=plan.generation, node=node.name,
                         card_type=spec.card_type, profile=spec.profile,
                         excluded_clauses=[c.id for c in plan.excluded])
-    for run in runs.values():
+    # The node's own cards: a run across nodes reports rank 0's node, which may be another one.
+    own = {k: r for k, r in runs.items() if k not in plan.across_nodes}
+    for run in own.values():
         if run.envelope is not None and run.envelope.devices and not result.devices:
             result.backend = run.envelope.backend
             result.devices = [{"index": d.index, "name": d.name, "backend": d.backend,
                                "accelerator": d.is_accelerator} for d in run.envelope.devices]
     cards_seen = cards if cards is not None else max(
-        (len(r.envelope.devices) for r in runs.values() if r.envelope is not None), default=0)
+        (len(r.envelope.devices) for r in own.values() if r.envelope is not None), default=0)
     accelerators = sum(1 for d in result.devices if d["accelerator"])
-    # Runs across nodes the executor did not hand over (a local evaluation launches none).
-    runs = {**{k: WorkloadRun(k, not_run=local_reason(k)) for k in plan.across_nodes}, **runs}
+    if mode == "local":  # a local evaluation launches no run across nodes; the operator hands over each
+        runs = {**{k: WorkloadRun(k, not_run=local_reason(k)) for k in plan.across_nodes}, **runs}
     for clause in plan.selected:
         ctx = JudgeContext(clause=clause, node=node, runs=runs, thresholds=thresholds_for(clause, spec),
                            profile=spec.profile, mode=mode,

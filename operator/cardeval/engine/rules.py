@@ -498,9 +498,10 @@ class AlsoWhenRun(Rule):
 
     For a clause one of whose figures only an optional run gives: cluster
     linearity (6.2.5.6) needs the training run across nodes, which an
-    evaluation without ``spec.multiNode`` (or a local one) does not launch. That
-    run's absence leaves ``main`` to decide, with the reason appended; a run that
-    was launched is judged like any evidence (an error in it is an error).
+    evaluation without ``spec.multiNode`` (or a local one) does not launch. A run
+    that is absent or ``not_run`` (not planned; or launched, but its pods never
+    started) leaves ``main`` to decide, with the reason appended — never hidden;
+    a run that took place is judged like any evidence (an error in it is an error).
     """
 
     main: Rule

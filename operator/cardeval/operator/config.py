@@ -61,6 +61,9 @@ class Settings:
     #: Rank 0's address in multi-node runs instead of its pod's DNS name (for a cluster without DNS
     #: for pods behind headless Services, such as the test control plane, whose pods are host processes).
     multinode_master_addr: str = ""
+    #: Seconds past a multi-node run's time limit after which the operator deletes it and records an
+    #: error: an MPIJob's limit is enforced by the MPI Operator's controller, which may not be running.
+    multinode_grace_seconds: int = 600
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -95,6 +98,8 @@ class Settings:
             log_limit_bytes=_int(env, "CARDEVAL_LOG_LIMIT_BYTES", cls.log_limit_bytes),
             api_concurrency=max(1, _int(env, "CARDEVAL_API_CONCURRENCY", cls.api_concurrency)),
             multinode_master_addr=env.get("CARDEVAL_MULTINODE_MASTER_ADDR", "").strip(),
+            multinode_grace_seconds=max(0, _int(env, "CARDEVAL_MULTINODE_GRACE_SECONDS",
+                                                cls.multinode_grace_seconds)),
         )
 
 

@@ -48,7 +48,7 @@ from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.planner import Plan, WorkItem, item_name, program_of
 from cardeval.operator import labels as L
 from cardeval.operator.config import Settings
-from cardeval.operator.jobs import CONTAINER, JobState, job_manifest, job_state
+from cardeval.operator.jobs import CONTAINER, JobState, job_manifest
 
 MPIJOB_GROUP = "kubeflow.org"
 MPIJOB_VERSION = "v2beta1"
@@ -56,6 +56,8 @@ MPIJOB_API = f"{MPIJOB_GROUP}/{MPIJOB_VERSION}"
 MPIJOB_CRD = "mpijobs.kubeflow.org"
 #: The rendezvous port of rank 0 (torch.distributed's TCPStore).
 RENDEZVOUS_PORT = 29500
+#: The ``labels.COMPONENT`` of the multi-node objects (the MPIJob or Job, and the Service).
+COMPONENT = "multinode"
 #: Label on the pods of one multi-node run (the headless Service selects it).
 RUN = f"{L.PREFIX}/multinode-run"
 #: The MPI Operator's pod labels (to find the launcher pod).
@@ -95,7 +97,7 @@ class MultiNodeItem:
         return self.work_item(self.nodes[0]).argv()
 
     def work_item(self, node: str) -> WorkItem:
-        """The per-node view (for the shared Job builder and for storing the run under a node)."""
+        """The per-node view, for the shared Job builder (``jobs.job_manifest``)."""
         return WorkItem(name=self.name, evaluation=self.evaluation, node=node, workload=self.workload,
                         topology=Topology.MULTI_NODE, cards=self.cards_per_node, clauses=self.clauses,
                         profile=self.profile, timeout_s=self.timeout_s, params=self.params)
@@ -154,14 +156,11 @@ def _timeout(evaluation: CardEvaluation) -> int:
 def mpijob_api_missing(kube) -> str | None:
     """None when the API server serves ``mpijobs`` in ``kubeflow.org/v2beta1``; else why not.
 
-    Uses discovery (readable by every authenticated client), not the CRD object itself.
+    Uses discovery (readable by every authenticated client), not the CRD object itself. Any
+    answer but "not found" (a 5xx, a timeout) raises: it says nothing about the API, and the
+    next reconcile pass asks again rather than recording the runs as not run.
     """
-    from cardeval.operator.kube import ApiError
-
-    try:
-        found = kube.get_or_none(f"/apis/{MPIJOB_API}")
-    except ApiError as exc:
-        return f"could not ask the API server for {MPIJOB_API}: {exc}"[:500]
+    found = kube.get_or_none(f"/apis/{MPIJOB_API}")
     resources = {r.get("name") for r in (found or {}).get("resources") or []}
     if found is None or "mpijobs" not in resources:
         return (f"the MPIJob API ({MPIJOB_CRD}, {MPIJOB_API}) is not installed in this cluster: install the "
@@ -279,7 +278,7 @@ def mpijob_manifest(item: MultiNodeItem, evaluation: CardEvaluation, uid: str, s
     return {
         "apiVersion": MPIJOB_API,
         "kind": "MPIJob",
-        "metadata": _meta(item, evaluation, uid, settings, "multinode"),
+        "metadata": _meta(item, evaluation, uid, settings, COMPONENT),
         "spec": {
             "slotsPerWorker": item.cards_per_node,
             "mpiImplementation": "OpenMPI",
@@ -333,7 +332,7 @@ def headless_service(item: MultiNodeItem, evaluation: CardEvaluation, uid: str, 
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(item, evaluation, uid, settings, "multinode"),
+        "metadata": _meta(item, evaluation, uid, settings, COMPONENT),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -363,7 +362,7 @@ def indexed_job_manifest(item: MultiNodeItem, evaluation: CardEvaluation, uid: s
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _meta(item, evaluation, uid, settings, "multinode"),
+        "metadata": _meta(item, evaluation, uid, settings, COMPONENT),
         "spec": {
             "completionMode": "Indexed",
             "completions": len(item.nodes),
@@ -374,10 +373,6 @@ def indexed_job_manifest(item: MultiNodeItem, evaluation: CardEvaluation, uid: s
             "template": template,
         },
     }
-
-
-def indexed_job_state(job: dict) -> JobState:
-    return job_state(job)
 
 
 def reporting_pod_selector(item_name_: str) -> str:
@@ -395,10 +390,16 @@ def collect_multinode(kube, namespace: str, item: MultiNodeItem, kind: str, obj:
     from cardeval.operator.collect_k8s import _never_started, _terminated, read_log
 
     selector = launcher_selector(item.name) if kind == "mpijob" else reporting_pod_selector(item.name)
-    uid = (obj.get("metadata") or {}).get("uid")
-    def ours(pod: dict) -> bool:  # the launcher pod is the MPIJob's; pod 0 is the Job's
+    meta = obj.get("metadata") or {}
+
+    def ours(pod: dict) -> bool:
+        """Pod 0 is owned by the Job. The launcher pod is owned by the MPI Operator's launcher Job (or,
+        in older releases, by the MPIJob), so it is told from an older generation's launcher of the same
+        name by its age: created no earlier than this MPIJob (RFC 3339 UTC strings order as times)."""
+        if kind == "mpijob":
+            return pod["metadata"].get("creationTimestamp", "") >= meta.get("creationTimestamp", "")
         refs = pod["metadata"].get("ownerReferences") or []
-        return not uid or kind == "mpijob" or any(r.get("uid") == uid for r in refs)
+        return not meta.get("uid") or any(r.get("uid") == meta["uid"] for r in refs)
 
     pods = [p for p in kube.list(f"/api/v1/namespaces/{namespace}/pods", label_selector=selector) if ours(p)]
     pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
@@ -422,37 +423,26 @@ def collect_multinode(kube, namespace: str, item: MultiNodeItem, kind: str, obj:
     return replace(run, workload=item.key)
 
 
-def runs_by_node(mp: MultiNodePlan, nodes: list[str], runs: dict[str, WorkloadRun],
-                 launch_not_run: dict[str, str] | None = None) -> dict[str, dict[str, WorkloadRun]]:
-    """Each node's view of the multi-node runs, to merge into its runs before ``judge_node``.
-
-    ``runs``: run key → the collected run; ``launch_not_run``: run key → why it was not started
-    (``Launch.not_run``, e.g. no MPIJob API). A node of the run gets the run itself (the clause is
-    about the run it took part in); a node outside it, or every node when no run was planned,
-    gets a ``not_run`` with the reason. A member whose run is not there yet gets nothing.
-    """
-    launch_not_run = launch_not_run or {}
+def not_run_outside(mp: MultiNodePlan, node: str) -> dict[str, WorkloadRun]:
+    """The runs across nodes ``node`` takes no part in, each as ``not_run`` with the reason: every
+    run when none was planned (no ``spec.multiNode``, too few nodes), else those it is not a member
+    of. A member's own runs are stored on it by ``multinode_runs`` and read with its other runs."""
     by_key = {i.key: i for i in mp.items}
-    out: dict[str, dict[str, WorkloadRun]] = {n: {} for n in nodes}
+    out: dict[str, WorkloadRun] = {}
     for key in mp.workloads:
         item = by_key.get(key)
-        for node in nodes:
-            if item is None:
-                out[node][key] = WorkloadRun(key, not_run=mp.not_run or "no multi-node run planned")
-            elif key in launch_not_run:
-                out[node][key] = WorkloadRun(key, not_run=launch_not_run[key])
-            elif node not in item.nodes:
-                out[node][key] = WorkloadRun(key, not_run=(
-                    f"{node} is not one of the {len(item.nodes)} nodes of the multi-node run "
-                    f"({', '.join(item.nodes)[:300]}; spec.multiNode.nodes)"))
-            elif key in runs:
-                out[node][key] = runs[key]
+        if item is None:
+            out[key] = WorkloadRun(key, not_run=mp.not_run or "no multi-node run planned")
+        elif node not in item.nodes:
+            out[key] = WorkloadRun(key, not_run=(
+                f"{node} is not one of the {len(item.nodes)} nodes of the multi-node run "
+                f"({', '.join(item.nodes)[:300]}; spec.multiNode.nodes)"))
     return out
 
 
 __all__ = [
     "CONTAINER", "Launch", "MPIJOB_API", "MPIJOB_CRD", "MultiNodeItem", "MultiNodePlan", "choose_launch",
-    "headless_service", "indexed_job_manifest", "indexed_job_state", "indexed_master_addr", "launcher_selector",
+    "COMPONENT", "headless_service", "indexed_job_manifest", "indexed_master_addr", "launcher_selector",
     "mpijob_api_missing", "mpijob_manifest", "mpijob_master_addr", "mpijob_path", "mpijob_state",
-    "mpirun_command", "plan_multinode", "reporting_pod_selector", "collect_multinode", "runs_by_node",
+    "mpirun_command", "not_run_outside", "plan_multinode", "reporting_pod_selector", "collect_multinode",
 ]

@@ -6,19 +6,24 @@ own work items:
 
 * it **starts** once every member has stored all its per-node runs, one run at
   a time on the member set, in key order; a member waiting for the others holds
-  no cards and does not count toward ``spec.maxNodesInParallel``;
+  no cards and does not count toward ``spec.maxNodesInParallel`` (so the members
+  of a run may exceed it while they wait: counting them could leave a run's
+  members and the nodes queued behind them waiting on each other forever);
 * a member's **judging waits** until every run it takes part in is stored on
   it (the reconciler asks :meth:`MultiNodeRuns.holds`);
 * a finished run is **collected** from its reporting pod and stored in every
   member's results ConfigMap under the run's key, so a restarted operator
   re-derives everything (a run stored on some members only is copied to the
-  rest from one that has it; the finished object is collected again while it
-  exists);
+  rest from one that has it — never collected again, so every member judges
+  the same result; a finished object not yet stored anywhere is collected);
 * a run that **cannot take place** — no MPIJob API (``Launch.not_run``), a member
   without enough cards, a member judged without it (deleted, too few cards) —
   is stored as ``not_run`` with the reason on the members still waiting, with a
-  warning Event, and its object (if any) is deleted: the rest of the
-  evaluation completes, never hangs.
+  warning Event, and its object (if any) is deleted; one the API server refuses
+  to create, or that has not finished ``Settings.multinode_grace_seconds`` past
+  its time limit (nothing enforces an MPIJob's ``activeDeadlineSeconds`` when
+  the MPI Operator's controller is not running), is stored as an ``error``: the
+  rest of the evaluation completes, never hangs.
 
 Objects are named after the item (deterministic across restarts: AlreadyExists
 is ours) and carry the generation label; an older generation's object of the
@@ -29,6 +34,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from cardeval.api.models import CardEvaluation, Launcher
 from cardeval.engine.facts import WorkloadRun
@@ -39,14 +46,15 @@ from cardeval.operator import multinode as M
 from cardeval.operator import nodes as N
 from cardeval.operator.config import Settings
 from cardeval.operator.events import EventRecorder
-from cardeval.operator.jobs import JobState, job_generation
+from cardeval.operator.jobs import JobState, job_generation, job_state
 from cardeval.operator.kube import ApiError, Kube
 from cardeval.operator.results import ResultStore, put_run, read_runs
 from cardeval.operator.scheduler.queue import NodeQueue
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from cardeval.operator.reconcile import Pass
 
-COMPONENT = "multinode"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -88,7 +96,7 @@ class MultiNodeRuns:
     # ------------------------------------------------------------------ objects
     def _list(self, path: str, evaluation: str) -> list[dict]:
         try:
-            return self.kube.list(path, label_selector=L.selector(evaluation, component=COMPONENT))
+            return self.kube.list(path, label_selector=L.selector(evaluation, component=M.COMPONENT))
         except ApiError as exc:
             if exc.not_found:  # no MPIJob API in this cluster: nothing of that kind to find
                 return []
@@ -147,76 +155,101 @@ class MultiNodeRuns:
         return bool(q.across_nodes)
 
     # ------------------------------------------------------------------ one step
-    def step(self, p, queues: dict[str, NodeQueue], node_objects: dict[str, dict]) -> set[str]:
+    def step(self, p: Pass) -> set[str]:
         """Collect, give up on, or start the runs; returns the nodes whose runs were all stored now."""
-        seen: Observed = p.multi
+        seen, queues = p.multi, p.queues
         freed: set[str] = set()
+        start_held = False  # an earlier run that has yet to start keeps the later ones from starting
         for item in seen.plan.items:
             waiting = [n for n in item.nodes if not queues[n].judged and item.key not in queues[n].done]
             if not waiting:
                 self._tidy(item, seen)
                 continue
             stored = [n for n in item.nodes if item.key in queues[n].done]
+            if stored:  # stored on some members before a restart: the others get that very result
+                self._store(p, item, waiting, self._stored_run(p, item, stored[0]), freed)
+                self._tidy(item, seen)
+                continue
             lost = [n for n in item.nodes if queues[n].judged and item.key not in queues[n].done]
             current = seen.objects.get(item.name)
             if current is not None:
                 kind, obj = current
-                state: JobState = M.mpijob_state(obj) if kind == "mpijob" else M.indexed_job_state(obj)
+                state: JobState = M.mpijob_state(obj) if kind == "mpijob" else job_state(obj)
                 if state.finished:
                     run = M.collect_multinode(self.kube, self.settings.namespace, item, kind, obj, state,
                                               self.settings.log_limit_bytes)
-                    self._store(p, item, waiting, run, queues, freed)
+                    self._store(p, item, waiting, run, freed)
                     self._finished_event(p, item, run)
                     self._tidy(item, seen)
-                    continue
-                if lost:
+                elif lost:
                     self._drop(item, seen)
-                    self._give_up(p, item, waiting, self._lost_reason(item, lost), queues, freed)
+                    self._give_up(p, item, waiting, self._lost_reason(item, lost), freed)
+                elif (overdue := self._overdue(item, kind, obj)) is not None:
+                    self._drop(item, seen)
+                    self._give_up(p, item, waiting, overdue, freed, error=True)
                 continue  # running
-            if stored:  # stored on some members before a restart; the object is gone: copy it
-                self._store(p, item, waiting, self._stored_run(p, item, stored[0]), queues, freed)
-                self._tidy(item, seen)
-                continue
             if lost:
-                self._give_up(p, item, waiting, self._lost_reason(item, lost), queues, freed)
+                self._give_up(p, item, waiting, self._lost_reason(item, lost), freed)
                 continue
-            if item.name in seen.blocked or seen.in_flight(queues) is not None:
+            if start_held or item.name in seen.blocked or seen.in_flight(queues) is not None \
+                    or not all(queues[n].all_done and not queues[n].running for n in item.nodes):
+                start_held = True
                 continue
-            if not all(queues[n].all_done and not queues[n].running for n in item.nodes):
-                continue
-            self._start(p, item, waiting, queues, node_objects, freed)
+            self._start(p, item, waiting, freed)
         return freed
 
-    def _start(self, p, item: M.MultiNodeItem, members: list[str], queues: dict[str, NodeQueue],
-               node_objects: dict[str, dict], freed: set[str]) -> None:
+    def _overdue(self, item: M.MultiNodeItem, kind: str, obj: dict) -> str | None:
+        """Why a run still unfinished past its time limit and the grace is given up on; None while in time."""
+        created = obj["metadata"].get("creationTimestamp")
+        if not created:
+            return None
+        age = (datetime.now(timezone.utc) - datetime.fromisoformat(created)).total_seconds()
+        if age <= item.timeout_s + self.settings.multinode_grace_seconds:
+            return None
+        what = "MPIJob" if kind == "mpijob" else "Indexed Job"
+        hint = (" (is the MPI Operator's controller running? it enforces the MPIJob's time limit)"
+                if kind == "mpijob" else "")
+        return (f"the {what} {item.name} had not finished {int(age)}s after its creation, past its time limit "
+                f"of {item.timeout_s}s and {self.settings.multinode_grace_seconds}s of grace{hint}; "
+                "the operator deleted it")
+
+    def _start(self, p: Pass, item: M.MultiNodeItem, members: list[str], freed: set[str]) -> None:
         launch = M.choose_launch(item, self.kube)
         why = launch.not_run
         if why is None:
             for node in item.nodes:
-                obj = node_objects.get(node) or self.kube.get_or_none(f"{N.NODES}/{node}")
+                obj = p.node_objects.get(node) or self.kube.get_or_none(f"{N.NODES}/{node}")
                 short = N.cannot_host(obj, p.evaluation.spec.resource_name, item.cards_per_node) if obj \
                     else f"node {node} no longer exists"
                 if short:
                     why = f"node {node} cannot take part in the multi-node run: {short}"
                     break
         if why is not None:
-            self._give_up(p, item, members, why, queues, freed)
+            self._give_up(p, item, members, why, freed)
             return
         assert launch.kind is not None
         evaluation, uid = p.evaluation, p.uid
-        if launch.kind == "mpijob":
-            body = M.mpijob_manifest(item, evaluation, uid, self.settings)
-            made = self._create(M.mpijob_path(self.settings.namespace), body)
-        else:
-            self._create(self.services_path, M.headless_service(item, evaluation, uid, self.settings))
-            p.multi.services.add(item.name)
-            body = M.indexed_job_manifest(item, evaluation, uid, self.settings)
-            made = self._create(self.jobs_path, body)
+        what = "MPIJob" if launch.kind == "mpijob" else "Indexed Job"
+        try:
+            if launch.kind == "mpijob":
+                body = M.mpijob_manifest(item, evaluation, uid, self.settings)
+                made = self._create(M.mpijob_path(self.settings.namespace), body)
+            else:
+                self._create(self.services_path, M.headless_service(item, evaluation, uid, self.settings))
+                p.multi.services.add(item.name)
+                body = M.indexed_job_manifest(item, evaluation, uid, self.settings)
+                made = self._create(self.jobs_path, body)
+        except ApiError as exc:
+            if exc.status >= 500 or exc.status == 429:
+                raise  # the API server's trouble, not the object's: the next pass tries again
+            self._tidy(item, p.multi)
+            self._give_up(p, item, members, f"the API server refused the {what} {item.name}: {exc}"[:800],
+                          freed, error=True)
+            return
         p.multi.objects[item.name] = (launch.kind, made or body)
         if made is None:
             return  # ours from before a restart: read next pass
         metrics.JOBS_CREATED.inc()
-        what = "MPIJob" if launch.kind == "mpijob" else "Indexed Job"
         self.events.post(evaluation.metadata.name, uid, "MultiNodeStarted",
                          f"multi-node run {item.key} ({what} {item.name}): {item.ranks} ranks on "
                          f"{len(item.nodes)} nodes ({', '.join(item.nodes)[:400]}), for {', '.join(item.clauses)}",
@@ -232,13 +265,13 @@ class MultiNodeRuns:
                 raise
             return None
 
-    def _store(self, p, item: M.MultiNodeItem, members: list[str], run: WorkloadRun,
-               queues: dict[str, NodeQueue], freed: set[str]) -> None:
+    def _store(self, p: Pass, item: M.MultiNodeItem, members: list[str], run: WorkloadRun,
+               freed: set[str]) -> None:
         for node in members:
             cm = self.store.fresh(p.evaluation.metadata.name, p.uid, p.generation, node)
             put_run(cm, run)
             self.store.write(cm)
-            q = queues[node]
+            q = p.queues[node]
             q.done.add(item.key)
             q.across_nodes = tuple(k for k in q.across_nodes if k != item.key)
             if not q.across_nodes:
@@ -247,14 +280,18 @@ class MultiNodeRuns:
         metrics.COLLECTED.labels(outcome).inc()
         log.info("multi-node run %s stored on %s: %s", item.key, ", ".join(members), run.failure() or "ok")
 
-    def _give_up(self, p, item: M.MultiNodeItem, members: list[str], why: str, queues: dict[str, NodeQueue],
-                 freed: set[str]) -> None:
-        self._store(p, item, members, WorkloadRun(item.key, not_run=why), queues, freed)
-        self.events.post(p.evaluation.metadata.name, p.uid, "MultiNodeNotRun",
-                         f"multi-node run {item.key} (for {', '.join(item.clauses)}) did not run: {why}",
+    def _give_up(self, p: Pass, item: M.MultiNodeItem, members: list[str], why: str, freed: set[str], *,
+                 error: bool = False) -> None:
+        """Store on ``members`` that the run did not take place: ``not_run``, or ``error`` where it was
+        meant to run and broke (refused, overdue)."""
+        run = WorkloadRun(item.key, error=why) if error else WorkloadRun(item.key, not_run=why)
+        self._store(p, item, members, run, freed)
+        self.events.post(p.evaluation.metadata.name, p.uid, "MultiNodeFailed" if error else "MultiNodeNotRun",
+                         f"multi-node run {item.key} (for {', '.join(item.clauses)}) "
+                         f"{'failed' if error else 'did not run'}: {why}",
                          warning=True, key=f"{p.generation}/{item.key}")
 
-    def _finished_event(self, p, item: M.MultiNodeItem, run: WorkloadRun) -> None:
+    def _finished_event(self, p: Pass, item: M.MultiNodeItem, run: WorkloadRun) -> None:
         failure = run.failure()
         self.events.post(p.evaluation.metadata.name, p.uid, "MultiNodeFinished",
                          f"multi-node run {item.key} on {', '.join(item.nodes)[:400]}: "
@@ -266,7 +303,7 @@ class MultiNodeRuns:
         return (f"node(s) {', '.join(lost)[:300]} of the multi-node run {item.key} were judged without it "
                 "(deleted, or unable to run workloads: see their results), so the run could not complete")
 
-    def _stored_run(self, p, item: M.MultiNodeItem, node: str) -> WorkloadRun:
+    def _stored_run(self, p: Pass, item: M.MultiNodeItem, node: str) -> WorkloadRun:
         cm = self.store.fresh(p.evaluation.metadata.name, p.uid, p.generation, node)
         return read_runs(cm).get(item.key) or WorkloadRun(item.key, error=(
             f"the multi-node run {item.key} is recorded on {node} but its result cannot be read"))

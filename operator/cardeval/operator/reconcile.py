@@ -208,7 +208,7 @@ class Reconciler:
         self.events.post(name, uid, "Started",
                          f"{again}evaluating {len(names)} node(s): {len(the_plan.items)} work item(s), "
                          f"{len(the_plan.selected)} clause(s), at most {evaluation.spec.max_nodes_in_parallel} "
-                         f"node(s) at a time", key=str(generation))
+                         f"node(s) running their own items at a time", key=str(generation))
         self._patch_status(name, status, prev)
         log.info("evaluation %s generation %d: %d nodes, %d work items", name, generation, len(names),
                  len(the_plan.items))
@@ -321,7 +321,7 @@ class Reconciler:
         """Collect, give up on or start the runs across nodes; judge the members they no longer hold."""
         if not p.multi.plan.items:
             return
-        freed = self.multinode.step(p, p.queues, p.node_objects)
+        freed = self.multinode.step(p)
         self.multinode.mark(p.multi, p.queues)
         ready = [p.queues[n] for n in sorted(freed) if not p.queues[n].judged and p.queues[n].all_done]
         self._each(lambda q: self._judge(p, q), ready)
@@ -349,7 +349,7 @@ class Reconciler:
                     runs[key] = WorkloadRun(key, not_run=cannot_run)
                     put_run(cm, runs[key])
         # the runs across nodes this node has no result of: not a member, or none was planned (why)
-        for key, run in M.runs_by_node(p.multi.plan, [q.node], {})[q.node].items():
+        for key, run in M.not_run_outside(p.multi.plan, q.node).items():
             runs.setdefault(key, run)
         wanted = {i.workload for i in q.items} | set(p.multi.plan.workloads)
         if gone:

@@ -5,7 +5,10 @@ node runs its items one after another, in plan order.  Up to
 ``spec.maxNodesInParallel`` nodes are *in progress* at once — a node is in
 progress from its first started item until it is judged — so a large fleet is
 evaluated in waves of whole nodes, in node-name order, instead of every node
-holding a half-finished queue.
+holding a half-finished queue.  The one exception: a node *waiting* — its own
+items done, a run across nodes still to come (``multinode_runs``) — holds no
+cards and is not counted, or the members of a run and the nodes queued behind
+them could wait on each other forever.
 """
 
 from __future__ import annotations
