@@ -27,7 +27,10 @@ own work items:
 
 Objects are named after the item (deterministic across restarts: AlreadyExists
 is ours) and carry the generation label; an older generation's object of the
-same name blocks the start until it is gone.
+same name blocks the start until it is gone. Each Event is posted *before* the
+change it reports (creating, storing): a kill in between repeats it on the next
+pass, where its deterministic name makes the repeat AlreadyExists — never lost,
+never doubled.
 """
 
 from __future__ import annotations
@@ -178,15 +181,15 @@ class MultiNodeRuns:
                 if state.finished:
                     run = M.collect_multinode(self.kube, self.settings.namespace, item, kind, obj, state,
                                               self.settings.log_limit_bytes)
-                    self._store(p, item, waiting, run, freed)
                     self._finished_event(p, item, run)
+                    self._store(p, item, waiting, run, freed)
                     self._tidy(item, seen)
-                elif lost:
-                    self._drop(item, seen)
+                elif lost:  # stored first, deleted second: a kill in between must not start it again
                     self._give_up(p, item, waiting, self._lost_reason(item, lost), freed)
-                elif (overdue := self._overdue(item, kind, obj)) is not None:
                     self._drop(item, seen)
+                elif (overdue := self._overdue(item, kind, obj)) is not None:
                     self._give_up(p, item, waiting, overdue, freed, error=True)
+                    self._drop(item, seen)
                 continue  # running
             if lost:
                 self._give_up(p, item, waiting, self._lost_reason(item, lost), freed)
@@ -230,6 +233,10 @@ class MultiNodeRuns:
         assert launch.kind is not None
         evaluation, uid = p.evaluation, p.uid
         what = "MPIJob" if launch.kind == "mpijob" else "Indexed Job"
+        self.events.post(evaluation.metadata.name, uid, "MultiNodeStarted",
+                         f"multi-node run {item.key} ({what} {item.name}): {item.ranks} ranks on "
+                         f"{len(item.nodes)} nodes ({', '.join(item.nodes)[:400]}), for {', '.join(item.clauses)}",
+                         key=f"{p.generation}/{item.key}")
         try:
             if launch.kind == "mpijob":
                 body = M.mpijob_manifest(item, evaluation, uid, self.settings)
@@ -250,10 +257,6 @@ class MultiNodeRuns:
         if made is None:
             return  # ours from before a restart: read next pass
         metrics.JOBS_CREATED.inc()
-        self.events.post(evaluation.metadata.name, uid, "MultiNodeStarted",
-                         f"multi-node run {item.key} ({what} {item.name}): {item.ranks} ranks on "
-                         f"{len(item.nodes)} nodes ({', '.join(item.nodes)[:400]}), for {', '.join(item.clauses)}",
-                         key=f"{p.generation}/{item.key}")
         log.info("created %s %s (%s on %s)", what, item.name, item.key, ", ".join(item.nodes))
 
     def _create(self, path: str, body: dict) -> dict | None:
@@ -284,12 +287,12 @@ class MultiNodeRuns:
                  error: bool = False) -> None:
         """Store on ``members`` that the run did not take place: ``not_run``, or ``error`` where it was
         meant to run and broke (refused, overdue)."""
-        run = WorkloadRun(item.key, error=why) if error else WorkloadRun(item.key, not_run=why)
-        self._store(p, item, members, run, freed)
         self.events.post(p.evaluation.metadata.name, p.uid, "MultiNodeFailed" if error else "MultiNodeNotRun",
                          f"multi-node run {item.key} (for {', '.join(item.clauses)}) "
                          f"{'failed' if error else 'did not run'}: {why}",
                          warning=True, key=f"{p.generation}/{item.key}")
+        run = WorkloadRun(item.key, error=why) if error else WorkloadRun(item.key, not_run=why)
+        self._store(p, item, members, run, freed)
 
     def _finished_event(self, p: Pass, item: M.MultiNodeItem, run: WorkloadRun) -> None:
         failure = run.failure()
