@@ -77,6 +77,13 @@ def verdicts(cluster, evaluation_name: str, node: str) -> dict[str, dict]:
     return {r["clause"]: r for r in json.loads(cm["data"]["node-result.json"])["results"]}
 
 
+def assert_every_member(cluster, evaluation_name: str, nodes: list[str], verdict: str, *says: str) -> None:
+    """6.2.1.g on each of ``nodes``: ``verdict``, with each of ``says`` in the reason."""
+    for node in nodes:
+        r = verdicts(cluster, evaluation_name, node)["6.2.1.g"]
+        assert r["verdict"] == verdict and all(s in r["reason"] for s in says), (node, r)
+
+
 def events(cluster, name: str) -> dict[str, list[str]]:
     items = cluster.api("GET", "/api/v1/namespaces/default/events"
                                f"?fieldSelector=involvedObject.name={name}")["items"]
@@ -173,9 +180,7 @@ def test_mpijob_launcher(cluster, installed, mpi_operator, node_agent, mpijob_cr
     apply(cluster, evaluation(first, pool, ["6.2.1.g"], "mpijob"))
     try:
         wait_complete(cluster, first, timeout=120)
-        for node in names:
-            r = verdicts(cluster, first, node)["6.2.1.g"]
-            assert r["verdict"] == "NotRun" and "MPIJob API" in r["reason"] and "is not installed" in r["reason"], r
+        assert_every_member(cluster, first, names, "NotRun", "MPIJob API", "is not installed")
         assert any("is not installed" in m for m in events(cluster, first).get("MultiNodeNotRun", []))
     finally:
         delete(cluster, first)
@@ -226,10 +231,7 @@ def test_mpijob_launcher(cluster, installed, mpi_operator, node_agent, mpijob_cr
         # nothing runs it and nothing enforces its deadline here: the operator gives up 30 s + 5 s after
         # its creation, deletes it, and the evaluation completes with the reason on every member
         wait_complete(cluster, second, timeout=120)
-        for node in names:
-            r = verdicts(cluster, second, node)["6.2.1.g"]
-            assert r["verdict"] == "Error" and "had not finished" in r["reason"] \
-                and "MPI Operator" in r["reason"], r
+        assert_every_member(cluster, second, names, "Error", "had not finished", "MPI Operator")
         assert any(short["metadata"]["name"] in m for m in events(cluster, second).get("MultiNodeFailed", []))
         wait_for(lambda: not labelled(cluster, path, second), timeout=60, what="the overdue MPIJob to be deleted")
         regenerated("3", 1200)
@@ -253,9 +255,7 @@ def test_a_member_that_cannot_take_part_ends_the_run_with_the_reason(cluster, in
     apply(cluster, evaluation(name, pool, ["6.2.1.g"], "indexed-job"))
     try:
         wait_complete(cluster, name, timeout=120)
-        for node in names:
-            r = verdicts(cluster, name, node)["6.2.1.g"]
-            assert r["verdict"] == "NotRun" and f"node {names[1]} cannot take part" in r["reason"], r
+        assert_every_member(cluster, name, names, "NotRun", f"node {names[1]} cannot take part")
         assert not labelled(cluster, f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs", name)
         assert any(names[1] in m for m in events(cluster, name).get("MultiNodeNotRun", []))
     finally:
