@@ -202,9 +202,12 @@ def test_mpijob_launcher(cluster, installed, mpi_operator, node_agent, mpijob_cr
         # rank 0 on worker 0, by its name behind the MPI Operator's headless Service
         job = mpijob["metadata"]["name"]
         assert f"MASTER_ADDR={job}-worker-0.{job}.{NAMESPACE}.svc" in launcher, launcher
-        status = cluster.api("GET", f"{EVALUATIONS}/{second}")["status"]
-        assert status["phase"] == "Running"
-        assert all("multi-node internode" in n["message"] for n in status["nodes"]), status["nodes"]
+        # the status follows in the same pass's report, just after the MPIJob's creation
+        def reported():
+            status = cluster.api("GET", f"{EVALUATIONS}/{second}")["status"]
+            return status if all("multi-node internode" in n["message"] for n in status["nodes"]) else None
+
+        assert wait_for(reported, timeout=30, what="the nodes' messages naming the run")["phase"] == "Running"
         # the operator is killed and restarted: it finds its MPIJob (deterministic name), makes no other
         operator.kill()
         operator.start()
