@@ -7,6 +7,7 @@
   third node says why it was not part of it. The pods are host processes on loopback and the test
   control plane has no cluster DNS, so rank 0's address is 127.0.0.1
   (``CARDEVAL_MULTINODE_MASTER_ADDR``); the rest is what the operator creates.
+* A member deleted mid-run ends the run for the others, with the reason.
 * MPIJob: without the MPI Operator's CRD the clause is NotRun with the reason and a warning Event,
   and the evaluation completes; with the real CRD (from its Go module) the operator creates an
   MPIJob the API server's schema accepts, keeps it across an operator restart (same UID), gives up on
@@ -261,5 +262,38 @@ def test_a_member_that_cannot_take_part_ends_the_run_with_the_reason(cluster, in
         assert_every_member(cluster, name, names, "NotRun", f"node {names[1]} cannot take part")
         assert not labelled(cluster, f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs", name)
         assert any(names[1] in m for m in events(cluster, name).get("MultiNodeNotRun", []))
+    finally:
+        delete(cluster, name)
+
+
+def test_a_member_deleted_mid_run_ends_the_run_for_the_others(cluster, installed, multinode_operator, node_agent,
+                                                              unique):
+    """A member vanishes while the run is in flight (its agent dies with the run's process and its Node is
+    deleted): the vanished node's clauses are Error, the other member's run is given up with the reason
+    (it could never finish without its peer), the run's Job is deleted, and the evaluation completes."""
+    pool = f"lost-{unique}"
+    staying, leaving = nodes_of(pool, [f"{pool}-a", f"{pool}-b"])
+    node_agent([staying])
+    victim = node_agent([leaving])  # its own agent, so that it alone can be stopped
+    name = f"lost-{unique}"
+    apply(cluster, evaluation(name, pool, ["6.2.1.g"], "indexed-job"))
+    jobs_path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
+    try:
+        def bound_to_victim():
+            return [p for p in cluster.api("GET", f"/api/v1/namespaces/{NAMESPACE}/pods"
+                                                  f"?labelSelector={M.RUN}")["items"]
+                    if p["spec"].get("nodeName") == leaving["name"]
+                    and p["metadata"]["labels"].get("cardeval.io/evaluation") == name]
+
+        wait_for(bound_to_victim, timeout=180, what=f"the run's pod on {leaving['name']}")
+        victim.stop()  # kills the pod's processes, deletes the Node
+        wait_complete(cluster, name, timeout=120)
+        gone = verdicts(cluster, name, leaving["name"])["6.2.1.g"]
+        assert gone["verdict"] == "Error" and "was deleted during the evaluation" in gone["reason"], gone
+        assert_every_member(cluster, name, [staying["name"]], "NotRun",
+                            f"{leaving['name']} of the multi-node run internode were judged without it")
+        assert any(leaving["name"] in m for m in events(cluster, name).get("MultiNodeNotRun", []))
+        wait_for(lambda: not [j for j in labelled(cluster, jobs_path, name) if M.RUN in j["metadata"]["labels"]],
+                 timeout=60, what="the run's Job to be deleted")
     finally:
         delete(cluster, name)
