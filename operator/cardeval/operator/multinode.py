@@ -273,7 +273,6 @@ def mpijob_manifest(item: MultiNodeItem, evaluation: CardEvaluation, uid: str, s
     wcont["command"] = list(WORKER_COMMAND)
     wcont["resources"] = {"limits": {spec.resource_name: str(item.cards_per_node)}}
     worker["spec"]["restartPolicy"] = "Never"
-    _env(wcont, {"CARDEVAL_NNODES": str(len(item.nodes)), "CARDEVAL_PROCS_PER_NODE": str(item.cards_per_node)})
 
     return {
         "apiVersion": MPIJOB_API,
