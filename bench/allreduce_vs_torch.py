@@ -15,8 +15,10 @@ S / t × 2(n−1)/n (nccl-tests). The ratio ours/bare is the figure of merit
 (goal ≥ 0.95).
 
 CPU: gloo, ``--ranks`` processes (default 2). GPU: NCCL over the visible
-cards (one rank per card; with one card the ratio compares algbw), printed
-after the CPU figures with the card's name; "no GPU: skipped" otherwise.
+cards (one rank per card), printed after the CPU figures with the card's name;
+"no GPU: skipped" otherwise. With one card an all_reduce moves no data, so no
+bandwidth is printed: the time per call (ours vs bare) is the harness's
+overhead on that card, and the ratio is bare/ours.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def bench_rank(r) -> dict:
     return out
 
 
-def run(kind: str, ranks: int, sizes: list[int], rounds: int, min_sample_s: float) -> list[tuple]:
+def run(kind: str, ranks: int, sizes: list[int], rounds: int, min_sample_s: float) -> tuple[int, list[tuple]]:
+    """(ranks, rows of (bytes, our time per call, bare time per call)), the slowest rank's median."""
     accel = devmod.select(kind)
     devices = list(range(accel.count()))
     ctx = RunContext(workload="bench", profile="bench", accel=accel, devices=devices, out=EnvelopeBuilder("bench"),
@@ -93,18 +96,26 @@ def run(kind: str, ranks: int, sizes: list[int], rounds: int, min_sample_s: floa
                                    for t in _comm.slowest([rk[k] for rk in ours_rounds]))
         t_bare = statistics.median(t for k in range(rounds)
                                    for t in _comm.slowest([rk[k] for rk in bare_rounds]))
-        factor = _comm.factor("all_reduce", n) if n > 1 else 1.0
-        rows.append((nbytes, nbytes / t_ours / 1e9 * factor, nbytes / t_bare / 1e9 * factor))
-    return rows
+        rows.append((nbytes, t_ours, t_bare))
+    return n, rows
 
 
-def show(title: str, rows: list[tuple], n: int, what: str) -> float:
+def show(title: str, n: int, rows: list[tuple]) -> float:
+    """busbw (nccl-tests factor) with several ranks; the time per call with one (it moves no data)."""
     print(f"\n{title}")
-    print(f"{'size':>10}  {'ours ' + what:>14}  {'bare ' + what:>14}  {'ratio':>6}")
+    if n > 1:
+        print(f"{'size':>10}  {'ours busbw':>14}  {'bare busbw':>14}  {'ratio':>6}")
+    else:
+        print(f"{'size':>10}  {'ours per call':>14}  {'bare per call':>14}  {'ratio':>6}  (one rank: no data moves)")
     ratios = []
-    for nbytes, ours, bare in rows:
-        ratios.append(ours / bare)
-        print(f"{_comm.human(nbytes):>10}  {ours:>10.4f} GB/s  {bare:>10.4f} GB/s  {ours / bare:>6.3f}")
+    factor = _comm.factor("all_reduce", n) if n > 1 else 1.0
+    for nbytes, t_ours, t_bare in rows:
+        ratios.append(t_bare / t_ours)
+        if n > 1:
+            ours, bare = nbytes / t_ours / 1e9 * factor, nbytes / t_bare / 1e9 * factor
+            print(f"{_comm.human(nbytes):>10}  {ours:>10.4f} GB/s  {bare:>10.4f} GB/s  {ratios[-1]:>6.3f}")
+        else:
+            print(f"{_comm.human(nbytes):>10}  {t_ours * 1e6:>11.2f} us  {t_bare * 1e6:>11.2f} us  {ratios[-1]:>6.3f}")
     geo = statistics.geometric_mean(ratios)
     print(f"ratio (geometric mean over sizes): {geo:.3f}  (goal >= 0.95)")
     return geo
@@ -119,18 +130,17 @@ def main() -> int:
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     sizes = [int(s) * 1024 for s in a.sizes_kib.split(",")]
-    cpu = run("cpu", a.ranks, sizes, a.rounds, a.min_sample_s)
-    show(f"CPU: gloo, {a.ranks} ranks (busbw = S/t x 2(n-1)/n)", cpu, a.ranks, "busbw")
+    n, cpu = run("cpu", a.ranks, sizes, a.rounds, a.min_sample_s)
+    show(f"CPU: gloo, {n} ranks (busbw = S/t x 2(n-1)/n)", n, cpu)
     import torch
 
     if not torch.cuda.is_available():
         print("\nGPU: no GPU: skipped")
         return 0
-    n = torch.cuda.device_count()
-    names = ", ".join(sorted({torch.cuda.get_device_name(i) for i in range(n)}))
-    gpu_sizes = [s * 64 for s in sizes]
-    gpu = run("auto", n, gpu_sizes, a.rounds, a.min_sample_s)
-    show(f"GPU: {names} x{n}, NCCL" + ("" if n > 1 else " (one card: algbw)"), gpu, n, "busbw" if n > 1 else "algbw")
+    cards = torch.cuda.device_count()
+    names = ", ".join(sorted({torch.cuda.get_device_name(i) for i in range(cards)}))
+    n, gpu = run("auto", cards, [s * 64 for s in sizes], a.rounds, a.min_sample_s)
+    show(f"GPU: {names} x{cards}, NCCL" + (" (busbw = S/t x 2(n-1)/n)" if n > 1 else ""), n, gpu)
     return 0
 
 
