@@ -159,6 +159,24 @@ def test_choose_launch_reports_a_missing_mpijob_api(discovery, missing):
     assert M.choose_launch(indexed, Discovery()).kind == "indexed-job"
 
 
+def test_a_server_in_trouble_is_asked_again_a_refusal_is_the_reason():
+    from cardeval.operator.kube import ApiError
+
+    class Refusing:
+        def __init__(self, status):
+            self.status = status
+
+        def get_or_none(self, path):
+            raise ApiError(self.status, '{"reason": "x", "message": "nope"}', "GET", path)
+
+    item = items(evaluation()).items[0]
+    for status in (500, 503, 408, 429):  # says nothing about the API: the pass fails and is retried
+        with pytest.raises(ApiError):
+            M.choose_launch(item, Refusing(status))
+    forbidden = M.choose_launch(item, Refusing(403))
+    assert forbidden.kind is None and "refused" in forbidden.not_run and "403" in forbidden.not_run
+
+
 def test_not_run_outside():
     mp = items(evaluation())
     # a member's own run is stored on it, never made up here
@@ -166,3 +184,34 @@ def test_not_run_outside():
     assert "not one of the 2 nodes" in M.not_run_outside(mp, "n3")["internode"].not_run
     none = items(evaluation(multi_node=None))
     assert "spec.multiNode is not set" in M.not_run_outside(none, "n1")["internode"].not_run
+
+
+def test_a_run_given_up_on_but_not_yet_deleted_is_deleted_on_the_next_pass():
+    """The operator stores "given up" on every member, then is killed before deleting the run's object:
+    the next pass finds nothing waiting, and must delete the still-running object (it would hold the
+    cards, or an MPIJob would start late on admitted nodes), not leave it to the evaluation's deletion."""
+    from types import SimpleNamespace
+
+    from cardeval.operator.multinode_runs import MultiNodeRuns, Observed
+    from cardeval.operator.scheduler.queue import NodeQueue
+
+    class Recorder:
+        def __init__(self):
+            self.deleted = []
+
+        def delete(self, path, propagation=None):
+            self.deleted.append(path)
+            return True
+
+    mp = items(evaluation(multi_node={"nodes": 2, "launcher": "mpijob"}))
+    item = mp.items[0]
+    queues = {n: NodeQueue(n, [], done={item.key}) for n in item.nodes}
+    running = {"metadata": {"name": item.name}, "status": {"conditions": []}}
+    finished = {"metadata": {"name": item.name},
+                "status": {"conditions": [{"type": "Failed", "status": "True"}]}}
+    for obj, deleted in ((running, True), (finished, False)):
+        kube = Recorder()
+        seen = Observed(mp, objects={item.name: ("mpijob", obj)})
+        runs = MultiNodeRuns(kube, Settings(namespace="ns"), store=None, events=None)
+        assert runs.step(SimpleNamespace(multi=seen, queues=queues)) == set()
+        assert (M.mpijob_path("ns", item.name) in kube.deleted) is deleted, kube.deleted

@@ -156,11 +156,19 @@ def _timeout(evaluation: CardEvaluation) -> int:
 def mpijob_api_missing(kube) -> str | None:
     """None when the API server serves ``mpijobs`` in ``kubeflow.org/v2beta1``; else why not.
 
-    Uses discovery (readable by every authenticated client), not the CRD object itself. Any
-    answer but "not found" (a 5xx, a timeout) raises: it says nothing about the API, and the
-    next reconcile pass asks again rather than recording the runs as not run.
+    Uses discovery (readable by every authenticated client), not the CRD object itself. The API
+    server's own trouble (5xx, 408, 429) raises: it says nothing about the API, and the next
+    reconcile pass asks again rather than recording the runs as not run. Any other refusal
+    (401, 403) is the reason.
     """
-    found = kube.get_or_none(f"/apis/{MPIJOB_API}")
+    from cardeval.operator.kube import ApiError
+
+    try:
+        found = kube.get_or_none(f"/apis/{MPIJOB_API}")
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status in (408, 429):
+            raise
+        return f"the API server refused to say whether it serves {MPIJOB_API}: {exc}"[:500]
     resources = {r.get("name") for r in (found or {}).get("resources") or []}
     if found is None or "mpijobs" not in resources:
         return (f"the MPIJob API ({MPIJOB_CRD}, {MPIJOB_API}) is not installed in this cluster: install the "

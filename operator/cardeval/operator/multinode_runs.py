@@ -166,12 +166,12 @@ class MultiNodeRuns:
         for item in seen.plan.items:
             waiting = [n for n in item.nodes if not queues[n].judged and item.key not in queues[n].done]
             if not waiting:
-                self._tidy(item, seen)
+                self._settle(item, seen)
                 continue
             stored = [n for n in item.nodes if item.key in queues[n].done]
             if stored:  # stored on some members before a restart: the others get that very result
                 self._store(p, item, waiting, self._stored_run(p, item, stored[0]), freed)
-                self._tidy(item, seen)
+                self._settle(item, seen)
                 continue
             lost = [n for n in item.nodes if queues[n].judged and item.key not in queues[n].done]
             current = seen.objects.get(item.name)
@@ -184,10 +184,11 @@ class MultiNodeRuns:
                     self._finished_event(p, item, run)
                     self._store(p, item, waiting, run, freed)
                     self._tidy(item, seen)
-                elif lost:  # stored first, deleted second: a kill in between must not start it again
+                elif lost:
                     self._give_up(p, item, waiting, self._lost_reason(item, lost), freed)
                     self._drop(item, seen)
                 elif (overdue := self._overdue(item, kind, obj)) is not None:
+                    # stored first, deleted second: after a kill in between, the stored result settles it
                     self._give_up(p, item, waiting, overdue, freed, error=True)
                     self._drop(item, seen)
                 continue  # running
@@ -247,7 +248,7 @@ class MultiNodeRuns:
                 body = M.indexed_job_manifest(item, evaluation, uid, self.settings)
                 made = self._create(self.jobs_path, body)
         except ApiError as exc:
-            if exc.status >= 500 or exc.status == 429:
+            if exc.status >= 500 or exc.status in (408, 429):
                 raise  # the API server's trouble, not the object's: the next pass tries again
             self._tidy(item, p.multi)
             self._give_up(p, item, members, f"the API server refused the {what} {item.name}: {exc}"[:800],
@@ -318,6 +319,17 @@ class MultiNodeRuns:
         if item.name in seen.services:
             self.kube.delete(f"{self.services_path}/{item.name}", propagation=None)
             seen.services.discard(item.name)
+
+    def _settle(self, item: M.MultiNodeItem, seen: Observed) -> None:
+        """A run stored on every member it can be: its object, if still running, was given up on (the
+        operator was killed before deleting it) and must not hold the cards or start late; a finished
+        one goes with its TTL. The headless Service goes either way."""
+        current = seen.objects.get(item.name)
+        if current is not None:
+            kind, obj = current
+            if not (M.mpijob_state(obj) if kind == "mpijob" else job_state(obj)).finished:
+                self._drop(item, seen)
+        self._tidy(item, seen)
 
     def _tidy(self, item: M.MultiNodeItem, seen: Observed) -> None:
         """A stored run's headless Service is no longer needed (its Job goes with its TTL)."""
