@@ -1,11 +1,15 @@
 """``cardeval``: run an evaluation on this machine, show its plan, print the CRD.
 
-Exit codes (a pipeline can rely on them):
-  0  compliant for what ran: every selected shall clause is Pass or Attested
-  1  not compliant: a shall clause is Fail, NotRun, Partial (or Error, see 3)
+Exit codes (a pipeline can rely on them; the README has the same table):
+  0  compliant for what ran: every selected shall clause is Pass or Attested, on the cards
+  1  not compliant: a shall clause is Fail, NotRun, Partial (or Error, see 3), or no shall
+     clause was judged at all
   2  invalid input: the file or the command line is wrong; nothing ran
   3  harness error: at least one clause is Error and no shall clause failed outright,
      so the answer is incomplete
+  4  compliant only with relaxed thresholds: a shall clause passed on a spec.thresholds value
+     below the standard's
+  5  judged on the CPU stand-in: every shall clause passed, but on the host CPU, not a card
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 from pathlib import Path
 
 from cardeval.api.crd import crd_yaml
-from cardeval.api.models import Verdict
+from cardeval.api.models import ComplianceReason, EvaluationStatus, NodeResult, Verdict
 from cardeval.engine.facts import local_node_facts
 from cardeval.engine.load import InvalidInput, load_file
 from cardeval.engine.local_executor import LocalExecutor
@@ -24,8 +28,8 @@ from cardeval.engine.local_run import evaluate
 from cardeval.engine.planner import NO_WORKLOAD, plan
 from cardeval.engine.report import summary_line, verdict_table
 
-EXIT_COMPLIANT, EXIT_NOT_COMPLIANT, EXIT_INVALID, EXIT_HARNESS = 0, 1, 2, 3
-DEVICES = ("auto", "cpu", "cuda", "rocm", "npu", "mlu", "musa", "xpu")
+EXIT_COMPLIANT, EXIT_NOT_COMPLIANT, EXIT_INVALID, EXIT_HARNESS, EXIT_RELAXED, EXIT_STAND_IN = 0, 1, 2, 3, 4, 5
+DEVICES = ("auto", "accelerator", "cpu", "cuda", "rocm", "npu", "mlu", "musa", "xpu")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an evaluation on this machine's cards (or its CPU)")
     run.add_argument("file")
     run.add_argument("--out", default="cardeval-out", help="folder for status, per-node results, report")
-    run.add_argument("--json", action="store_true", help="print the status as JSON on stdout, nothing else")
+    run.add_argument("--json", action="store_true",
+                     help="print the status and every node's clause results as one JSON object on stdout, "
+                          "nothing else")
     run.add_argument("--device", choices=DEVICES, default="auto", help="backend for the workloads")
     pl = sub.add_parser("plan", help="show what an evaluation would run")
     pl.add_argument("file")
@@ -49,16 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def exit_code(results) -> int:
-    verdicts = [(r.level, r.verdict) for r in results]
+def exit_code(node: NodeResult) -> int:
+    verdicts = [(r.level, r.verdict) for r in node.results]
     if any(level == "shall" and v == Verdict.FAIL.value for level, v in verdicts):
         return EXIT_NOT_COMPLIANT
     if any(v == Verdict.ERROR.value for _, v in verdicts):
         return EXIT_HARNESS
-    if any(level == "shall" and v not in (Verdict.PASS.value, Verdict.ATTESTED.value,
-                                          Verdict.NOT_APPLICABLE.value) for level, v in verdicts):
-        return EXIT_NOT_COMPLIANT
-    return EXIT_COMPLIANT
+    return {ComplianceReason.COMPLIANT.value: EXIT_COMPLIANT, ComplianceReason.RELAXED.value: EXIT_RELAXED,
+            ComplianceReason.CPU_STAND_IN.value: EXIT_STAND_IN}.get(node.compliance, EXIT_NOT_COMPLIANT)
+
+
+def json_document(status: EvaluationStatus, nodes: list[NodeResult]) -> dict:
+    """What ``run --json`` prints: the status, and per node every clause's verdict, reason, thresholds
+    and measurements (the README's "--json" section describes the shape)."""
+    return {"status": status.wire(), "nodes": [n.wire() for n in nodes]}
 
 
 def cmd_run(args) -> int:
@@ -78,14 +88,14 @@ def cmd_run(args) -> int:
     outcome = evaluate(evaluation, LocalExecutor(device=args.device, logs_dir=out / "logs"), out,
                        progress=progress)
     if args.json:
-        print(json.dumps(outcome.status.wire(), ensure_ascii=False))
+        print(json.dumps(json_document(outcome.status, [outcome.node]), ensure_ascii=False))
     else:
         print(verdict_table(outcome.node))
         print()
         print(summary_line(outcome.status))
         print(f"status: {out / 'status.json'}  report: {out / 'report.md'}  "
               f"detail: {out / 'nodes' / (outcome.node.node + '.json')}")
-    return exit_code(outcome.node.results)
+    return exit_code(outcome.node)
 
 
 def cmd_plan(args) -> int:

@@ -60,8 +60,8 @@ def test_levels_follow_the_wording():
 
 
 @pytest.mark.parametrize("clause_id,key,value", [
-    ("6.2.2.a", "int8_tops", 200), ("6.2.2.a", "bf16_tflops", 96), ("6.2.2.a", "fp16_tflops", 96),
-    ("6.2.2.a", "fp32_tflops", 24), ("6.2.2.b", "min_gb", 32), ("6.2.2.c", "min_gbps", 600),
+    ("6.2.2.a", "min_int8_tops", 200), ("6.2.2.a", "min_bf16_tflops", 96), ("6.2.2.a", "min_fp16_tflops", 96),
+    ("6.2.2.a", "min_fp32_tflops", 24), ("6.2.2.b", "min_gb", 32), ("6.2.2.c", "min_gbps", 600),
     ("6.2.2.d", "min_gbps", 200), ("6.3.2.b", "min_gb", 16), ("6.3.2.c", "min_gbps", 300),
     ("6.3.2.d", "min_streams", 96), ("6.3.2.e", "min_fps", 4000), ("6.2.4.b", "duration_hours", 72),
     ("6.3.4.b", "duration_hours", 72), ("6.1.d", "max_deviation_pct", 5), ("6.2.3.d", "min_pcie_gen", 4),
@@ -81,3 +81,27 @@ def test_selection_globs():
 def test_available_workloads_are_named_by_the_catalog():
     named = {w for c in CLAUSES for w in c.workloads}
     assert WORKLOADS <= named
+
+
+def test_every_threshold_says_how_it_binds_and_what_reads_it():
+    """A threshold is a floor or a ceiling (so relaxing it can be told from tightening it), and something
+    reads it: the verdict rule, or the workload as a parameter; the BMC clauses' 5 % waits for their
+    workload and is refused as an override until then."""
+    unread = set()
+    for clause in catalog.CLAUSES:
+        for key in clause.thresholds:
+            assert catalog.relaxes(key) in ("floor", "ceiling")
+            if key not in clause.used_thresholds():
+                unread.add((clause.id, key))
+        for key, to in clause.params.items():
+            assert key in clause.thresholds and clause.workloads, (clause.id, key)
+    assert unread == {("6.1.d", "max_deviation_pct"), ("6.1.e", "max_deviation_pct")}
+
+
+def test_relaxing_and_tightening_are_told_apart():
+    assert catalog.change_of("min_gbps", 600, 500) == "relaxed"
+    assert catalog.change_of("min_gbps", 600, 700) == "tightened"
+    assert catalog.change_of("duration_hours", 72, 0.001) == "relaxed"
+    assert catalog.change_of("max_cv_pct", 5, 50) == "relaxed"
+    assert catalog.change_of("tolerance_pct", 5, 1) == "tightened"
+    assert catalog.change_of("min_gb", 32, 32) == "same"

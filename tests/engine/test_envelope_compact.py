@@ -37,6 +37,13 @@ def test_folded_result_judges_like_the_full_one():
         by_id, _ = _judge(runs={"compute": WorkloadRun("compute", envelope=env)})
         assert by_id["6.2.1.a"].verdict == "Fail" and "card 3" in by_id["6.2.1.a"].reason
         assert by_id["6.2.2.a"].verdict == "Warn"
+        # card 3 computed bf16 wrongly: that run's bf16 peak counts for nothing, on either rendering
+        assert "peak.bf16 not counted: correct.bf16 failed on card 3" in by_id["6.2.2.a"].reason
+        assert "peak.bf16" not in by_id["6.2.2.a"].measurements
+    slow = _eight_cards(slow_card=5)
+    for env in (slow, parse_envelope(slow.to_compact_json())):
+        by_id, _ = _judge(runs={"compute": WorkloadRun("compute", envelope=env)})
+        assert by_id["6.2.2.a"].verdict == "Warn"
         assert by_id["6.2.2.a"].measurements["peak.bf16"].value == 50.0
         assert by_id["6.2.2.a"].measurements["peak.bf16"].device == 5
 

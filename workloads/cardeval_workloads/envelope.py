@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, ValidationError, field_validator, model_validator
 
 #: Bump the suffix on any incompatible change; the engine refuses other versions.
 ENVELOPE_VERSION = "cardeval.io/envelope/v1"
@@ -34,6 +35,29 @@ TERMINATION_MESSAGE_LIMIT = 4096
 
 #: Where a container writes its termination message unless the pod says otherwise.
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+
+#: The one error of the envelope ``to_compact_json`` writes when even the shed rendering does not
+#: fit: the full envelope is then only in the log.  The engine recognises it by this template
+#: (see :func:`is_compact_overflow`), never by guessing at words.
+COMPACT_OVERFLOW_ERROR = ("compact envelope is {size} bytes, over the {limit}-byte termination-message "
+                          "limit; read the full envelope from the logs")
+
+_OVERFLOW_RE = re.compile(re.escape(COMPACT_OVERFLOW_ERROR)
+                          .replace(re.escape("{size}"), r"(?P<size>\d+)")
+                          .replace(re.escape("{limit}"), r"(?P<limit>\d+)"))
+
+
+def _one_scalar_error(source: object, handler):
+    """A scalar that is none of its types gives one error at its own path, not one per type."""
+    schema = handler(source)
+    union = schema["schema"] if schema["type"] == "nullable" else schema
+    union["custom_error_type"] = "scalar_type"
+    union["custom_error_message"] = "Input should be a string, number, boolean or null"
+    return schema
+
+
+#: A parameter value or a check's observed/expected value: exactly one of these JSON types.
+Scalar = Annotated[str | float | int | bool | None, GetPydanticSchema(_one_scalar_error)]
 
 
 class _Strict(BaseModel):
@@ -94,8 +118,8 @@ class Check(_Strict):
     name: str = Field(min_length=1, max_length=128)
     ok: bool | None = None  # default: exclude_none drops it from the JSON when undecided
     detail: str = Field(default="", max_length=1024)
-    observed: str | float | int | bool | None = None
-    expected: str | float | int | bool | None = None
+    observed: Scalar = None
+    expected: Scalar = None
     device: int | None = None
 
 
@@ -144,7 +168,7 @@ class Envelope(_Strict):
     host: str = Field(default="", max_length=253)
     backend: str = Field(default="", max_length=32)
     profile: str = Field(default="", max_length=32)
-    params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    params: dict[str, Scalar] = Field(default_factory=dict)
     devices: list[DeviceIdentity] = Field(default_factory=list, max_length=64)
     metrics: list[Metric] = Field(default_factory=list, max_length=4096)
     checks: list[Check] = Field(default_factory=list, max_length=4096)
@@ -271,10 +295,26 @@ class Envelope(_Strict):
         overflow = Envelope(
             workload=self.workload, status="error", startedAt=self.started_at,
             finishedAt=self.finished_at, host=self.host, backend=self.backend, compact=True,
-            errors=[f"compact envelope is {len(text.encode())} bytes, over the {limit}-byte "
-                    "termination-message limit; read the full envelope from the logs"],
+            errors=[COMPACT_OVERFLOW_ERROR.format(size=len(text.encode()), limit=limit)],
         )
         return overflow.to_json()
+
+
+#: The only fields an overflow envelope carries besides its error (see ``to_compact_json``).
+OVERFLOW_IDENTITY = ("workload", "started_at", "finished_at", "host", "backend")
+
+
+def is_compact_overflow(env: Envelope) -> bool:
+    """Whether ``env`` is exactly the overflow notice ``to_compact_json`` writes, and nothing else."""
+    if not (env.compact and env.status == "error" and len(env.errors) == 1):
+        return False
+    match = _OVERFLOW_RE.fullmatch(env.errors[0])
+    if match is None or int(match["size"]) <= int(match["limit"]):
+        return False
+    bare = Envelope(workload=env.workload, status="error", startedAt=env.started_at,
+                    finishedAt=env.finished_at, host=env.host, backend=env.backend,
+                    compact=True, errors=env.errors)
+    return env == bare
 
 
 _WORST = {False: 0, None: 1, True: 2}
@@ -312,11 +352,34 @@ def parse_envelope(text: str) -> Envelope:
     if version != ENVELOPE_VERSION:
         raise EnvelopeError(f"result apiVersion is {version!r}, expected {ENVELOPE_VERSION!r}")
     try:
-        return Envelope.model_validate(raw)
-    except ValueError as exc:
-        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
-        where = ".".join(str(p) for p in first.get("loc", ())) or "envelope"
-        raise EnvelopeError(f"invalid result at {where}: {first.get('msg')}") from None
+        # Strict: a boolean must be JSON true/false, a number a JSON number, a string a string
+        # (lax mode would read "yes", 1 or "on" as true and "100" as a number).  Datetimes are
+        # ISO strings in JSON, which strict JSON validation reads; an int is a valid float.
+        return Envelope.model_validate_json(text, strict=True)
+    except ValidationError as exc:
+        raise EnvelopeError(_describe(exc)) from None
+
+
+_JSON_TYPES = {str: "string", bool: "boolean", int: "number", float: "number", list: "array",
+               dict: "object", type(None): "null"}
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first problem of a failed validation: where (``checks.0.ok``), what, and what was there."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "envelope"
+    msg = first["msg"]
+    if first["type"] in _TYPE_ERRORS:  # say what JSON type was there; validators' own messages say enough
+        value = first.get("input")
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        msg += f", got {_JSON_TYPES.get(type(value), type(value).__name__)} {shown}"
+    more = len(errors) - 1
+    return f"invalid result at {where}: {msg}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+_TYPE_ERRORS = {"bool_type", "int_type", "float_type", "string_type", "datetime_type", "dict_type",
+                "list_type", "model_type", "literal_error", "int_from_float", "scalar_type"}
 
 
 def find_envelope_in_output(output: str) -> Envelope:

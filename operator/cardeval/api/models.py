@@ -95,6 +95,16 @@ class Launcher(str, Enum):
     INDEXED_JOB = "indexed-job"
 
 
+class ComplianceReason(str, Enum):
+    """The reason of a node's (and the evaluation's) ``Compliant`` condition."""
+
+    COMPLIANT = "AllShallClausesMet"
+    RELAXED = "AllShallClausesMetWithRelaxedThresholds"
+    NOT_COMPLIANT = "ShallClausesNotMet"
+    CPU_STAND_IN = "JudgedOnCpuStandIn"
+    NOTHING_JUDGED = "NoShallClauseJudged"
+
+
 class Verdict(str, Enum):
     PASS = "Pass"
     FAIL = "Fail"
@@ -139,6 +149,10 @@ class Evidence(ApiModel):
         description="where the evidence is: a report id, a URL, a certificate number")
     date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$", max_length=10)] | None = None
     note: LongText | None = None
+    overrides_measurement: bool = Field(
+        default=False,
+        description="let this attestation decide although the clause's own measurement did not pass; by "
+                    "default a measurement that ran wins over an attestation, and both are shown")
 
 
 class Taint(ApiModel):
@@ -166,6 +180,24 @@ class OnPass(ApiModel):
 
 class Admission(ApiModel):
     on_pass: OnPass | None = None
+    accept_relaxed_thresholds: bool = Field(
+        default=False,
+        description="also admit a node whose compliance rests on a shall threshold relaxed below the "
+                    "standard's (spec.thresholds); off by default, so that relaxing is a deliberate claim")
+
+
+class ExpectedCard(ApiModel):
+    """What the node should hold, for the configuration check of 6.1.a (8.2.1 c): the fields read from
+    every card must agree with each other and with these."""
+
+    vendor: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None, description="contained in each card's vendor, case-insensitive (e.g. NVIDIA)")
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None, description="contained in each card's model name, case-insensitive (e.g. H100)")
+    firmware: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None, description="each card's firmware version, exactly")
+    memory_gib: float | None = Field(default=None, gt=0, le=65536, alias="memoryGiB",
+                                     description="each card's memory in GiB, within 3 % (drivers reserve some)")
 
 
 TRAINING_PREFIXES = ("6.1", "6.2", "6.4")
@@ -209,6 +241,13 @@ class EvaluationSpec(ApiModel):
                                        description="per-clause overrides of the standard's numbers")
     evidence: list[Evidence] = Field(default_factory=list, max_length=64)
     admission: Admission | None = None
+    cpu_stand_in: bool = Field(
+        default=False,
+        description="run the card workloads on the host CPU instead of the cards (a cluster without cards, "
+                    "the test control plane): every result is labelled, no node judged on it is compliant "
+                    "or admitted. Off: a workload that sees fewer accelerators than its pod was given is an "
+                    "Error")
+    expected_card: ExpectedCard | None = None
     item_timeout_seconds: int | None = Field(
         default=None, ge=30, le=4 * 24 * 3600,
         description="time limit of one work item; by default it follows the profile")
@@ -303,6 +342,16 @@ class ResultsRef(ApiModel):
     namespace: Annotated[str, StringConstraints(max_length=63)] | None = None
 
 
+class ThresholdOverride(ApiModel):
+    """One ``spec.thresholds`` value beside the catalog's (the standard's number where it gives one)."""
+
+    clause: ClauseId
+    key: Annotated[str, StringConstraints(max_length=64)]
+    value: float
+    standard: float
+    change: Literal["relaxed", "tightened", "same"]
+
+
 class NodeSummary(ApiModel):
     name: Annotated[str, StringConstraints(max_length=253)]
     phase: Phase
@@ -312,6 +361,11 @@ class NodeSummary(ApiModel):
     blocking: list[ClauseId] = Field(default_factory=list, max_length=64)
     results_ref: ResultsRef | None = None
     message: Annotated[str, StringConstraints(max_length=1024)] = ""
+    #: Why the node is (not) compliant, as a condition reason (``ComplianceReason``).
+    compliance: Annotated[str, StringConstraints(max_length=64)] = ""
+    #: Shall clauses that passed only on a threshold relaxed below the standard's.
+    relaxed: list[ClauseId] = Field(default_factory=list, max_length=64)
+    cpu_stand_in: bool = False
 
 
 class EvaluationStatus(ApiModel):
@@ -326,6 +380,10 @@ class EvaluationStatus(ApiModel):
     nodes_done: int = 0
     nodes_compliant: int = 0
     excluded_clauses: list[ClauseId] = Field(default_factory=list, max_length=128)
+    #: Every ``spec.thresholds`` value with the standard's beside it (relaxed ones make their own claim).
+    threshold_overrides: list[ThresholdOverride] = Field(default_factory=list, max_length=256)
+    #: True when the card workloads ran on the host CPU (``spec.cpuStandIn``, or no card locally).
+    cpu_stand_in: bool = False
     nodes: list[NodeSummary] = Field(default_factory=list, max_length=5000)
     message: Annotated[str, StringConstraints(max_length=1024)] = ""
 
@@ -348,6 +406,17 @@ class Measurement(ApiModel):
     note: str = ""
 
 
+class ThresholdUse(ApiModel):
+    """A threshold a clause was judged against, beside the catalog's value."""
+
+    value: float
+    standard: float
+    #: Where ``value`` came from: the catalog (the standard's number, or this product's where the
+    #: standard gives none — the clause's note says which) or ``spec.thresholds``.
+    source: Literal["catalog", "spec"] = "catalog"
+    change: Literal["relaxed", "tightened", "same"] = "same"
+
+
 class ClauseResult(ApiModel):
     clause: ClauseId
     title: str
@@ -358,6 +427,10 @@ class ClauseResult(ApiModel):
     workload: str | None = None
     measurements: dict[str, Measurement] = Field(default_factory=dict)
     evidence: Evidence | None = None
+    #: The thresholds the verdict was judged against (key → value beside the catalog's).
+    thresholds: dict[str, ThresholdUse] = Field(default_factory=dict)
+    #: The evidence came from the host CPU standing in for the cards: never a card's verdict.
+    cpu_stand_in: bool = False
     #: A measured metric's value relative to the A100 baseline of seed 003.
     scores: dict[str, float] = Field(default_factory=dict)
 
@@ -375,6 +448,16 @@ class NodeResult(ApiModel):
     results: list[ClauseResult] = Field(default_factory=list)
     counts: VerdictCounts = Field(default_factory=VerdictCounts)
     compliant: bool | None = None
+    #: The condition reason of that answer (``ComplianceReason``), and in words.
+    compliance: str = ""
+    compliance_message: str = ""
+    #: Shall clauses that passed only on a threshold relaxed below the standard's.
+    relaxed: list[str] = Field(default_factory=list)
+    #: True when any card clause was judged on the host CPU standing in for the cards.
+    cpu_stand_in: bool = False
+    #: The resource the pods were given, how many each got, and what each card workload saw.
+    resource_name: str = ""
+    cards_given: int | None = None
     excluded_clauses: list[str] = Field(default_factory=list)
 
 

@@ -9,7 +9,9 @@ full envelope in the log.  Nothing here raises.
 from __future__ import annotations
 
 from cardeval.engine.facts import WorkloadRun
-from cardeval_workloads.envelope import Envelope, EnvelopeError, find_envelope_in_output, parse_envelope
+from cardeval_workloads.envelope import (
+    OVERFLOW_IDENTITY, Envelope, EnvelopeError, find_envelope_in_output, is_compact_overflow, parse_envelope,
+)
 
 
 def collect(workload: str, exit_code: int | None, log: str, termination_message: str,
@@ -29,6 +31,10 @@ def collect(workload: str, exit_code: int | None, log: str, termination_message:
             except EnvelopeError as exc2:
                 return WorkloadRun(workload, error=_crash(workload, exit_code, f"{exc}; termination message: "
                                                           f"{exc2}", stderr_tail))
+            if is_compact_overflow(envelope):
+                # The log was the only place the result was; the termination message says so and no more.
+                return WorkloadRun(workload, error=f"workload {workload}: the full result was lost ({exc}); "
+                                   f"the termination message only says: {envelope.errors[0]}")
         else:
             return WorkloadRun(workload, error=_crash(workload, exit_code, str(exc), stderr_tail))
     else:
@@ -50,8 +56,8 @@ def _disagreement(full: Envelope, compact_text: str) -> str | None:
         compact = parse_envelope(compact_text)
     except EnvelopeError as exc:
         return f"termination message is unreadable: {exc}"
-    if compact.status == "error" and full.status == "ok" and compact.compact:
-        return None  # the compact rendering overflowed; the full envelope in the log is authoritative
+    if compact.compact and compact.status == "error" and (full.status == "ok" or is_compact_overflow(compact)):
+        return _overflow_disagreement(full, compact)
     if compact.aggregated:
         full = full.aggregated_copy()
     full_checks = {(c.name, c.device, c.ok) for c in full.checks}
@@ -62,6 +68,22 @@ def _disagreement(full: Envelope, compact_text: str) -> str | None:
         twin = full.metric(m.name, m.device, **m.labels)
         if twin is None or twin.value != m.value:
             return f"metric {m.name} differs between the termination message and the logged result"
+    return None
+
+
+def _overflow_disagreement(full: Envelope, compact: Envelope) -> str | None:
+    """A compact error beside a logged result must be the overflow notice of that very result.
+
+    The notice carries nothing but the identity of the full envelope (see ``to_compact_json``);
+    the log is then authoritative, but only once that identity agrees.
+    """
+    if not is_compact_overflow(compact):
+        return (f"the termination message reports an error ({compact.errors[0][:200]}) that is not the "
+                f"overflow notice, but the logged result is {full.status}")
+    differ = [name for name in OVERFLOW_IDENTITY if getattr(compact, name) != getattr(full, name)]
+    if differ:
+        fields = ", ".join(Envelope.model_fields[n].alias or n for n in differ)
+        return f"the termination message (an overflow notice) disagrees with the logged result in {fields}"
     return None
 
 

@@ -19,6 +19,8 @@ from cardeval_workloads.envelope import Envelope
 class NodeFacts:
     name: str
     os_image: str = ""
+    #: The kernel's name for itself: ``nodeInfo.operatingSystem`` in a cluster, ``uname -s`` locally.
+    operating_system: str = ""
     kernel_version: str = ""
     architecture: str = ""
     labels: dict[str, str] = field(default_factory=dict)
@@ -75,6 +77,7 @@ def local_node_facts() -> NodeFacts:
     return NodeFacts(
         name=os.environ.get("CARDEVAL_NODE_NAME") or socket.gethostname(),
         os_image=read_os_release(),
+        operating_system=platform.system().lower(),
         kernel_version=platform.release(),
         architecture=platform.machine(),
         source="local",

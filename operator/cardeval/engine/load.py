@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from cardeval.api.models import API_VERSION, KIND, CardEvaluation, error_location
 from cardeval.engine import catalog
+from cardeval.engine.planner import needed_seconds, workload_params
 
 
 class InvalidInput(ValueError):
@@ -92,6 +93,11 @@ def check_against_catalog(evaluation: CardEvaluation, source: str) -> None:
                 known = ", ".join(sorted(clause.thresholds)) or "none"
                 raise InvalidInput(f"{source}: spec.thresholds.{clause_id}.{key}: clause {clause_id} has no "
                                    f"threshold {key!r} (it has: {known})")
+            if key not in clause.used_thresholds():
+                raise InvalidInput(f"{source}: spec.thresholds.{clause_id}.{key}: nothing reads this threshold "
+                                   "in this version (neither the verdict rule nor the workload), so it would "
+                                   "change nothing")
+    check_deadlines(evaluation, source)
     for i, ev in enumerate(spec.evidence):
         clause = catalog.BY_ID.get(ev.clause)
         if clause is None or not clause.applies_to(spec.card_type):
@@ -100,6 +106,20 @@ def check_against_catalog(evaluation: CardEvaluation, source: str) -> None:
         if not clause.attestable:
             raise InvalidInput(f"{source}: spec.evidence[{i}].clause: {ev.clause} is measured, "
                                "it cannot be attested")
+
+
+def check_deadlines(evaluation: CardEvaluation, source: str) -> None:
+    """A run of a requested duration (the stress test) must fit the work item's time limit."""
+    spec = evaluation.spec
+    if spec.item_timeout_seconds is None:
+        return
+    selected, _ = catalog.select(spec.card_type, spec.clauses.include, spec.clauses.exclude)
+    for clause in selected:
+        needed = needed_seconds(workload_params([clause], spec))
+        if needed > spec.item_timeout_seconds:
+            raise InvalidInput(f"{source}: spec.itemTimeoutSeconds: {spec.item_timeout_seconds} s cannot hold the "
+                               f"{clause.id} run that spec.thresholds asks for ({needed} s with its setup); "
+                               "raise it or leave it unset")
 
 
 def _kind_of(value: object) -> str:

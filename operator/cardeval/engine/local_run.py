@@ -14,7 +14,7 @@ from typing import Callable
 
 from cardeval.api.models import CardEvaluation, EvaluationStatus, NodeResult, ResultsRef
 from cardeval.engine.facts import NodeFacts, WorkloadRun, local_node_facts
-from cardeval.engine.judge import judge_node
+from cardeval.engine.judge import judge_node, threshold_overrides
 from cardeval.engine.local_executor import LocalExecutor
 from cardeval.engine.planner import Plan, WorkItem, plan
 from cardeval.engine.report import markdown_report
@@ -47,7 +47,8 @@ def evaluate(evaluation: CardEvaluation, executor: LocalExecutor, out_dir: Path 
         path = out_dir / "nodes" / f"{facts.name}.json"
         ref = ResultsRef(kind="File", name=str(path))
     status = build_status(None, evaluation.metadata.generation, [node_summary(result, ref)], 1,
-                          [c.id for c in the_plan.excluded], started)
+                          [c.id for c in the_plan.excluded], started,
+                          overrides=threshold_overrides(evaluation.spec), cpu_stand_in=evaluation.spec.cpu_stand_in)
     if out_dir is not None:
         write_outputs(out_dir, evaluation, status, result, runs)
     return LocalOutcome(the_plan, result, status)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
-from cardeval.api.models import Measurement
+from cardeval.api.models import ExpectedCard, Measurement
 from cardeval.engine.repeats import Run, summarize
+from cardeval.engine.units import UNITS, UnitError, check_plausible, convert
 
 if TYPE_CHECKING:
     from cardeval.engine.catalog import Clause
@@ -42,15 +43,35 @@ class Finding:
 
 
 @dataclass
+class CardsSeen:
+    """What the card workloads of one node saw, against what their pods were given.
+
+    ``given`` is the number of cards of ``resource`` each pod asked for (None locally, where
+    nothing is allocated); ``seen`` the accelerators each card workload's result lists (None
+    when its result lists no devices at all); ``stand_in`` the workloads that ran on the host CPU.
+    """
+
+    resource: str = ""
+    given: int | None = None
+    seen: Mapping[str, int | None] = field(default_factory=dict)
+    stand_in: frozenset[str] = frozenset()
+    #: Every card workload planned on this node (its run is in ``JudgeContext.runs``, if it has one).
+    workloads: tuple[str, ...] = ()
+
+
+@dataclass
 class JudgeContext:
     clause: Clause
     node: NodeFacts
     runs: Mapping[str, WorkloadRun]
     thresholds: Mapping[str, float]
-    profile: str
     mode: str  # "local" | "cluster"
     cards_per_node: int = 1
     nodes_in_evaluation: int = 1
+    cards: CardsSeen = field(default_factory=CardsSeen)
+    #: ``spec.expectedCardsPerNode`` and ``spec.expectedCard``: what the node should hold (6.1.a).
+    expected_cards: int | None = None
+    expected_card: ExpectedCard | None = None
 
     def envelope(self, workload: str | None = None) -> Envelope:
         """The usable envelope of ``workload``; raises ``Unusable`` otherwise."""
@@ -82,6 +103,11 @@ class Rule:
 
     def describe(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def threshold_keys(self) -> frozenset[str]:
+        """The threshold keys this rule reads: an override of any other key would change nothing,
+        so the loader refuses it unless a workload takes it as a parameter."""
+        return frozenset()
 
     def judge(self, ctx: JudgeContext) -> Finding:
         try:
@@ -139,6 +165,9 @@ class NeedsCluster(Rule):
     def describe(self) -> str:
         return f"in a cluster: {self.inner.describe() if self.inner else self.what}"
 
+    def threshold_keys(self) -> frozenset[str]:
+        return self.inner.threshold_keys() if self.inner else frozenset()
+
     def evaluate(self, ctx: JudgeContext) -> Finding:
         if ctx.mode != "cluster":
             return Finding(Outcome.NOT_RUN, f"{self.what} needs a cluster (Kubernetes); "
@@ -170,6 +199,9 @@ class NeedsCards(Rule):
         if self.min_nodes > 1:
             need.append(f"≥{self.min_nodes} nodes")
         return f"{self.inner.describe()} (needs {', '.join(need)})"
+
+    def threshold_keys(self) -> frozenset[str]:
+        return self.inner.threshold_keys()
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         if self.min_nodes > 1 and ctx.nodes_in_evaluation < self.min_nodes:
@@ -213,16 +245,20 @@ class ChecksAll(Rule):
     unknown: Outcome = Outcome.NOT_MET
     needs_accelerator: bool = False
     workload: str | None = None
+    #: Checks that must be reported and must not fail, but may be undetermined (a driver that
+    #: offers no event stream): shown in the reason, never blocking when undetermined.
+    optional: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        return "all of: " + ", ".join(self.checks)
+        extra = f"; none of {', '.join(self.optional)} failed" if self.optional else ""
+        return "all of: " + ", ".join(self.checks) + extra
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
         if self.needs_accelerator:
             _accelerator_required(env)
-        failed, unknown, passed = [], [], []
-        for name in self.checks:
+        failed, unknown, passed, shown = [], [], [], []
+        for name in self.checks + self.optional:
             found = env.checks_named(name)
             if not found:
                 return Finding(Outcome.ERROR, f"workload {env.workload} did not report check {name}")
@@ -233,13 +269,15 @@ class ChecksAll(Rule):
                     passed.append(detail)
                 elif c.ok is False:
                     failed.append(detail)
+                elif name in self.optional:
+                    shown.append(f"{detail} (undetermined; not judged)")
                 else:
                     unknown.append(detail)
         if failed:
             return Finding(Outcome.NOT_MET, "failed " + "; ".join(failed)[:900])
         if unknown:
             return Finding(self.unknown, "undetermined " + "; ".join(unknown)[:900])
-        return Finding(Outcome.MET, "passed " + "; ".join(passed)[:900])
+        return Finding(Outcome.MET, "passed " + "; ".join(passed + shown)[:900])
 
 
 @dataclass
@@ -274,19 +312,33 @@ class ChecksAny(Rule):
 class MetricsAtLeast(Rule):
     """Each metric, on every card, is at least its threshold (``不低于``).
 
-    ``limits`` maps a metric name to the threshold key in the clause's
-    thresholds (which a spec may override).  The worst card decides.
+    ``limits`` maps a metric name to the threshold key in the clause's thresholds (which a
+    spec may override), ``units`` each metric to the unit its threshold is in: the metric is
+    converted to it, and a unit of another dimension or an impossible value is an ``error``
+    (a broken measurement must not pass, nor fail as a slow card).  ``requires`` maps a
+    metric to the check of the same run and card that must have passed for the figure to
+    count (a peak rate is evidence only when that run's results were correct).  The worst
+    card decides.
     """
 
     limits: Mapping[str, str]
-    units: Mapping[str, str] = field(default_factory=dict)
+    units: Mapping[str, str]
     at_most: bool = False
     workload: str | None = None
     needs_accelerator: bool = False
+    requires: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [m for m in self.limits if m not in self.units]
+        if missing:
+            raise ValueError(f"MetricsAtLeast: no threshold unit for {', '.join(missing)}")
 
     def describe(self) -> str:
         op = "≤" if self.at_most else "≥"
-        return ", ".join(f"{m} {op} thresholds.{k}" for m, k in self.limits.items())
+        return ", ".join(f"{m} {op} thresholds.{k} ({self.units[m]})" for m, k in self.limits.items())
+
+    def threshold_keys(self) -> frozenset[str]:
+        return frozenset(self.limits.values())
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
@@ -295,7 +347,7 @@ class MetricsAtLeast(Rule):
         measurements: dict[str, Measurement] = {}
         short, ok = [], []
         for metric, key in self.limits.items():
-            limit = ctx.thresholds[key]
+            limit, unit = ctx.thresholds[key], self.units[metric]
             found = [m for m in env.metrics_named(metric) if m.labels.get("detail") != "true"]
             if not found:
                 return Finding(Outcome.ERROR, f"workload {env.workload} did not report metric {metric}")
@@ -303,16 +355,47 @@ class MetricsAtLeast(Rule):
             if unavailable:
                 short.append(f"{metric}: unavailable ({unavailable[0].unavailable})")
                 continue
-            worst = (max if self.at_most else min)(found, key=lambda m: m.value)
-            measurements[metric] = Measurement(value=worst.value, unit=worst.unit, device=worst.device,
+            try:
+                values = [(convert(m.value, m.unit, unit), m) for m in found]
+                for m in found:
+                    check_plausible(metric, m.value, m.unit)
+            except UnitError as exc:
+                return Finding(Outcome.ERROR, f"workload {env.workload}: metric {metric}: {exc}")
+            uncounted = self._uncounted(env, metric, [m for _, m in values])
+            if uncounted:
+                short.append(f"{metric} not counted: {uncounted}")
+                continue
+            value, worst = (max if self.at_most else min)(values, key=lambda vm: vm[0])
+            measurements[metric] = Measurement(value=value, unit=unit, device=worst.device,
                                                note="worst card" if len(found) > 1 else "")
-            text = f"{metric} {_fmt(worst.value)} {worst.unit} vs {_fmt(limit)}"
-            met = worst.value <= limit if self.at_most else worst.value >= limit
+            text = f"{metric} {_fmt(value)} {unit} vs {_fmt(limit)}"
+            met = value <= limit if self.at_most else value >= limit
             (ok if met else short).append(text)
         if short:
             return Finding(Outcome.NOT_MET, "below requirement: " + "; ".join(short)
                            + ("; met: " + "; ".join(ok) if ok else ""), measurements)
         return Finding(Outcome.MET, "; ".join(ok), measurements)
+
+    def _uncounted(self, env: Envelope, metric: str, found: list) -> str:
+        """Why ``metric``'s figures do not count (its run's correctness check did not pass), or ''."""
+        check = self.requires.get(metric)
+        if check is None:
+            return ""
+        checks = env.checks_named(check)
+        if not checks:
+            return f"the same run did not report {check}"
+        for m in found:
+            # A folded (compact) result keeps each check's worst card only: any failure then counts for all.
+            mine = checks if env.aggregated else [c for c in checks
+                                                  if c.device == m.device or c.device is None or m.device is None]
+            bad = next((c for c in mine if c.ok is not True), None) if mine else None
+            if not mine:
+                return f"no {check} for card {m.device}"
+            if bad is not None:
+                state = "failed" if bad.ok is False else "undetermined"
+                where = "" if bad.device is None else f" on card {bad.device}"
+                return f"{check} {state}{where}" + (f" ({bad.detail[:160]})" if bad.detail else "")
+        return ""
 
 
 @dataclass
@@ -344,6 +427,11 @@ class Measured(Rule):
                 continue
             for m in values:
                 key = metric if m.device is None or len(values) == 1 else f"{metric}[{m.device}]"
+                try:
+                    if m.unit in UNITS:
+                        check_plausible(metric, m.value, m.unit)
+                except UnitError as exc:
+                    return Finding(Outcome.ERROR, f"workload {env.workload}: metric {key}: {exc}")
                 value, note = m.value, ""
                 if m.stats is not None and len(m.stats.samples) >= 2:
                     bad = {int(i) for i in m.labels.get("nonconverged", "").split(",") if i.strip().isdigit()}
@@ -369,24 +457,37 @@ class Measured(Rule):
 
 @dataclass
 class DeviceFields(Rule):
-    """Management fields readable for every card (6.1.a)."""
+    """Management fields readable for every card, and consistent (6.1.a, 8.2.1 b–c).
+
+    8.2.1 c checks the fields read against the card's actual configuration: the cards of one
+    node must agree on each of ``agree`` (one model, one firmware, one memory size), their
+    number must be what the spec says the node holds, and each must match ``spec.expectedCard``
+    where the spec gives it.
+    """
 
     fields: tuple[str, ...]
-    #: The workload's own per-card verdict on the same fields, used when the
-    #: device fields were shed from a compact (termination-message) result.
-    fallback_check: str = "info.readable"
+    agree: tuple[str, ...] = ("vendor", "model", "firmware", "memory_total_bytes")
     workload: str | None = None
+    #: The workload's own per-card verdict on readability, judged when a compact result shed the fields.
+    fallback_check: str = "info.readable"
 
     def describe(self) -> str:
-        return "readable on every card: " + ", ".join(self.fields)
+        return ("readable on every card: " + ", ".join(self.fields) + "; the same " + ", ".join(self.agree)
+                + " on every card of the node; the spec's card count and spec.expectedCard where given")
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
-        if env.compact and not any(d.fields for d in env.devices):
-            return ChecksAll((self.fallback_check,), workload=self.workload).evaluate(ctx)
-        if not env.devices:
-            return Finding(Outcome.ERROR, f"workload {env.workload} reported no device")
         _accelerator_required(env)
+        if not env.devices or not any(d.fields for d in env.devices):
+            if env.compact:  # the workload's own verdict on readability survives; agreement cannot be told
+                readable = ChecksAll((self.fallback_check,), workload=self.workload).evaluate(ctx)
+                if readable.outcome != Outcome.MET:
+                    return readable
+                why = "the card fields were shed from the compact result and the log is gone"
+            else:
+                why = "the result lists no card fields"
+            return Finding(Outcome.ERROR, f"workload {env.workload}: {why}; whether the cards agree with each "
+                           "other and with the spec cannot be told")
         missing, read = [], []
         for d in env.devices:
             for name in self.fields:
@@ -398,7 +499,51 @@ class DeviceFields(Rule):
                     read.append(f"{name}={f.value}")
         if missing:
             return Finding(Outcome.NOT_MET, "unreadable: " + "; ".join(missing)[:900])
-        return Finding(Outcome.MET, f"{len(env.devices)} card(s): " + ", ".join(read[:len(self.fields)]))
+        wrong = self._disagreements(env) + self._unexpected(env, ctx)
+        if wrong:
+            return Finding(Outcome.NOT_MET, "read, but " + "; ".join(wrong)[:900])
+        expected = " as spec.expectedCard says" if ctx.expected_card else ""
+        return Finding(Outcome.MET, f"{len(env.devices)} card(s) alike{expected}: "
+                       + ", ".join(read[:len(self.fields)]))
+
+    def _disagreements(self, env: Envelope) -> list[str]:
+        out = []
+        for name in self.agree:
+            values = {d.index: d.fields[name].value for d in env.devices
+                      if d.fields.get(name) is not None and d.fields[name].value is not None}
+            if len(set(values.values())) > 1:
+                out.append(f"the cards disagree on {name}: "
+                           + ", ".join(f"card {i}={v}" for i, v in sorted(values.items())))
+        return out
+
+    @staticmethod
+    def _unexpected(env: Envelope, ctx: JudgeContext) -> list[str]:
+        out = []
+        if ctx.expected_cards is not None and len(env.devices) != ctx.expected_cards:
+            out.append(f"{len(env.devices)} card(s) read where spec.expectedCardsPerNode is {ctx.expected_cards}")
+        want = ctx.expected_card
+        if want is None:
+            return out
+        for d in env.devices:
+            value = {k: (f.value or "") for k, f in d.fields.items()}
+            if want.vendor and want.vendor.lower() not in value.get("vendor", "").lower():
+                out.append(f"card {d.index} vendor {value.get('vendor')!r} is not spec.expectedCard.vendor "
+                           f"{want.vendor!r}")
+            if want.model and want.model.lower() not in value.get("model", "").lower():
+                out.append(f"card {d.index} model {value.get('model')!r} is not spec.expectedCard.model "
+                           f"{want.model!r}")
+            if want.firmware and value.get("firmware") != want.firmware:
+                out.append(f"card {d.index} firmware {value.get('firmware')!r} is not "
+                           f"spec.expectedCard.firmware {want.firmware!r}")
+            if want.memory_gib is not None:
+                try:
+                    gib = float(value.get("memory_total_bytes", "")) / 2**30
+                except ValueError:
+                    gib = float("nan")
+                if not abs(gib - want.memory_gib) <= 0.03 * want.memory_gib:
+                    out.append(f"card {d.index} memory {gib:.4g} GiB is not spec.expectedCard.memoryGiB "
+                               f"{want.memory_gib:g} (±3 %)")
+        return out
 
 
 @dataclass
@@ -411,9 +556,14 @@ class DeviceField(Rule):
     applies: Callable[[Mapping[str, str]], str | None] | None = None
     unknown: Outcome = Outcome.NOT_RUN
     workload: str | None = None
+    #: The threshold keys ``predicate`` reads.
+    reads: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return f"{self.name}: {self.expectation}"
+
+    def threshold_keys(self) -> frozenset[str]:
+        return frozenset(self.reads)
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
@@ -453,6 +603,9 @@ class Duration(Rule):
     def describe(self) -> str:
         return f"{self.duration_metric} ≥ thresholds.duration_hours and all of: {', '.join(self.checks)}"
 
+    def threshold_keys(self) -> frozenset[str]:
+        return frozenset({"duration_hours"})
+
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
         base = ChecksAll(self.checks, unknown=Outcome.NOT_RUN, workload=self.workload).judge(ctx)
@@ -479,6 +632,9 @@ class AllOf(Rule):
 
     def describe(self) -> str:
         return " and ".join(r.describe() for r in self.rules)
+
+    def threshold_keys(self) -> frozenset[str]:
+        return frozenset().union(*(r.threshold_keys() for r in self.rules))
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         order = [Outcome.ERROR, Outcome.NOT_MET, Outcome.NOT_RUN, Outcome.PARTIAL,
@@ -511,6 +667,9 @@ class AlsoWhenRun(Rule):
 
     def describe(self) -> str:
         return f"{self.main.describe()}; when {self.run} ran, also {self.extra.describe()}"
+
+    def threshold_keys(self) -> frozenset[str]:
+        return self.main.threshold_keys() | self.extra.threshold_keys()
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         launched = ctx.runs.get(self.run)
@@ -611,60 +770,245 @@ def classify_os(os_image: str) -> tuple[str | None, tuple[int, ...] | None, bool
     return None, None, False
 
 
+#: Operating systems that are not Linux, whatever their name shares with a Linux vendor.
+NOT_LINUX = r"solaris|freertos|windows|freebsd|openbsd|netbsd|darwin|mac ?os|\baix\b|hp-ux|vxworks|qnx|zephyr"
+#: Distributions whose name may lack the word "Linux".
+LINUX_DISTRIBUTIONS = r"\b(debian|ubuntu|fedora|centos|rhel|rocky|almalinux|opensuse|sles|suse|arch|gentoo|" \
+    r"alpine|flatcar|talos|bottlerocket|container-optimized os|cos|photon|mariner|azure linux|amazon linux|" \
+    r"oracle linux|anolis|openeuler|euleros|kylin|uos|uniontech|deepin|bc-?linux|ningos|tencentos|alinux)\b"
+
+
+def is_linux(os_image: str, operating_system: str) -> bool:
+    """The kernel's own word first (``nodeInfo.operatingSystem``, ``uname -s``), then the name."""
+    lowered = os_image.lower()
+    if operating_system and operating_system.lower() != "linux":
+        return False
+    if re.search(NOT_LINUX, lowered):
+        return False
+    return bool(operating_system) or "linux" in lowered or bool(re.search(LINUX_DISTRIBUTIONS, lowered)) \
+        or classify_os(os_image)[0] is not None
+
+
+def card_tests_on_this_os(ctx: JudgeContext) -> Finding:
+    """8.2.6 c–e / 8.2.7 c–e: the card's tests ran, normally, on this operating system.
+
+    Met when every planned card workload of the node produced a usable result on the card;
+    not run when none was planned, or they ran on the host CPU standing in; an error naming
+    the runs that did not execute normally.
+    """
+    planned = [w for w in ctx.cards.workloads]
+    if not planned:
+        return Finding(Outcome.NOT_RUN, "no card workload ran on this node: the method runs the card's tests "
+                       "on this OS (select card clauses too)")
+    if ctx.cards.stand_in:
+        return Finding(Outcome.NOT_RUN, "the card workloads ran on the host CPU stand-in, not on a card: "
+                       f"{', '.join(sorted(ctx.cards.stand_in))}")
+    failed = []
+    for w in planned:
+        run = ctx.runs.get(w)
+        why = run.failure() if run is not None else "did not run"
+        if why:
+            failed.append(f"{w}: {why}"[:200])
+    if failed:
+        return Finding(Outcome.ERROR, f"{len(failed)} of {len(planned)} card workloads did not execute "
+                       "normally on this OS: " + "; ".join(failed))
+    return Finding(Outcome.MET, f"the card's tests ran on it: {', '.join(planned)}")
+
+
 @dataclass
 class HostOs(Rule):
-    """6.1.f (any Linux, Annex A.1 noted) and 6.1.g (a 信创 distribution)."""
+    """6.1.f (a Linux, Annex A.1 noted) and 6.1.g (a 信创 distribution), each with the card's tests run on it.
+
+    A node that does not run a 信创 OS says nothing about whether the card supports one: 6.1.g
+    is then ``not_run`` (run on one, or attest), never ``not_met``.
+    """
 
     xinchuang: bool
 
     def describe(self) -> str:
         if self.xinchuang:
-            return "node OS is a 信创 distribution (" + ", ".join(XINCHUANG) + ")"
-        return "node OS is a Linux distribution (Annex A.1 lists reference versions)"
+            return ("node OS is a 信创 distribution (" + ", ".join(XINCHUANG) + ") and the card's tests ran on it")
+        return "node OS is a Linux distribution (Annex A.1 lists reference versions) and the card's tests ran on it"
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         image = ctx.node.os_image
         if not image:
             return Finding(Outcome.ERROR, f"the OS of node {ctx.node.name} could not be read")
         family, minimum, recent = classify_os(image)
-        is_linux = family is not None or "linux" in image.lower() or any(
-            d in image.lower() for d in ("debian", "fedora", "suse", "rocky", "alma", "oracle", "amazon"))
         kernel = ctx.node.kernel_version
         if not self.xinchuang:
-            if not is_linux:
-                return Finding(Outcome.NOT_MET, f"{image!r} is not a Linux distribution")
+            if not is_linux(image, ctx.node.operating_system):
+                system = f" (operating system {ctx.node.operating_system})" if ctx.node.operating_system else ""
+                return Finding(Outcome.NOT_MET, f"{image!r}{system} is not a Linux distribution")
             if family and recent:
                 note = f"listed in Annex A.1 ({family} ≥ {'.'.join(map(str, minimum))})"
             elif family:
                 note = f"{family} is in Annex A.1 but older than {'.'.join(map(str, minimum))}"
             else:
                 note = "not in Annex A.1's list, which is not exhaustive"
-            return Finding(Outcome.MET, f"{image} (kernel {kernel}); {note}")
-        if family in XINCHUANG and recent:
-            return Finding(Outcome.MET, f"{image} is a 信创 distribution ({family})")
-        if family in XINCHUANG:
-            return Finding(Outcome.NOT_MET, f"{image} is {family} but older than Annex A.1's "
-                           f"{'.'.join(map(str, minimum))}")
-        return Finding(Outcome.NOT_MET, f"{image} is not a 信创 distribution; run on one of "
-                       + ", ".join(XINCHUANG) + " or attest a run on one in spec.evidence")
+            about = f"{image} (kernel {kernel}); {note}"
+        elif family in XINCHUANG and recent:
+            about = f"{image} is a 信创 distribution ({family})"
+        elif family in XINCHUANG:
+            return Finding(Outcome.NOT_RUN, f"{image} is {family} but older than Annex A.1's "
+                           f"{'.'.join(map(str, minimum))}; run on a current version or attest one in spec.evidence")
+        else:
+            return Finding(Outcome.NOT_RUN, f"{image} is not a 信创 distribution, so this node says nothing about "
+                           "6.1.g; run on one of " + ", ".join(XINCHUANG) + " or attest a run on one in spec.evidence")
+        ran = card_tests_on_this_os(ctx)
+        return Finding(ran.outcome, f"{about}; {ran.reason}"[:1000])
 
 
 @dataclass
-class Custom(Rule):
-    """A one-off rule, for clauses whose judgement fits no general shape."""
+class ServerLink(Rule):
+    """High-performance communication between servers (6.2.1.g / 6.3.1.f; 8.3.1.6, 8.4.1.5).
 
-    text: str
-    fn: Callable[[JudgeContext], Finding]
+    The run must span at least two distinct hosts and exchange correctly; then Pass needs an RDMA
+    transport reported by the collective library, or a measured bandwidth at or above
+    ``thresholds[key]`` (in ``unit``, the method's: Gb/s in 8.3.1.6, GB/s in 8.4.1.5).  The host
+    CPU standing in (gloo over TCP) judges nothing here.
+    """
+
+    key: str
+    unit: str
+    workload: str = "internode"
 
     def describe(self) -> str:
-        return self.text
+        return (f"across ≥ 2 hosts, internode.correct and (an RDMA transport reported, or internode.gbps ≥ "
+                f"thresholds.{self.key} {self.unit})")
+
+    def threshold_keys(self) -> frozenset[str]:
+        return frozenset({self.key})
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
-        return self.fn(ctx)
+        env = ctx.envelope(self.workload)
+        if env.devices and not any(d.is_accelerator for d in env.devices):
+            return Finding(Outcome.NOT_RUN, "the run was the host CPU stand-in (gloo over TCP): it says nothing "
+                           "about high-performance communication between the servers' cards")
+        hosts = env.metric("internode.hosts")
+        if hosts is None or hosts.value is None:
+            return Finding(Outcome.ERROR, f"workload {env.workload} did not report how many hosts the run spanned "
+                           "(internode.hosts)")
+        if hosts.value < 2:
+            return Finding(Outcome.NOT_RUN, f"the run spanned {hosts.value:g} host(s); the method needs ranks on at "
+                           "least two servers")
+        correct = ChecksAll(("internode.correct",), workload=self.workload).judge(ctx)
+        if correct.outcome != Outcome.MET:
+            return correct
+        rate = env.metric("internode.gbps")
+        if rate is None:
+            return Finding(Outcome.ERROR, f"workload {env.workload} did not report internode.gbps")
+        limit = ctx.thresholds[self.key]
+        measurements: dict[str, Measurement] = {}
+        shown = "bandwidth not measured"
+        if rate.value is not None:
+            try:
+                check_plausible("internode.gbps", rate.value, rate.unit)
+                value = convert(rate.value, rate.unit, self.unit)
+            except UnitError as exc:
+                return Finding(Outcome.ERROR, f"workload {env.workload}: metric internode.gbps: {exc}")
+            measurements["internode.bandwidth"] = Measurement(value=value, unit=self.unit)
+            shown = f"{_fmt(value)} {self.unit} between {hosts.value:g} hosts"
+        transport = env.checks_named("internode.transport")
+        rdma = next((c for c in transport if c.ok is True), None)
+        if rdma is not None:
+            return Finding(Outcome.MET, f"RDMA transport reported by the library ({rdma.detail}); {shown}",
+                           measurements)
+        said = transport[0].detail if transport else "no transport reported"
+        if rate.value is None:
+            return Finding(Outcome.NOT_MET, f"no RDMA transport ({said}) and {shown}: {rate.unavailable}",
+                           measurements)
+        if value >= limit:
+            return Finding(Outcome.MET, f"no RDMA transport reported ({said}), but {shown} ≥ {_fmt(limit)} "
+                           f"{self.unit} (thresholds.{self.key})", measurements)
+        return Finding(Outcome.NOT_MET, f"no RDMA transport ({said}) and {shown} < {_fmt(limit)} {self.unit} "
+                       f"(thresholds.{self.key})", measurements)
 
 
-def names(*items: str) -> tuple[str, ...]:
-    return tuple(items)
+@dataclass
+class PcieGeneration(Rule):
+    """The card's own PCIe generation (6.2.3.d / 6.3.3.d), not the lower of card and slot.
+
+    ``pcie_gen_card`` is the card's capability; the link's maximum (``pcie_gen_max``) is the lower
+    of card and slot, so a link at or above the bar proves the card is too, while a link below it
+    may be the slot's fault: then only the card's own field decides, and without it the clause is
+    ``not_run`` (attest it).  The link is reported beside.
+    """
+
+    key: str = "min_pcie_gen"
+    workload: str | None = None
+
+    def describe(self) -> str:
+        return f"the card's PCIe generation (pcie_gen_card) ≥ thresholds.{self.key}; the link shown beside"
+
+    def threshold_keys(self) -> frozenset[str]:
+        return frozenset({self.key})
+
+    def evaluate(self, ctx: JudgeContext) -> Finding:
+        env = ctx.envelope(self.workload)
+        _accelerator_required(env)
+        if not env.devices:
+            return Finding(Outcome.ERROR, f"workload {env.workload} reported no device")
+        need = ctx.thresholds[self.key]
+        good, bad, unknown = [], [], []
+        for d in env.devices:
+            values = {k: v.value for k, v in d.fields.items() if v.value is not None}
+            if values.get("form_factor") == "oam":
+                return Finding(Outcome.NOT_APPLICABLE, f"card {d.index}: an OAM module: the PCIe-version "
+                               "requirement is for PCIe cards")
+            card, link = _number(values.get("pcie_gen_card", "")), _number(values.get("pcie_gen_max", ""))
+            slot = values.get("pcie_gen_slot")
+            beside = f"link max gen {values.get('pcie_gen_max', '?')}, current {values.get('pcie_gen_current', '?')}" \
+                + (f", slot gen {slot}" if slot else "")
+            if card == card:  # not NaN: the card's own figure
+                (good if card >= need else bad).append(f"card {d.index}: card gen {card:g} ({beside})")
+            elif link == link and link >= need:
+                good.append(f"card {d.index}: the link reaches gen {link:g}, so the card does ({beside})")
+            else:
+                why = d.fields.get("pcie_gen_card")
+                unknown.append(f"card {d.index}: the card's own generation is unreadable "
+                               f"({why.unavailable if why else 'not reported'}) and the link ({beside}) does not "
+                               "show it; attest it")
+        if bad:
+            return Finding(Outcome.NOT_MET, "; ".join(bad) + f"; expected ≥ {need:g}")
+        if unknown:
+            return Finding(Outcome.NOT_RUN, "; ".join(unknown)[:1000])
+        return Finding(Outcome.MET, "; ".join(good)[:1000])
+
+
+@dataclass
+class PodsSawTheirCards(Rule):
+    """The card workloads' pods saw the cards they were given (6.1.n, given = seen).
+
+    Each card workload's result lists the accelerators it saw; the pod was given
+    ``CardsSeen.given`` of the resource.  Any difference fails the clause.  With the CPU
+    stand-in asked for, the pods see no card by design and nothing is judged here.
+    """
+
+    def describe(self) -> str:
+        return "every card workload saw as many accelerators as its pod was given"
+
+    def evaluate(self, ctx: JudgeContext) -> Finding:
+        cards = ctx.cards
+        if cards.given is None:
+            return Finding(Outcome.NOT_RUN, "no cards were allocated (not a cluster run)")
+        if not cards.seen:
+            return Finding(Outcome.MET, "no card workload ran on this node; the isolation pods' view decides")
+        if cards.stand_in and set(cards.stand_in) >= set(cards.seen):
+            return Finding(Outcome.NOT_RUN, "the card workloads ran on the host CPU stand-in (spec.cpuStandIn): "
+                           "whether the pods saw the cards they were given is not known")
+        wrong = [f"{w}: given {cards.given} {cards.resource}, saw {n if n is not None else 'no device list'}"
+                 for w, n in sorted(cards.seen.items()) if n != cards.given]
+        if wrong:
+            return Finding(Outcome.NOT_MET, "pod_resources.workloads_given_equals_seen failed: " + "; ".join(wrong))
+        return Finding(Outcome.MET, f"every card workload saw its {cards.given} {cards.resource}")
+
+
+def _number(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return float("nan")
 
 
 def prefixed(prefix: str, items: Iterable[str]) -> tuple[str, ...]:

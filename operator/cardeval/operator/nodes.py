@@ -31,6 +31,7 @@ def facts_from_node(node: dict, gone: str | None = None) -> NodeFacts:
     return NodeFacts(
         name=meta.get("name", ""),
         os_image=info.get("osImage", ""),
+        operating_system=info.get("operatingSystem", ""),
         kernel_version=info.get("kernelVersion", ""),
         architecture=info.get("architecture", ""),
         labels=dict(meta.get("labels") or {}),
