@@ -60,7 +60,9 @@ def free_port() -> int:
 
 def launcher_command(key: str, clause: str, tmp_path: Path) -> tuple[M.MultiNodeItem, list[str]]:
     """The launcher container's command of the operator's MPIJob for run ``key``, made runnable here."""
-    ev = evaluation(multi_node={"nodes": 2, "launcher": "mpijob"}, cards=1, clauses={"include": [clause]})
+    # no card here: the host CPU stands in, as the spec must say explicitly
+    ev = evaluation(multi_node={"nodes": 2, "launcher": "mpijob"}, cards=1, clauses={"include": [clause]},
+                    cpuStandIn=True)
     item = next(i for i in items(ev, nodes=("worker-a", "worker-b")).items if i.key == key)
     settings = Settings(namespace="ns", workload_python=(sys.executable,), multinode_master_addr="127.0.0.1",
                         workload_env={"PYTHONPATH": str(ROOT / "workloads"), "GLOO_SOCKET_IFNAME": "lo"})
@@ -106,10 +108,11 @@ def test_internode_under_the_mpijob_launcher_judges_6_2_1_g(tmp_path):
     assert env.checks_named("internode.correct")[0].ok is True
     clause = BY_ID["6.2.1.g"]
     ctx = JudgeContext(clause=clause, node=NodeFacts(item.nodes[0], source="cluster"), runs={"internode": run},
-                       thresholds={}, profile="quick", mode="cluster", cards_per_node=0, nodes_in_evaluation=2)
+                       thresholds={}, mode="cluster", cards_per_node=0, nodes_in_evaluation=2)
     result = judge_clause(clause, ctx, None, {})
-    assert result.verdict == Verdict.PASS, result.reason
-    assert result.measurements["internode.gbps"].value > 0
+    # gloo over TCP on the host CPU says nothing about high-performance communication between servers
+    assert result.verdict == Verdict.NOT_RUN and "host CPU stand-in" in result.reason, result.reason
+    assert env.metric("internode.gbps").value > 0
 
 
 def test_cluster_linearity_under_the_mpijob_launcher(tmp_path):

@@ -215,3 +215,58 @@ def test_a_run_given_up_on_but_not_yet_deleted_is_deleted_on_the_next_pass():
         runs = MultiNodeRuns(kube, Settings(namespace="ns"), store=None, events=None)
         assert runs.step(SimpleNamespace(multi=seen, queues=queues)) == set()
         assert (M.mpijob_path("ns", item.name) in kube.deleted) is deleted, kube.deleted
+
+
+@pytest.mark.parametrize("launcher", ["mpijob", "indexed-job"])
+def test_every_rank_runs_on_the_cards_unless_the_spec_asks_for_the_cpu_stand_in(launcher):
+    """``--device`` is ``planner.cluster_device``: ``accelerator`` (no silent fall-back to the host CPU), or
+    ``cpu`` under ``spec.cpuStandIn``: in the launcher's mpirun command and in the Indexed Job's pods."""
+    settings = Settings(namespace="ns", workload_python=("python3",))
+    for stand_in, device in ((False, "accelerator"), (True, "cpu")):
+        ev = evaluation(multi_node={"nodes": 2, "launcher": launcher}, cpuStandIn=stand_in)
+        item = items(ev).items[0]
+        assert item.device == device
+        assert item.argv()[item.argv().index("--device") + 1] == device
+        if launcher == "mpijob":
+            pod = M.mpijob_manifest(item, ev, UID, settings)["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]
+        else:
+            pod = M.indexed_job_manifest(item, ev, UID, settings)["spec"]["template"]
+        cmd = pod["spec"]["containers"][0]["command"]
+        assert cmd[cmd.index("--device") + 1] == device, cmd
+        assert cmd.count("--device") == 1
+
+
+class _Pods:
+    """The one call collect_multinode makes besides the log: list the reporting pods."""
+
+    def __init__(self, pods):
+        self.pods = pods
+
+    def list(self, path, label_selector=None):
+        return self.pods
+
+    def request(self, *a, **kw):
+        return ""
+
+
+def _reporting_pod(item, container_status: dict, phase: str = "Running") -> dict:
+    return {"metadata": {"name": f"{item.name}-0", "creationTimestamp": "2025-01-01T00:00:10Z",
+                         "ownerReferences": [{"uid": "job-uid"}]},
+            "status": {"phase": phase, "containerStatuses": [{"name": "workload", **container_status}]}}
+
+
+def test_a_multi_node_run_stopped_while_its_reporting_pod_ran_is_an_error():
+    from cardeval.operator.jobs import JobState
+
+    ev = evaluation(multi_node={"nodes": 2, "launcher": "indexed-job"})
+    item = items(ev).items[0]
+    obj = {"metadata": {"name": item.name, "uid": "job-uid", "creationTimestamp": "2025-01-01T00:00:00Z"}}
+    deadline = JobState(True, False, "DeadlineExceeded", "Job was active longer than specified deadline")
+    running = _reporting_pod(item, {"state": {"running": {"startedAt": "2025-01-01T00:00:12Z"}}, "started": True})
+    run = M.collect_multinode(_Pods([running]), "ns", item, "indexed-job", obj, deadline, 1 << 20)
+    assert run.workload == item.key and run.error and not run.not_run
+    assert "did not finish within its time limit" in run.error and "still running" in run.error, run.error
+    assert "DeadlineExceeded" in run.error
+    waiting = _reporting_pod(item, {"state": {"waiting": {"reason": "ContainerCreating"}}}, phase="Pending")
+    run = M.collect_multinode(_Pods([waiting]), "ns", item, "indexed-job", obj, deadline, 1 << 20)
+    assert run.not_run and "never started" in run.not_run, run

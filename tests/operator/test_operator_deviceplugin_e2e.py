@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,58 @@ def test_too_few_cards_fails_6_1_n_and_the_jobs_after_it_are_not_created(cluster
         assert "Forbidden" not in operator.log_text()
     finally:
         delete_eval(cluster, name)
+
+
+def test_pods_given_cards_that_see_none_are_errors_and_the_node_keeps_its_taint(cluster, installed, operator,
+                                                                               node_agent, unique, tmp_path):
+    """A fake vendor plugin advertises 2 example.com/accel, but the pods (host processes) see no accelerator.
+    Without spec.cpuStandIn the card workloads run with --device accelerator and say so: every card clause is
+    Error naming "given 2 example.com/accel but ... saw 0 accelerators", 6.1.n fails on given ≠ seen, the
+    node is not compliant, and onPass leaves it tainted and unlabelled."""
+    node, name = f"nocard-{unique}", f"nocard-{unique}"
+    base = Path(tempfile.mkdtemp(prefix="dp-"))
+    plugin = None
+    taint = {"key": "cardeval.io/unvalidated", "value": "true", "effect": "NoSchedule"}
+    try:
+        node_agent([{"name": node, "labels": {"cardeval.io/group": node}, "capacity": {}, "taints": [taint],
+                     "device_plugin_dir": str(base / "dp"), "pod_resources_dir": str(base / "pr"),
+                     "device_plugin_grace_s": 300.0}])
+        plugin = FakePlugin(base / "dp", RESOURCE, 2, workdir=tmp_path / "plugin").start()
+        wait_for(lambda: cluster.api("GET", f"/api/v1/nodes/{node}")["status"].get("allocatable", {}).get(RESOURCE)
+                 == "2", timeout=30, what=f"{node} allocatable 2 from the plugin")
+        doc = {"apiVersion": "cardeval.io/v1alpha1", "kind": "CardEvaluation", "metadata": {"name": name},
+               "spec": {"cardType": "training", "resourceName": RESOURCE, "nodeSelector": {"cardeval.io/group": node},
+                        "expectedCardsPerNode": 2, "profile": "quick",
+                        "clauses": {"include": ["6.1.a", "6.1.n", "6.2.1.a"]}, "image": "cardeval/workloads:test",
+                        "admission": {"onPass": {"removeTaints": [{"key": taint["key"]}],
+                                                 "addLabels": {"cardeval.io/validated": "true"}}}}}
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+        obj = wait_complete(cluster, name, timeout=300)
+        assert obj["status"]["cpuStandIn"] is False and obj["status"]["compliant"] is False
+        result = node_result(cluster, name, node)
+        verdicts = {r["clause"]: r for r in result["results"]}
+        for clause, workload in (("6.1.a", "info"), ("6.2.1.a", "compute")):
+            r = verdicts[clause]
+            assert r["verdict"] == "Error" and r["cpuStandIn"] is False, r
+            assert f"the pod was given 2 {RESOURCE} but workload {workload} saw 0 accelerators" in r["reason"], r
+            assert "--device accelerator" in r["reason"], r  # the workload's own word: it found no card
+        n = verdicts["6.1.n"]
+        assert n["verdict"] == "Fail", n
+        assert "given 2 example.com/accel, saw 0" in n["reason"] and "compute" in n["reason"], n
+        assert result["compliant"] is False and result["compliance"] == "ShallClausesNotMet"
+        assert result["cpuStandIn"] is False and result["cardsGiven"] == 2
+        # the Jobs ran the workloads on the cards, with no fall-back to the CPU
+        for job in jobs_of(cluster, name):
+            cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
+            assert cmd[cmd.index("--device") + 1] == "accelerator", cmd
+        for _ in range(2):
+            o = cluster.api("GET", f"/api/v1/nodes/{node}")
+            assert "cardeval.io/validated" not in o["metadata"]["labels"]
+            assert any(t["key"] == taint["key"] for t in o["spec"].get("taints") or []), o["spec"]
+            time.sleep(3)
+        assert "Forbidden" not in operator.log_text()
+    finally:
+        delete_eval(cluster, name)
+        if plugin is not None:
+            plugin.stop()
+        shutil.rmtree(base, ignore_errors=True)

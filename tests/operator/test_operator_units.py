@@ -69,7 +69,7 @@ def test_job_manifest_is_pinned_restricted_owned_and_named_after_the_item():
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     c, = pod["containers"]
-    assert c["command"] == ["/venv/bin/python", "-X", "utf8", *item.argv()]
+    assert c["command"] == ["/venv/bin/python", "-X", "utf8", *item.argv("accelerator")]
     assert c["resources"] == {"limits": {"example.com/accel": "2"}}
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -77,6 +77,26 @@ def test_job_manifest_is_pinned_restricted_owned_and_named_after_the_item():
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["TERMINATION_MESSAGE_PATH"] == c["terminationMessagePath"] == "/dev/termination-log"
     assert env["PYTHONPATH"] == "/src"
+
+
+def test_the_workload_runs_on_the_cards_and_on_the_host_cpu_only_when_the_spec_says_so():
+    """``--device accelerator`` (never a silent fall-back to the CPU) unless ``spec.cpuStandIn``."""
+    settings = Settings(namespace="ops", workload_python=("python",))
+    for spec, device in (({}, "accelerator"), ({"cpuStandIn": True}, "cpu")):
+        ev = evaluation(**spec)
+        for item in plan(ev, ["node-a"]).items:
+            cmd = job_manifest(item, ev, "u-1", settings)["spec"]["template"]["spec"]["containers"][0]["command"]
+            assert cmd.count("--device") == 1 and cmd[cmd.index("--device") + 1] == device, cmd
+
+
+def test_the_device_plugin_check_pods_observe_with_auto_whatever_the_card_jobs_use():
+    """They count what they see (the pod asking for none must still report), so never ``accelerator``."""
+    from cardeval.operator.deviceplugin import NodeCheck, ProbeSettings
+
+    for spec in ({}, {"cpuStandIn": True}):
+        check = NodeCheck(None, evaluation(**spec), "u-1", "node-a", ProbeSettings(), "base")
+        for argv in (check.visibility_argv(0), check.visibility_argv(2), check.probe_argv(1)):
+            assert argv[argv.index("--device") + 1] == "auto"
 
 
 def test_job_state_reads_the_terminal_conditions_only():
@@ -195,6 +215,159 @@ def test_admission_respects_the_taint_effect():
     on_pass = OnPass(remove_taints=[{"key": "k", "effect": "NoExecute"}])
     node = {"metadata": {"name": "a"}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}
     assert admission_patch(node, on_pass) is None
+
+
+# ---------------------------------------------------------------- collecting a Job
+class _JobPods:
+    """What ``collect_job`` asks the API: the Job's pods, and a pod's log."""
+
+    def __init__(self, pods, log=""):
+        self.pods, self.log = pods, log
+
+    def list(self, path, label_selector=None):
+        return self.pods
+
+    def request(self, method, path, **kw):
+        return self.log
+
+
+def _job(name="j"):
+    return {"metadata": {"name": name, "uid": "job-uid"}}
+
+
+def _pod(container_status: dict | None, phase: str, **status):
+    return {"metadata": {"name": "j-abcde", "creationTimestamp": "2025-01-01T00:00:00Z",
+                         "ownerReferences": [{"uid": "job-uid"}]},
+            "status": {"phase": phase, **status,
+                       "containerStatuses": [{"name": "workload", **container_status}] if container_status else []}}
+
+
+
+def _collect(pods, reason="DeadlineExceeded", log=""):
+    from cardeval.operator.collect_k8s import collect_job
+    from cardeval.operator.jobs import JobState
+
+    item = plan(evaluation(), ["node-a"]).items[0]
+    state = JobState(True, False, reason, "Job was active longer than specified deadline")
+    return item, collect_job(_JobPods(pods, log), "ops", item, _job(), state, 1 << 20)
+
+
+@pytest.mark.parametrize("container", [
+    {"state": {"running": {"startedAt": "2025-01-01T00:00:05Z"}}, "started": True, "ready": True},
+    {"state": {}, "started": True},   # started, the state already cleared by the kill
+    None,                            # no container status yet, but the pod says Running
+], ids=["running", "started", "phase-running"])
+def test_a_pod_that_ran_and_hung_past_its_deadline_is_an_error(container):
+    """As locally (a hang past the time limit is killed and is an Error), never "the pod never ran"."""
+    item, run = _collect([_pod(container, "Running")])
+    assert run.error and not run.not_run, run
+    assert f"did not finish within its time limit of {item.timeout_s}s" in run.error
+    assert "was stopped" in run.error and "never ran" not in run.error
+
+
+@pytest.mark.parametrize("pod, says", [
+    (_pod({"state": {"waiting": {"reason": "ContainerCreating"}}}, "Pending"), "the container never started"),
+    (_pod(None, "Pending", conditions=[{"type": "PodScheduled", "status": "False",
+                                        "reason": "Unschedulable", "message": "0/3 nodes are available"}]),
+     "the pod was never scheduled"),
+], ids=["waiting", "unschedulable"])
+def test_a_pod_that_never_started_before_its_deadline_is_not_run(pod, says):
+    item, run = _collect([pod])
+    assert run.not_run and not run.error, run
+    assert f"did not run within its time limit of {item.timeout_s}s" in run.not_run and says in run.not_run
+
+
+def test_a_pod_killed_at_its_deadline_with_its_termination_is_an_error():
+    term = {"state": {"terminated": {"exitCode": 137, "reason": "Error", "message": "working...\n"}}}
+    item, run = _collect([_pod(term, "Failed")])
+    assert run.error and "did not finish within its time limit" in run.error, run
+
+
+# ---------------------------------------------------------------- admission decisions
+def _reconciler():
+    from cardeval.operator.reconcile import Reconciler
+
+    class Kube:
+        def __init__(self):
+            self.patched = []
+            self.nodes = {}
+
+        def get_or_none(self, path):
+            name = path.rsplit("/", 1)[1]
+            return self.nodes.setdefault(name, {"metadata": {"name": name, "resourceVersion": "1", "labels": {}},
+                                                "spec": {"taints": [{"key": "cardeval.io/unvalidated",
+                                                                     "effect": "NoSchedule"}]}})
+
+        def patch(self, path, body, kind=None):
+            self.patched.append(path.rsplit("/", 1)[1])
+
+    class Events:
+        def __init__(self):
+            self.posted = []
+
+        def post(self, evaluation, uid, reason, message, *, warning=False, key=""):
+            self.posted.append((reason, key, warning, message))
+
+    r = Reconciler.__new__(Reconciler)  # only what _admit uses
+    r.kube, r.events = Kube(), Events()
+    return r
+
+
+def _node_result(node, compliant, compliance, relaxed=(), stand_in=False, message=""):
+    return NodeResult(evaluation="pool-a", generation=3, node=node, card_type="training", profile="quick",
+                      compliant=compliant, compliance=compliance, relaxed=list(relaxed), cpu_stand_in=stand_in,
+                      compliance_message=message)
+
+
+@pytest.mark.parametrize("accept", [False, True])
+def test_admission_skips_the_cpu_stand_in_and_relaxed_thresholds_unless_accepted(accept):
+    from types import SimpleNamespace
+
+    from cardeval.api.models import ComplianceReason as R
+
+    on_pass = {"onPass": {"removeTaints": [{"key": "cardeval.io/unvalidated"}],
+                          "addLabels": {"cardeval.io/validated": "true"}}, "acceptRelaxedThresholds": accept}
+    results = {
+        "ok": _node_result("ok", True, R.COMPLIANT.value),
+        "cpu": _node_result("cpu", False, R.CPU_STAND_IN.value, stand_in=True,
+                            message="judged on the host CPU standing in for the cards"),
+        "relaxed": _node_result("relaxed", True, R.RELAXED.value, relaxed=["6.2.4.b"]),
+        "failing": _node_result("failing", False, R.NOT_COMPLIANT.value, message="shall clauses not met: 6.2.1.a"),
+    }
+    r = _reconciler()
+    p = SimpleNamespace(evaluation=evaluation(admission=on_pass), results=results, uid="u-1", generation=3)
+    assert r._admit(p) is True
+    admitted = {"ok", "relaxed"} if accept else {"ok"}
+    assert set(r.kube.patched) == admitted
+    not_admitted = {key.split("/", 1)[1]: (warning, message) for reason, key, warning, message in r.events.posted
+                    if reason == "NodeNotAdmitted"}
+    assert set(not_admitted) == ({"cpu"} if accept else {"cpu", "relaxed"})  # a failing node: NodeEvaluated says
+    assert all(warning for warning, _ in not_admitted.values())
+    assert "JudgedOnCpuStandIn" in not_admitted["cpu"][1] and "CPU standing in" in not_admitted["cpu"][1]
+    if not accept:
+        assert "6.2.4.b" in not_admitted["relaxed"][1] and "acceptRelaxedThresholds" in not_admitted["relaxed"][1]
+    assert {key for reason, key, *_ in r.events.posted if reason == "NodeAdmitted"} == {f"3/{n}" for n in admitted}
+
+
+def test_without_on_pass_nothing_is_admitted_nor_reported():
+    from types import SimpleNamespace
+
+    from cardeval.api.models import ComplianceReason as R
+
+    r = _reconciler()
+    p = SimpleNamespace(evaluation=evaluation(), uid="u-1", generation=3,
+                        results={"cpu": _node_result("cpu", False, R.CPU_STAND_IN.value, stand_in=True)})
+    assert r._admit(p) is True and not r.kube.patched and not r.events.posted
+
+
+def test_a_stand_in_node_summary_says_why_it_is_not_compliant():
+    from cardeval.api.models import ComplianceReason as R
+    from cardeval.operator.reconcile import cluster_node_summary
+
+    s = cluster_node_summary(_node_result("cpu", False, R.CPU_STAND_IN.value, stand_in=True), None)
+    assert "CPU stand-in" in s.message and s.cpu_stand_in and s.compliance == R.CPU_STAND_IN.value
+    s = cluster_node_summary(_node_result("r", True, R.RELAXED.value, relaxed=["6.2.4.b"]), None)
+    assert "relaxed" in s.message and s.relaxed == ["6.2.4.b"]
 
 
 # ---------------------------------------------------------------- settings, work queue

@@ -56,7 +56,7 @@ def run_cli(*args: str, tmp_path: Path, timeout: float = 300) -> tuple[subproces
 def judge(clause_id: str, workload: str, env: Envelope, cards: int = 0, nodes: int = 1):
     clause = BY_ID[clause_id]
     ctx = JudgeContext(clause=clause, node=NodeFacts("n1"), runs={workload: WorkloadRun(workload, envelope=env)},
-                       thresholds=dict(clause.thresholds), profile="quick", mode="local", cards_per_node=cards,
+                       thresholds=dict(clause.thresholds), mode="local", cards_per_node=cards,
                        nodes_in_evaluation=nodes)
     return judge_clause(clause, ctx, None, {})
 
@@ -172,7 +172,33 @@ def test_p2p_and_internode_explain_what_one_cpu_node_cannot_do(tmp_path):
     assert judge("6.2.1.f", "p2p", p2p).verdict == Verdict.NOT_RUN
     _, inter, _ = run_cli("internode", "--profile", "quick", tmp_path=tmp_path)
     assert inter.checks_named("internode.correct")[0].ok is None
+    assert inter.metric("internode.hosts").value == 1 and inter.metric("internode.hosts").unit == "hosts"
     assert judge("6.2.1.g", "internode", inter, cards=1, nodes=1).verdict == Verdict.NOT_RUN
+
+
+def test_internode_across_two_indexed_nodes_on_one_host_counts_one_host(tmp_path):
+    """Two 'nodes' (pods 0 and 1 of an Indexed Job) on loopback: the exchange and its checks run, and
+    ``internode.hosts`` says they shared one host, so the run proves nothing about a server network."""
+    port = free_port()
+    procs = []
+    for index in (0, 1):
+        env = _env()
+        env.update(JOB_COMPLETION_INDEX=str(index), CARDEVAL_NNODES="2", CARDEVAL_PROCS_PER_NODE="1",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "cardeval_workloads", "internode", "--profile", "quick"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    env = find_envelope_in_output(outs[0][0])  # pod 0 reports for the run
+    assert env.checks_named("internode.correct")[0].ok is True
+    hosts = env.metric("internode.hosts")
+    assert (hosts.value, hosts.unit, hosts.labels["ranks"]) == (1.0, "hosts", "2 of 2")
+    assert hosts.labels["identity"] in ("kernel boot_id", "hostname")
+    transport = env.checks_named("internode.transport")[0]
+    assert transport.ok is False and "gloo" in transport.detail
+    gbps = env.metric("internode.gbps", per="card pair")
+    assert gbps.unit == "Gbit/s" and gbps.value > 0
 
 
 def test_train_parallel_across_two_indexed_nodes_reports_cluster_linearity(tmp_path):

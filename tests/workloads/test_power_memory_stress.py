@@ -365,7 +365,8 @@ def test_power_load_on_this_machine() -> None:
     duty = {m.labels["level"]: m.value for m in env.metrics_named("power_load.duty_pct")}
     # duty-cycled, not flat out (wide bounds: on a shared 2-core machine other work stretches bursts)
     assert duty["idle"] == 0 and 10 < duty["50"] < 99.5 and duty["full"] == 100
-    assert check(env, "power_load.computes_correctly").ok is True
+    correct = check(env, "power_load.computes_correctly")
+    assert correct.ok is True and "50 correct, full correct" in correct.detail, correct.detail
     rises = check(env, "power_load.rises_with_load")
     if MACHINE_HAS_POWER:
         assert rises.ok is not None
@@ -454,6 +455,7 @@ def test_stress_short_run_reports_its_duration(tmp_path: Path) -> None:
     assert proc.returncode == 0 and env.status == "ok", proc.stderr[-2000:]
     duration = env.metric("stress.duration_s", device=0)
     assert duration.unit == "s" and 2.0 <= duration.value < 6.0 and duration.labels["requested_s"] == "2"
+    assert duration.labels["cards_at_once"] == "1"  # the CPU is one device; all selected cards run at once
     for name in ("stress.no_errors", "stress.results_correct", "stress.device_present"):
         assert check(env, name).ok is True, check(env, name).detail
     assert env.metric("stress.comparisons").value >= 3 and env.metric("stress.crashes").value == 0

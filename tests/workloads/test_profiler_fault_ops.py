@@ -71,7 +71,7 @@ def outcome(clause: str, env: Envelope) -> Outcome:
     from cardeval.engine.facts import WorkloadRun
 
     ctx = JudgeContext(clause=c, node=NodeFacts(name="local"), runs={env.workload: WorkloadRun(env.workload, env)},
-                       thresholds=dict(c.thresholds), profile="quick", mode="local")
+                       thresholds=dict(c.thresholds), mode="local")
     return c.rule.judge(ctx).outcome
 
 
@@ -127,8 +127,12 @@ def test_fault_is_reported_and_the_device_recovers(tmp_path: Path) -> None:
     proc, env, compact = run_process("fault", tmp_path=tmp_path)
     assert proc.returncode == 0 and env.status == "ok", env.errors
     reported, recovered = check(env, "fault.reported"), check(env, "fault.recovered")
-    assert reported.ok is True and reported.observed == "IndexError", reported.detail
-    assert "index 10 is out of bounds" in reported.detail and "framework" in reported.detail
+    events = check(env, "fault.driver_events")
+    # the framework's argument check on the host is no device fault: the host CPU has no device error interface
+    assert reported.ok is None and reported.observed == "IndexError", reported.detail
+    assert "host CPU has no device error interface" in reported.detail
+    assert "index 10 is out of bounds" in reported.detail and "not a device fault" in reported.detail
+    assert events.ok is None and "no driver event stream" in events.detail
     assert recovered.ok is True and "fresh process" in recovered.detail
     assert env.metric("fault.report_s").value > 0 and env.metric("fault.recovery_s").value > 0
     # ECC evidence before and after: read where the host exposes EDAC, otherwise the reason
@@ -138,17 +142,17 @@ def test_fault_is_reported_and_the_device_recovers(tmp_path: Path) -> None:
             assert m is not None and (m.value is not None or "EDAC" in m.unavailable)
     assert "NVIDIA" in env.metric("fault.xid_events").unavailable
     assert_valid_metrics(env)
-    assert {c.name for c in compact.checks} == {"fault.reported", "fault.recovered"}
-    assert outcome("6.1.m", env) == Outcome.MET
+    assert {c.name for c in compact.checks} == {"fault.reported", "fault.driver_events", "fault.recovered"}
+    assert outcome("6.1.m", env) != Outcome.MET  # nothing on the host CPU proves a card reports its faults
 
 
 def test_fault_hooks_fail_the_checks() -> None:
     env = run_inprocess("fault", "--param", "inject=swallow,corrupt-recovery")
     reported, recovered = check(env, "fault.reported"), check(env, "fault.recovered")
-    assert reported.ok is False and reported.observed == "no error", reported.detail
-    assert "went unreported" in reported.detail and "[0.0]" in reported.detail
+    assert reported.ok is None and "no error was raised" in reported.detail and "[0.0]" in reported.detail
+    assert "swallow test hook" in reported.detail
     assert recovered.ok is False and "corrupt-recovery" in recovered.detail
-    assert outcome("6.1.m", env) == Outcome.NOT_MET
+    assert outcome("6.1.m", env) in (Outcome.NOT_MET, Outcome.NOT_RUN)  # the host CPU proves nothing either way
 
 
 def test_fault_judges_crashes_and_hangs() -> None:
@@ -163,7 +167,7 @@ def test_fault_judges_crashes_and_hangs() -> None:
                                          "message": "CUDA error: device-side assert triggered\nmore",
                                          "stderr": "Indexing.cu:1422: Assertion `idx < size` failed."},
                                         "cuda:0", False)
-    assert ok is True and observed == "AcceleratorError/710" and "error code 710" in detail
+    assert ok is True and observed == "cudaErrorAssert/710" and "cudaErrorAssert (710" in detail
     assert "Assertion" in detail
     ok, _, _ = judge_report({"raised": True, "type": "RuntimeError", "message": "", "exit": 3, "stderr": ""},
                             "cuda:0", False)

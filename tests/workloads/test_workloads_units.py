@@ -172,7 +172,9 @@ def test_pci_sysfs_reader(tmp_path: Path) -> None:
         (dev / name).write_text(text + "\n")
     out = PciSysfsReader(tmp_path).read(None, 0, {"pci_bus_id": InfoField(value="00000000:17:00.0", source="t")})
     assert out["vendor"].value == "NVIDIA (PCI vendor 0x10de)"
-    assert (out["pcie_gen_max"].value, out["pcie_width_max"].value) == ("5", "16")
+    # the endpoint's max_link_speed is the card's own; without the port above it the link's maximum is unknown
+    assert (out["pcie_gen_card"].value, out["pcie_width_max"].value) == ("5", "16")
+    assert out["pcie_gen_max"].value is None and "lower of card and slot" in out["pcie_gen_max"].unavailable
     assert out["pcie_gen_current"].value == "1"
     unknown = PciSysfsReader(tmp_path).read(None, 0, {})
     assert all(f.value is None and f.unavailable for f in unknown.values())

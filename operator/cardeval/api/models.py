@@ -196,7 +196,7 @@ class ExpectedCard(ApiModel):
         default=None, description="contained in each card's model name, case-insensitive (e.g. H100)")
     firmware: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None, description="each card's firmware version, exactly")
-    memory_gib: float | None = Field(default=None, gt=0, le=65536, alias="memoryGiB",
+    memory_gib: float | None = Field(default=None, ge=0.001, le=65536, alias="memoryGiB",
                                      description="each card's memory in GiB, within 3 % (drivers reserve some)")
 
 

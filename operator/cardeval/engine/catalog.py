@@ -32,7 +32,7 @@ BOTH = TRAINING | INFERENCE
 
 
 class Topology(str, Enum):
-    """Where a clause's evidence comes from (SPEC §3)."""
+    """Where a clause's evidence comes from (docs/design.md, "Where a clause's evidence comes from")."""
 
     CARD = "card"              # each card, measured alone, in a pod holding the node's cards
     NODE = "node"              # all cards of a node together
@@ -102,7 +102,7 @@ class Clause:
 
 # --- shared pieces --------------------------------------------------------------
 
-#: The sub-checks of the device-plugin check (6.1.n, 8.2.14; SPEC §4). The operator's
+#: The sub-checks of the device-plugin check (6.1.n, 8.2.14; docs/design.md). The operator's
 #: ``cardeval.operator.deviceplugin`` reports each of them, undetermined (with the reason)
 #: when it could not be checked, e.g. with the opt-in probe off.
 DEVICE_PLUGIN_CHECKS = (
@@ -116,7 +116,7 @@ DEVICE_PLUGIN_CHECKS = (
     "pod_resources.given_equals_seen",
 )
 #: Shown with the verdict, never judged: NUMA affinity is optional in the API, and whether a
-#: pod that asked for no card sees none depends on the container runtime (SPEC §4 is silent).
+#: pod that asked for no card sees none depends on the container runtime (the method is silent).
 DEVICE_PLUGIN_INFORMATIONAL = ("device_plugin.numa_reported", "isolation.none_sees_none")
 DEVICE_PLUGIN_METRICS = ("node.capacity", "node.allocatable", "node.unhealthy", "device_plugin.devices",
                          "device_plugin.healthy")
@@ -290,7 +290,7 @@ GENERAL = [
                                          metrics=DEVICE_PLUGIN_METRICS, workload="device-plugin"),
                                PodsSawTheirCards()))),
            ("device-plugin", "device-visibility"),
-           note="judged by the operator's device-plugin check (SPEC §4): the Node's capacity and allocatable, "
+           note="judged by the operator's device-plugin check (docs/design.md): the Node's capacity and allocatable, "
                 "isolation pods (1 card, all, none, one more than the node has), and the opt-in privileged "
                 "probe pod speaking the device plugin API v1beta1 and the kubelet PodResources API v1"),
 ]

@@ -183,7 +183,7 @@ class NeedsCards(Rule):
 
     ``cpu_stand_in``: on a node with no accelerator, where the workload ran on the host
     CPU (several processes over gloo), judge that run instead of ``not_run``, saying so in
-    the reason — as the CPU stand-in of every card workload is judged (SPEC §8). A node
+    the reason — as the CPU stand-in of every card workload is judged (docs/verdicts.md). A node
     with one card stays ``not_run``: its run says nothing about card-to-card communication.
     """
 

@@ -4,7 +4,9 @@ The compact envelope comes from the pod's termination message (container
 status), the full envelope from the pod log (through the API server, which
 asks the kubelet).  ``engine.collect`` cross-checks them, exactly as the local
 executor does with a process's stdout and termination file.  What only the
-cluster can tell — a deadline, a pod that never started — becomes the reason.
+cluster can tell — a deadline, a pod that never started — becomes the reason:
+a run stopped at its deadline is an error when its container had begun (it
+hung, as a local run past its time limit is), ``not_run`` when it never did.
 """
 
 from __future__ import annotations
@@ -40,6 +42,34 @@ def _terminated(pod: dict) -> dict | None:
     return None
 
 
+def _started(pod: dict) -> str | None:
+    """How the workload container shows it began (running, or started), when it left no termination:
+    a pod stopped at its deadline while it ran hung, it did not fail to start.  None: it never began."""
+    status = pod.get("status") or {}
+    for cs in status.get("containerStatuses") or []:
+        if cs.get("name") != CONTAINER:
+            continue
+        running = (cs.get("state") or {}).get("running")
+        if running is not None:
+            since = running.get("startedAt")
+            return f"its container was still running{f' (since {since})' if since else ''}"
+        if cs.get("started") is True:
+            return "its container had started"
+    if status.get("phase") == "Running":
+        return "the pod was Running"
+    return None
+
+
+def stopped_at_deadline(what: str, timeout_s: int, pod: dict) -> str | None:
+    """The error of a run that began and was still going at its deadline (hung), or None when it
+    never began (then it did not run: ``_never_started`` says why)."""
+    began = _started(pod)
+    if began is None:
+        return None
+    return (f"{what} did not finish within its time limit of {timeout_s}s (activeDeadlineSeconds) and was "
+            f"stopped: {began} and left no result")
+
+
 def _never_started(pod: dict) -> str:
     status = pod.get("status") or {}
     for cond in status.get("conditions") or []:
@@ -72,6 +102,9 @@ def collect_job(kube: Kube, namespace: str, item: WorkItem, job: dict, state: Jo
     deadline = state.reason == "DeadlineExceeded"
     if not ran:
         if pods and deadline:
+            hung = stopped_at_deadline(f"workload {item.workload}", item.timeout_s, pods[-1])
+            if hung is not None:
+                return WorkloadRun(item.workload, error=hung)
             why = _never_started(pods[-1])
             return WorkloadRun(item.workload, not_run=f"workload {item.workload} did not run within its time "
                                f"limit of {item.timeout_s}s: {why}")

@@ -93,7 +93,12 @@ class ProbeSettings:
     probe_enabled: bool = False
     device_plugins_dir: str = DEFAULT_DEVICE_PLUGINS_DIR
     pod_resources_dir: str = DEFAULT_POD_RESOURCES_DIR
-    #: ``--device`` of the pods' workloads (auto: the card's backend, else the CPU).
+    #: ``--device`` of the pods' workloads: ``auto`` (the card's backend, else the host CPU), also when
+    #: the card Jobs run with ``accelerator`` or, under ``spec.cpuStandIn``, ``cpu``
+    #: (``planner.cluster_device``). These pods count what they see and measure nothing: the pod asking
+    #: for no card must still report (``accelerator`` would turn "sees none" into an error), and a pod
+    #: that sees no card reports the framework count as unavailable and the visible-devices variables,
+    #: so that ``isolation.*_sees_*`` compare counts, never a CPU device with a card.
     device: str = "auto"
     #: How long a pod that should run may take from creation to its end.
     pod_timeout_s: float = 300.0

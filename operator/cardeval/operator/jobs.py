@@ -6,7 +6,9 @@ affinity on ``metadata.name`` (the scheduler still checks the extended resource,
 unlike ``nodeName``), asking for the evaluation's extended resource in the
 count the item needs, tolerating the taints ``admission.onPass`` would remove
 (new nodes are usually tainted until validated), with a restricted security
-context.
+context.  The workload runs with ``--device`` from ``planner.cluster_device``:
+the cards the pod was given (``accelerator``: never a silent fall-back to the
+host CPU), or the host CPU when ``spec.cpuStandIn`` asks for it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from cardeval.api.models import CardEvaluation
 from cardeval.operator import labels as L
 from cardeval.operator.config import Settings
-from cardeval.engine.planner import WorkItem
+from cardeval.engine.planner import WorkItem, cluster_device
 from cardeval_workloads.envelope import DEFAULT_TERMINATION_PATH
 
 CONTAINER = "workload"
@@ -53,7 +55,7 @@ def job_manifest(item: WorkItem, evaluation: CardEvaluation, uid: str, settings:
         "name": CONTAINER,
         "image": spec.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": [*settings.workload_python, *item.argv()],
+        "command": [*settings.workload_python, *item.argv(cluster_device(spec))],
         "env": env,
         "resources": {"limits": {spec.resource_name: str(item.cards)}},
         "terminationMessagePath": DEFAULT_TERMINATION_PATH,

@@ -45,7 +45,7 @@ from cardeval.api.models import CardEvaluation, Launcher
 from cardeval.engine.catalog import Topology
 from cardeval.engine.collect import collect
 from cardeval.engine.facts import WorkloadRun
-from cardeval.engine.planner import Plan, WorkItem, item_name, program_of
+from cardeval.engine.planner import Plan, WorkItem, cluster_device, item_name, program_of
 from cardeval.operator import labels as L
 from cardeval.operator.config import Settings
 from cardeval.operator.jobs import CONTAINER, JobState, job_manifest
@@ -88,13 +88,15 @@ class MultiNodeItem:
     timeout_s: int
     launcher: str
     params: tuple[tuple[str, str], ...] = ()
+    #: ``--device`` of every rank (``planner.cluster_device``): the cards, or the host CPU stand-in.
+    device: str = "accelerator"
 
     @property
     def ranks(self) -> int:
         return len(self.nodes) * self.cards_per_node
 
     def argv(self) -> list[str]:
-        return self.work_item(self.nodes[0]).argv()
+        return self.work_item(self.nodes[0]).argv(self.device)
 
     def work_item(self, node: str) -> WorkItem:
         """The per-node view, for the shared Job builder (``jobs.job_manifest``)."""
@@ -140,7 +142,8 @@ def plan_multinode(evaluation: CardEvaluation, the_plan: Plan) -> MultiNodePlan:
         out.items.append(MultiNodeItem(
             name=item_name(evaluation.metadata.name, "multi-node", key), evaluation=evaluation.metadata.name,
             key=key, workload=program_of(key), nodes=chosen, cards_per_node=spec.expected_cards_per_node,
-            clauses=clauses, profile=spec.profile, timeout_s=timeout, launcher=launcher))
+            clauses=clauses, profile=spec.profile, timeout_s=timeout, launcher=launcher,
+            device=cluster_device(spec)))
     return out
 
 
@@ -394,7 +397,7 @@ def collect_multinode(kube, namespace: str, item: MultiNodeItem, kind: str, obj:
                       log_limit_bytes: int) -> WorkloadRun:
     """A finished run → ``WorkloadRun``, from the pod that reports: the MPIJob's launcher (mpirun
     forwards rank 0's stdout), or pod 0 of the Indexed Job. Reuses the single-node collection."""
-    from cardeval.operator.collect_k8s import _never_started, _terminated, read_log
+    from cardeval.operator.collect_k8s import _never_started, _terminated, read_log, stopped_at_deadline
 
     selector = launcher_selector(item.name) if kind == "mpijob" else reporting_pod_selector(item.name)
     meta = obj.get("metadata") or {}
@@ -412,10 +415,14 @@ def collect_multinode(kube, namespace: str, item: MultiNodeItem, kind: str, obj:
     pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
     what = f"{'MPIJob' if kind == 'mpijob' else 'Indexed Job'} {item.name}"
     ran = [(p, t) for p in pods if (t := _terminated(p)) is not None]
+    detail = f" ({state.reason}: {state.message})" if state.reason else ""
     if not ran:
         if pods:
-            return WorkloadRun(item.key, not_run=f"{what}: {_never_started(pods[-1])}"
-                               + (f" ({state.reason}: {state.message})" if state.reason else ""))
+            # stopped while its reporting pod ran (a hang): an error; it never began: not run
+            hung = None if state.succeeded else stopped_at_deadline(what, item.timeout_s, pods[-1])
+            if hung is not None:
+                return WorkloadRun(item.key, error=f"{hung}{detail}"[:1000])
+            return WorkloadRun(item.key, not_run=f"{what}: {_never_started(pods[-1])}{detail}")
         return WorkloadRun(item.key, error=f"{what} finished but its reporting pod is gone"
                            + (f" ({state.reason}: {state.message})" if state.reason else ""))
     pod, term = ran[-1]

@@ -35,7 +35,12 @@ nothing that was already right:
    holds the members' judging until then.
 5. **Report.**  The status is rebuilt from the stored results and patched only
    when it changed; Events at start, per node and at the end; metrics; and
-   ``admission.onPass`` for compliant nodes once the evaluation is complete.
+   ``admission.onPass`` once the evaluation is complete, for the nodes
+   ``judge.admission_blocker`` lets through: compliant, not judged on the CPU
+   stand-in, and not resting on relaxed thresholds unless
+   ``spec.admission.acceptRelaxedThresholds``.  A node held back only by the
+   stand-in or relaxed thresholds gets a ``NodeNotAdmitted`` warning Event
+   (once per generation and node) with the reason.
 """
 
 from __future__ import annotations
@@ -46,10 +51,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cardeval.api.models import (
-    API_VERSION, GROUP, PLURAL, VERSION, CardEvaluation, EvaluationStatus, NodeResult, NodeSummary, Phase,
+    API_VERSION, GROUP, PLURAL, VERSION, CardEvaluation, ComplianceReason, EvaluationSpec, EvaluationStatus,
+    NodeResult, NodeSummary, Phase,
 )
 from cardeval.engine.facts import WorkloadRun
-from cardeval.engine.judge import judge_node
+from cardeval.engine.judge import admission_blocker, judge_node, threshold_overrides
 from cardeval.engine.load import InvalidInput, from_mapping
 from cardeval.engine.planner import Plan, WorkItem, plan
 from cardeval.engine.status import build_status, node_summary, now
@@ -200,7 +206,8 @@ class Reconciler:
         the_plan = plan(evaluation, names, operator_checks=DP.OPERATOR_CHECKS)
         pending = [NodeSummary(name=n, phase=Phase.PENDING, message="queued") for n in names]
         status = build_status(prev if prev and prev.observed_generation is not None else None, generation,
-                              pending, len(names), [c.id for c in the_plan.excluded], now())
+                              pending, len(names), [c.id for c in the_plan.excluded], now(),
+                              **_status_extras(evaluation.spec))
         status.completed_at = None
         # Events first, status second: a crash in between repeats the event on the next pass, and its
         # deterministic name turns the repeat into AlreadyExists (never a lost or a doubled event).
@@ -361,8 +368,11 @@ class Reconciler:
                             mode="cluster")
         c = result.counts
         note = f" ({gone or cannot_run})" if (gone or cannot_run) else ""
+        verdict = "compliant" if result.compliant else "not compliant"
+        if result.compliance in HELD_BACK:
+            verdict += f" ({result.compliance})"
         self.events.post(name, p.uid, "NodeEvaluated",
-                         f"node {q.node}: {'compliant' if result.compliant else 'not compliant'}; "
+                         f"node {q.node}: {verdict}; "
                          f"{c.passed} pass, {c.failed} fail, {c.warned} warn, {c.not_run} not run, "
                          f"{c.errored} error of {c.clauses} clauses{note}",
                          warning=bool(gone or cannot_run), key=f"{p.generation}/{q.node}")
@@ -461,7 +471,7 @@ class Reconciler:
                                              message="queued (spec.maxNodesInParallel)"))
         started = p.prev.started_at if p.prev else None
         status = build_status(p.prev, p.generation, summaries, len(p.queues), [c.id for c in p.plan.excluded],
-                              started)
+                              started, **_status_extras(p.evaluation.spec))
         was_complete = p.prev is not None and p.prev.phase == Phase.COMPLETE.value
         if status.phase == Phase.COMPLETE.value and not was_complete:
             self.events.post(name, p.uid, "Finished", status.message, key=str(p.generation))
@@ -475,13 +485,21 @@ class Reconciler:
             complete=status.phase == Phase.COMPLETE.value, compliant=status.compliant, results=dict(p.results)))
 
     def _admit(self, p: Pass) -> bool:
-        """``admission.onPass`` for every compliant node; True when nothing is left to do."""
-        admission_spec = p.evaluation.spec.admission
+        """``admission.onPass`` for every node ``admission_blocker`` lets through; True when nothing is left
+        to do.  A node kept out only by the CPU stand-in or relaxed thresholds gets a warning Event."""
+        spec = p.evaluation.spec
+        admission_spec = spec.admission
         if not admission_spec or not admission_spec.on_pass:
             return True
         ok = True
         for node, result in sorted(p.results.items()):
-            if not result.compliant:
+            blocker = admission_blocker(result, spec)
+            if blocker is not None:
+                if result.compliance in HELD_BACK:
+                    self.events.post(p.evaluation.metadata.name, p.uid, "NodeNotAdmitted",
+                                     f"node {node} not admitted: spec.admission.onPass left undone "
+                                     f"({result.compliance}): {blocker}",
+                                     warning=True, key=f"{p.generation}/{node}")
                 continue
             try:
                 if admission.admit(self.kube, node, admission_spec.on_pass):
@@ -507,6 +525,14 @@ class Reconciler:
 
 #: Blocking clauses listed per node in the status (all of them are in the node's ConfigMap).
 STATUS_BLOCKING_LIMIT = 16
+#: Compliance reasons of nodes that met their shall clauses and are still not admitted: the reason is
+#: the harness (the CPU stand-in) or the spec (relaxed thresholds), so a NodeNotAdmitted Event says it.
+HELD_BACK = frozenset({ComplianceReason.CPU_STAND_IN.value, ComplianceReason.RELAXED.value})
+
+
+def _status_extras(spec: EvaluationSpec) -> dict:
+    """What the status lists beside the verdicts: the spec's threshold overrides and the CPU stand-in."""
+    return {"overrides": threshold_overrides(spec), "cpu_stand_in": spec.cpu_stand_in}
 
 
 def cluster_node_summary(result: NodeResult, ref) -> NodeSummary:
@@ -520,6 +546,13 @@ def cluster_node_summary(result: NodeResult, ref) -> NodeSummary:
     if blocked:
         more = f" (first {STATUS_BLOCKING_LIMIT} in blocking)" if len(blocked) > STATUS_BLOCKING_LIMIT else ""
         summary.message = f"{head}not compliant: {len(blocked)} shall clause(s) not met{more}"
+    elif result.compliance == ComplianceReason.CPU_STAND_IN.value:
+        summary.message = f"{head}not compliant: judged on the CPU stand-in (spec.cpuStandIn)"
+    elif result.compliance == ComplianceReason.RELAXED.value:
+        summary.message = (f"{head}compliant with {len(result.relaxed)} shall clause(s) passing on relaxed "
+                           "thresholds (status.thresholdOverrides)")
+    elif result.compliance == ComplianceReason.NOTHING_JUDGED.value:
+        summary.message = f"{head}not compliant: no shall clause judged Pass or Attested"
     else:
         summary.message = f"{head}compliant for what ran"
     gone = next((r.reason for r in result.results if r.reason.startswith(f"node {result.node} was deleted")), None)

@@ -1,7 +1,7 @@
 """The invocation contract the engine relies on.
 
 ``python -m cardeval_workloads <workload> [--profile quick|standard|full]
-[--device auto|cpu|cuda|rocm|npu|mlu|musa|xpu] [--devices all|0,1,...]
+[--device auto|accelerator|cpu|cuda|rocm|npu|mlu|musa|xpu] [--devices all|0,1,...]
 [--param key=value ...]``
 
 * Logs go to stderr. Stdout carries exactly one line: the envelope
@@ -13,6 +13,11 @@
   ``status="error"`` and the exception in ``errors``. Exit 2: the invocation
   was invalid (unknown workload, bad parameter, no such device index); the
   envelope has ``status="error"`` too.
+* ``--device accelerator`` is ``auto`` without the host-CPU fallback. When no
+  card is visible, nothing runs: the envelope has ``status="error"``, no
+  devices, and an error naming what was tried; the exit is 0, since an
+  envelope was produced and "this pod sees no card" is a finding about the
+  node for the engine to judge, not a crash of the workload.
 * SIGTERM (Kubernetes' time limit or pod deletion) ends the run with an error
   envelope that says so, keeping what was measured before it (exit 1).
 * A rank other than 0 of a run started by ``mpirun`` or ``torchrun`` prints no
@@ -37,7 +42,8 @@ from .profiles import PROFILES, select as select_sizes
 from .stdio import CleanStdout
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "rocm", "npu", "mlu", "musa", "xpu")
+#: Same as :data:`.device.DEVICE_CHOICES`, repeated so ``--help`` and argument errors need no torch import.
+DEVICE_CHOICES = ("auto", "accelerator", "cpu", "cuda", "rocm", "npu", "mlu", "musa", "xpu")
 
 log = logging.getLogger("cardeval")
 
@@ -79,12 +85,27 @@ def _fallback(workload: str, message: str) -> Envelope:
     return Envelope(workload=workload, status="error", startedAt=t, finishedAt=t, errors=[message])
 
 
+def _select_or_report(devmod: Any, kind: str, out: EnvelopeBuilder) -> Any | None:
+    """The backend for ``--device kind``, or None after recording that no accelerator is visible.
+
+    Only :class:`~.device.NoAccelerator` is absorbed here (exit 0, status error);
+    an explicitly named backend that is unusable still raises (exit 1).
+    """
+    try:
+        return devmod.select(kind)
+    except devmod.NoAccelerator as exc:
+        log.error("%s", exc)
+        out.error(str(exc))
+        return None
+
+
 def run(argv: list[str]) -> tuple[Envelope, int]:
     """Parse, run, and build the envelope; never raises (except BaseException from outside)."""
     raw_name = next((a for a in argv if not a.startswith("-")), "") if argv else ""
     out = EnvelopeBuilder(workload=(raw_name or "unknown")[:64])
     code = EXIT_OK
     ctx = None
+    no_accelerator = False
     try:
         args = _parser().parse_args(argv)
         out.workload = args.workload[:64] or "unknown"
@@ -98,16 +119,18 @@ def run(argv: list[str]) -> tuple[Envelope, int]:
         from . import device as devmod  # torch is imported here, after argument checks
         from .context import RunContext
 
-        accel = devmod.select(args.device)
-        out.backend = accel.backend
-        indices = devmod.parse_devices(args.devices, accel)
-        sizes = select_sizes(module.PROFILES, args.profile, accel.is_accelerator)
-        ctx = RunContext(workload=args.workload, profile=args.profile, params=params, accel=accel,
-                         devices=indices, out=out, sizes=sizes)
-        log.info("%s: profile %s on %s devices %s", args.workload, args.profile, accel.backend, indices)
-        module.run(ctx)
-        if ctx.failed:
-            code = EXIT_FAILED
+        accel = _select_or_report(devmod, args.device, out)
+        no_accelerator = accel is None
+        if accel is not None:
+            out.backend = accel.backend
+            indices = devmod.parse_devices(args.devices, accel)
+            sizes = select_sizes(module.PROFILES, args.profile, accel.is_accelerator)
+            ctx = RunContext(workload=args.workload, profile=args.profile, params=params, accel=accel,
+                             devices=indices, out=out, sizes=sizes)
+            log.info("%s: profile %s on %s devices %s", args.workload, args.profile, accel.backend, indices)
+            module.run(ctx)
+            if ctx.failed:
+                code = EXIT_FAILED
     except UsageError as exc:
         out.error(f"invalid invocation: {exc}")
         code = EXIT_USAGE
@@ -128,7 +151,7 @@ def run(argv: list[str]) -> tuple[Envelope, int]:
     except Exception as exc:  # noqa: BLE001
         log.warning("could not collect versions: %s", exc)
     try:
-        envelope = out.build(status="ok" if code == EXIT_OK else "error")
+        envelope = out.build(status="ok" if code == EXIT_OK and not no_accelerator else "error")
     except Exception as exc:  # noqa: BLE001 - an inconsistent result is itself an error
         envelope = _fallback(out.workload, f"could not build the envelope: {describe_exception(exc)}")
         code = max(code, EXIT_FAILED)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,17 @@ PLUGIN_PACKAGES = {"npu": "torch_npu", "mlu": "torch_mlu", "musa": "torch_musa"}
 #: Matrix-product number formats the harness knows about.
 DTYPES = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "rocm") + OTHER_BACKENDS
+#: ``accelerator`` is ``auto`` without the host-CPU fallback (see :func:`select`).
+DEVICE_CHOICES = ("auto", "accelerator", "cpu", "cuda", "rocm") + OTHER_BACKENDS
+
+
+class NoAccelerator(RuntimeError):
+    """``--device accelerator`` found no card: a finding about the node, reported, not raised past the CLI.
+
+    The message names every backend that was tried and why it gave nothing, so
+    the reader of a failed card Job knows whether the driver, the plugin or
+    the pod's device allocation is missing.
+    """
 
 
 class Accelerator:
@@ -265,25 +276,63 @@ def _available(module: Any) -> bool:
         return False
 
 
+def _cuda_absence() -> str:
+    """Why torch.cuda gives no card, in the words a node's operator can act on."""
+    if getattr(torch.version, "hip", None):
+        build = f"ROCm {torch.version.hip} build"
+    elif torch.version.cuda:
+        build = f"CUDA {torch.version.cuda} build"
+    else:
+        build = "CPU-only build"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    seen = f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else ""
+    return f"torch.cuda: is_available() is False (torch {torch.__version__}, {build}{seen})"
+
+
+def _other_absence(name: str) -> str:
+    """Why ``torch.<name>`` gives no card (no backend, plugin missing, or zero devices)."""
+    plugin = PLUGIN_PACKAGES.get(name)
+    if _backend_module(name) is None:
+        if plugin and importlib.util.find_spec(plugin) is None:
+            return f"torch.{name}: no backend ({plugin} not installed)"
+        return f"torch.{name}: no backend in this torch"
+    return f"torch.{name}: no available device"
+
+
+def _first_accelerator() -> Accelerator | None:
+    """CUDA/ROCm, then npu/mlu/musa/xpu: the first backend with a visible device, or None."""
+    if torch.cuda.is_available():
+        return CudaBackend()
+    for name in OTHER_BACKENDS:
+        module = _backend_module(name)
+        if module is not None and _available(module):
+            return TorchBackend(name, name, module)
+    return None
+
+
 def select(kind: str) -> Accelerator:
     """The backend for ``--device kind``; ``auto`` prefers CUDA/ROCm, then npu/mlu/musa/xpu, then cpu.
 
-    Asking explicitly for a backend that is not usable is a RuntimeError (exit 1):
-    on a node that should have cards, that is a finding about the node, not a
-    mistake in the invocation.
+    ``accelerator`` searches in the same order but never falls back to the
+    host CPU: a card Job whose pod sees no card must say so in seconds, not
+    benchmark the CPU for hours. It raises :class:`NoAccelerator`, naming what
+    was tried. Asking explicitly for a backend that is not usable is a
+    RuntimeError (exit 1): on a node that should have cards, that is a finding
+    about the node, not a mistake in the invocation.
     """
     if kind not in DEVICE_CHOICES:
         raise UsageError(f"unknown device {kind!r} (choose from {', '.join(DEVICE_CHOICES)})")
     if kind == "cpu":
         return CpuBackend()
-    if kind == "auto":
-        if torch.cuda.is_available():
-            return CudaBackend()
-        for name in OTHER_BACKENDS:
-            module = _backend_module(name)
-            if module is not None and _available(module):
-                return TorchBackend(name, name, module)
-        return CpuBackend()
+    if kind in ("auto", "accelerator"):
+        found = _first_accelerator()
+        if found is not None:
+            return found
+        if kind == "auto":
+            return CpuBackend()
+        tried = [_cuda_absence()] + [_other_absence(name) for name in OTHER_BACKENDS]
+        raise NoAccelerator("no accelerator is visible to this process (--device accelerator): "
+                            + "; ".join(tried))
     if kind in ("cuda", "rocm"):
         is_hip = bool(getattr(torch.version, "hip", None))
         if (kind == "rocm") != is_hip:

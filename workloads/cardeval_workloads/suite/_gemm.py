@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -90,6 +90,62 @@ def fp8_dtypes() -> list[Any]:
     return [getattr(torch, n) for n in ("float8_e4m3fn", "float8_e4m3fnuz") if hasattr(torch, n)]
 
 
+#: The path each format's product takes when a device offers only one: the
+#: torch operator every backend implements for it.
+DEFAULT_PATH = {"fp32": "torch.mm", "tf32": "torch.mm", "fp16": "torch.mm", "bf16": "torch.mm",
+                "int8": "torch._int_mm", "fp8": "torch._scaled_mm"}
+
+#: FP32 on the host CPU: the GEMM libraries a torch + numpy install really
+#: carries, which differ by a factor of two depending on the processor —
+#: torch.mm goes to ATen's CPU BLAS (MKL in the PyPI wheels, slow on AMD
+#: processors), oneDNN's own JIT kernels (reached through its linear operator)
+#: dispatch on the instruction set, not the vendor, and numpy's OpenBLAS picks
+#: its kernel at load time (``OPENBLAS_CORETYPE`` can pin a slower one).
+#: ``torch.matmul`` of two matrices *is* ``torch.mm``, so it is not listed.
+CPU_FP32_PATHS = ("torch.mm", "onednn.linear", "numpy.matmul")
+
+
+def paths(fmt_name: str, device_type: str) -> tuple[str, ...]:
+    """Every path worth timing for ``fmt_name`` on ``device_type``, the default first.
+
+    The peak rate is the best the device's libraries reach, so where several
+    real libraries exist (FP32 on a CPU) each is tried; a card's vendor library
+    is what torch calls, so on an accelerator there is one path per format.
+    """
+    if device_type == "cpu" and fmt_name == "fp32":
+        return CPU_FP32_PATHS
+    return (DEFAULT_PATH[fmt_name],)
+
+
+def _onednn_linear(a: torch.Tensor, b: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """``a @ b`` through oneDNN's FP32 linear operator (weight = Bᵀ, n×k row-major: no copy)."""
+    linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if not torch.backends.mkldnn.is_available() or linear is None:
+        raise RuntimeError("this torch has no oneDNN (mkldnn) linear operator")
+    weight = b.t()
+    return lambda: linear(a, weight, None, "none", [], "")
+
+
+def _numpy_matmul(a: torch.Tensor, b: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """``a @ b`` through numpy's BLAS on the same memory, returned as a tensor for verification."""
+    import numpy as np
+
+    a_np, b_np = a.numpy(), b.numpy()
+    return lambda: torch.from_numpy(np.matmul(a_np, b_np))
+
+
+def path_call(fmt_name: str, path: str, a: torch.Tensor, b: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """The call computing ``a @ b`` through ``path``; raises if this install lacks the library."""
+    if path == "torch.mm" and fmt_name in ("fp32", "tf32", "fp16", "bf16"):
+        return lambda: torch.mm(a, b)
+    if fmt_name == "fp32" and a.device.type == "cpu":
+        if path == "onednn.linear":
+            return _onednn_linear(a, b)
+        if path == "numpy.matmul":
+            return _numpy_matmul(a, b)
+    raise ValueError(f"no GEMM path {path!r} for {fmt_name} on {a.device.type}")
+
+
 @dataclass
 class Case:
     """Operands on the device and the call that multiplies them."""
@@ -103,6 +159,7 @@ class Case:
     call: Callable[[], torch.Tensor]
     device_type: str
     note: str = ""
+    path: str = ""
 
     @property
     def flops(self) -> float:
@@ -117,6 +174,12 @@ class Case:
         with self.mode():
             return self.call()
 
+    def via(self, path: str) -> Case:
+        """The same operands multiplied through another path (so both results can be verified alike)."""
+        if path == self.path:
+            return self
+        return replace(self, call=path_call(self.fmt.name, path, self.a, self.b), path=path)
+
 
 def _scaled_mm(a: torch.Tensor, b: torch.Tensor, one: torch.Tensor) -> torch.Tensor:
     out = torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
@@ -124,13 +187,15 @@ def _scaled_mm(a: torch.Tensor, b: torch.Tensor, one: torch.Tensor) -> torch.Ten
 
 
 def make_case(fmt_name: str, m: int, k: int, n: int, device: torch.device,
-              generator: torch.Generator | None = None, fp8_dtype: Any = None) -> Case:
+              generator: torch.Generator | None = None, fp8_dtype: Any = None, path: str | None = None) -> Case:
     """Fresh random operands (A: m×k row-major, B: k×n column-major) and the product call.
 
     ``generator`` (a CPU generator) makes the inputs reproducible; without it
     they are drawn on the device (fast at benchmark sizes). B is column-major
     because that is the layout INT8/FP8 kernels (cuBLASLt "TN") require; for
     the float formats it is the layout of ``x @ W.T`` in a linear layer.
+    ``path`` (one of :func:`paths`) picks the library; default: the format's
+    torch operator.
     """
     fmt = FORMATS[fmt_name]
     where = "cpu" if generator is not None else device
@@ -162,7 +227,8 @@ def make_case(fmt_name: str, m: int, k: int, n: int, device: torch.device,
         call = lambda: _scaled_mm(a, b, one)  # noqa: E731
     else:
         raise KeyError(fmt_name)
-    return Case(fmt, m, k, n, a, b, call, device.type, note)
+    case = Case(fmt, m, k, n, a, b, call, device.type, note, DEFAULT_PATH[fmt_name])
+    return case.via(path) if path else case
 
 
 @dataclass

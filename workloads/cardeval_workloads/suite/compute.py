@@ -16,9 +16,19 @@ tf32, fp16, bf16, int8 and fp8 (E4M3 through ``torch._scaled_mm``):
    was not engaged and support is not shown.
 3. **Rate**: a sweep of square sizes, each with warm-up, calibrated samples
    and repeats, timed with device events where available. FLOPs = 2·M·N·K.
-   ``rate.<fmt>`` per size (labels detail=true, shape); ``peak.<fmt>`` at the
-   size with the best median, value = that median, stats over the repeats
-   (the mean is the 8.3.1.1 f "average peak"). Units: TFLOPS, TOPS for int8.
+   Every GEMM path the device's libraries offer is swept
+   (:func:`._gemm.paths`: on a CPU, FP32 through torch.mm, oneDNN and numpy;
+   on a card, the format's torch operator), each path first verified on the
+   correctness product — a path that computes wrong is excluded: named in
+   the peak's ``excluded`` label, its reason in an unavailable ``rate.<fmt>``.
+   ``rate.<fmt>`` per size and path (labels detail=true, shape, path), value
+   = the mean over the repeats.
+   ``peak.<fmt>`` is 8.3.1.1 f's "average peak": the configuration (path,
+   size) with the best mean, value = that mean over its repeats, the
+   per-repeat rates in ``stats.samples``; labels ``shape``, ``path``,
+   ``reduction`` (how the value was reduced) and, where several paths
+   exist, ``paths`` (all tried).
+   Units: TFLOPS, TOPS for int8.
 
 Sizes too slow for the profile's time budget, or too large for free memory,
 are reported as skipped with the reason. A failed correctness check does not
@@ -40,6 +50,7 @@ tests to prove that the check catches a corrupted product.
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from dataclasses import dataclass
 
@@ -96,11 +107,18 @@ PROFILES = {
 
 PROBE = 32
 MIN_REPEATS = 3
+#: Idle time before each path's sweep on a CPU. BLAS libraries keep their worker threads
+#: spinning after a call (OpenBLAS for up to ~2^28 cycles); without a pause the next
+#: library shares the cores with them and looks slower than it is.
+PATH_PAUSE_S = 0.3
+#: How ``peak.<fmt>`` is reduced, as its ``reduction`` label says (8.3.1.1 f: the average peak).
+PEAK_REDUCTION = "mean of repeats, best path+size (8.3.1.1 f)"
 
 
 @dataclass
 class ShapeResult:
     n: int
+    path: str = ""
     stats: Stats | None = None
     per_call_s: float | None = None
     skipped: str | None = None
@@ -126,9 +144,10 @@ def _operand_bytes(fmt: str, n: int) -> int:
 
 
 def measure_rate(accel: Accelerator, index: int, fmt: str, n: int, cfg: dict, *,
-                 fp8_dtype=None, predicted_call_s: float | None = None) -> ShapeResult:
-    """Rate of one n×n×n product of ``fmt`` on device ``index`` — the measurement ``bench/`` reuses."""
-    result = ShapeResult(n)
+                 fp8_dtype=None, predicted_call_s: float | None = None, path: str | None = None) -> ShapeResult:
+    """Rate of one n×n×n product of ``fmt`` through ``path`` on device ``index`` — what ``bench/`` reuses."""
+    path = path or _gemm.DEFAULT_PATH[fmt]
+    result = ShapeResult(n, path)
     budget = float(cfg["shape_budget_s"])
     warmup = int(cfg["warmup"])
     if predicted_call_s is not None and predicted_call_s * (warmup + MIN_REPEATS) > budget:
@@ -142,7 +161,7 @@ def measure_rate(accel: Accelerator, index: int, fmt: str, n: int, cfg: dict, *,
         return result
     case = None
     try:
-        case = _gemm.make_case(fmt, n, n, n, accel.device(index), fp8_dtype=fp8_dtype)
+        case = _gemm.make_case(fmt, n, n, n, accel.device(index), fp8_dtype=fp8_dtype, path=path)
         with case.mode():
             timing = measure(case.call, timer_for(accel, index), warmup=warmup,
                              warmup_s=float(cfg.get("warmup_s", 0.0)), repeats=int(cfg["repeats"]),
@@ -166,14 +185,14 @@ def measure_rate(accel: Accelerator, index: int, fmt: str, n: int, cfg: dict, *,
 
 
 def sweep(accel: Accelerator, index: int, fmt: str, sizes: list[int], cfg: dict,
-          fp8_dtype=None, sampler: power.PowerSampler | None = None) -> list[ShapeResult]:
-    """All sizes in ascending order; a size predicted too slow is skipped without running."""
+          fp8_dtype=None, sampler: power.PowerSampler | None = None, path: str | None = None) -> list[ShapeResult]:
+    """All sizes in ascending order through one path; a size predicted too slow is skipped without running."""
     results: list[ShapeResult] = []
     last: tuple[int, float] | None = None
     for n in sorted(set(sizes)):
         predicted = last[1] * (n / last[0]) ** 3 if last else None
         start = sampler.mark() if sampler is not None else None
-        r = measure_rate(accel, index, fmt, n, cfg, fp8_dtype=fp8_dtype, predicted_call_s=predicted)
+        r = measure_rate(accel, index, fmt, n, cfg, fp8_dtype=fp8_dtype, predicted_call_s=predicted, path=path)
         if sampler is not None and start is not None and r.stats is not None:
             r.power = sampler.window(start, sampler.mark(), index)
         if r.per_call_s is not None:
@@ -181,6 +200,48 @@ def sweep(accel: Accelerator, index: int, fmt: str, sizes: list[int], cfg: dict,
         results.append(r)
         accel.empty_cache()
     return results
+
+
+def sweep_paths(accel: Accelerator, index: int, fmt: str, sizes: list[int], cfg: dict, paths: list[str],
+                fp8_dtype=None, sampler: power.PowerSampler | None = None) -> list[ShapeResult]:
+    """:func:`sweep` for each path in turn (path-major, so one library's threads never interleave another's)."""
+    results: list[ShapeResult] = []
+    for path in paths:
+        if not accel.is_accelerator and len(paths) > 1:
+            time.sleep(PATH_PAUSE_S)
+        results.extend(sweep(accel, index, fmt, sizes, cfg, fp8_dtype=fp8_dtype, sampler=sampler, path=path))
+    return results
+
+
+def best_of(results: list[ShapeResult]) -> ShapeResult | None:
+    """The configuration (path, size) with the best mean over its repeats — 8.3.1.1 f's average peak."""
+    measured = [r for r in results if r.stats is not None]
+    return max(measured, key=lambda r: r.stats.mean) if measured else None
+
+
+def verify_paths(case: _gemm.Case) -> tuple[list[str], dict[str, str]]:
+    """Which of the format's paths compute ``case`` within its bound: (admitted, {excluded: why}).
+
+    ``case.path`` is the one ``correct.<fmt>`` judges, so it is admitted here
+    (a wrong result of it fails that check instead); another library's rate
+    only counts toward the peak if that library computes the same product
+    correctly too.
+    """
+    admitted, excluded = [case.path], {}
+    for path in _gemm.paths(case.fmt.name, case.device_type):
+        if path == case.path:
+            continue
+        try:
+            v = _gemm.verify(case, case.via(path).run())
+        except Exception as exc:  # noqa: BLE001 - a library that cannot run is not a path here
+            excluded[path] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:120]}"
+            continue
+        if v.ok:
+            admitted.append(path)
+        else:
+            excluded[path] = (f"wrong result: max err/bound {v.ratio:.3g}, {v.mismatches} elements over bound, "
+                              f"{v.nonfinite} non-finite")
+    return admitted, excluded
 
 
 class _Run:
@@ -199,6 +260,8 @@ class _Run:
         self.sampler: power.PowerSampler | None = None
         #: format → (peak, power window of the peak's size), for the efficiency metrics
         self.peaks: dict[str, tuple[float, object | None]] = {}
+        #: format → (paths verified on the correctness product, {path: why excluded})
+        self.paths: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     # --- support ---------------------------------------------------------------
 
@@ -233,6 +296,7 @@ class _Run:
         case = _gemm.make_case(fmt, m, k, n, self.accel.device(self.index), generator=gen, fp8_dtype=fp8_dtype)
         result = case.run()
         self.accel.synchronize(self.index)
+        self.paths[fmt] = verify_paths(case)
         injected = fmt in (self.ctx.params.get("inject_error") or [])
         if injected:
             result = _gemm.inject_fault(result)
@@ -265,26 +329,36 @@ class _Run:
 
     def rate(self, fmt: str, fp8_dtype) -> None:
         out, unit = self.ctx.out, _gemm.FORMATS[fmt].unit
-        results = sweep(self.accel, self.index, fmt, self.sizes, self.cfg, fp8_dtype=fp8_dtype,
-                        sampler=self.sampler)
+        admitted, excluded = self.paths.get(fmt, ([_gemm.DEFAULT_PATH[fmt]], {}))
+        for path, why in excluded.items():
+            self.ctx.log.warning("%s %s: path %s excluded from the peak: %s", self.where, fmt, path, why)
+        results = sweep_paths(self.accel, self.index, fmt, self.sizes, self.cfg, admitted, fp8_dtype=fp8_dtype,
+                              sampler=self.sampler)
         for r in results:
-            labels = {"detail": "true", "shape": r.shape}
+            labels = {"detail": "true", "shape": r.shape, "path": r.path}
             if r.stats is not None:
-                labels.update(timer=r.timer, inner=str(r.inner))
-                out.metric(f"rate.{fmt}", r.stats.median, unit, device=self.index, stats=r.stats, labels=labels)
+                labels.update(timer=r.timer, inner=str(r.inner), reduction="mean over repeats")
+                out.metric(f"rate.{fmt}", r.stats.mean, unit, device=self.index, stats=r.stats, labels=labels)
             else:
                 out.metric(f"rate.{fmt}", None, unit, device=self.index, labels=labels, unavailable=r.skipped)
-        measured = [r for r in results if r.stats is not None]
-        if not measured:
-            reasons = "; ".join(f"{r.shape}: {r.skipped}" for r in results)
-            out.metric(f"peak.{fmt}", None, unit, device=self.index,
+        # Labels of the peak stay short: the compact termination message carries them (≤ 4 KiB).
+        tried = {"paths": ",".join(admitted + list(excluded))} if len(admitted) + len(excluded) > 1 else {}
+        for path, why in excluded.items():  # a library that computed wrong: its reason, never a rate
+            out.metric(f"rate.{fmt}", None, unit, device=self.index, labels={"detail": "true", "path": path},
+                       unavailable=f"path excluded: {why}")
+        if excluded:
+            tried["excluded"] = ",".join(excluded)
+        best = best_of(results)
+        if best is None:
+            reasons = "; ".join(f"{r.path} {r.shape}: {r.skipped}" for r in results)
+            out.metric(f"peak.{fmt}", None, unit, device=self.index, labels=tried,
                        unavailable=f"no size could be measured ({reasons})")
             return
-        best = max(measured, key=lambda r: r.stats.median)
-        out.metric(f"peak.{fmt}", best.stats.median, unit, device=self.index, stats=best.stats,
-                   labels={"shape": best.shape})
-        self.peaks[fmt] = (best.stats.median, best.power)
-        self.ctx.log.info("%s %s: peak %.4g %s at %s", self.where, fmt, best.stats.median, unit, best.shape)
+        out.metric(f"peak.{fmt}", best.stats.mean, unit, device=self.index, stats=best.stats,
+                   labels={"shape": best.shape, "path": best.path, "reduction": PEAK_REDUCTION, **tried})
+        self.peaks[fmt] = (best.stats.mean, best.power)
+        self.ctx.log.info("%s %s: peak %.4g %s (mean of %d repeats) at %s via %s", self.where, fmt,
+                          best.stats.mean, unit, best.stats.n, best.shape, best.path)
 
     def unsupported(self, fmt: str, reason: str) -> None:
         self.ctx.out.check(f"correct.{fmt}", None, reason, device=self.index)

@@ -2,10 +2,17 @@
 
 For every selected card: vendor, model, serial, firmware and memory (the
 clause's five), plus driver, UUID, PCI address, PCIe link (max and current
-generation and width), form factor, memory type and ECC mode — each with the
-source it was read from, or the reason it could not be read. Nothing is
-derived unless the source states it (a form factor is reported only when the
-management interface or the model name says it).
+generation and width: ``pcie_gen_max`` is the link's, the lower of card and
+slot), the card's own maximum PCIe generation (``pcie_gen_card``, 6.2.3.d /
+6.3.3.d ask it of the card, whatever slot it sits in) and the slot's
+(``pcie_gen_slot``, where readable), form factor, memory type, ECC mode and
+the card's ECC error counters (``ecc_errors_corrected``,
+``ecc_errors_uncorrected``: NVML's total ECC errors; the host's EDAC
+``ce_count``/``ue_count`` for the CPU stand-in) — each with the source it was
+read from, or the reason it could not be read. Nothing is derived unless the
+source states it (a form factor is reported only when the management
+interface or the model name says it). On the host CPU stand-in every value is
+the host's (its source says "host"), never a card's.
 
 Also, per card:
 
@@ -15,8 +22,14 @@ Also, per card:
   interface describe the same card — same model name, memory within 5 % — as
   8.2.1 c asks ("核对与加速卡实际配置…是否一致"). Undecidable (ok=None) when only one
   side could be read;
-* metrics ``memory_total_bytes`` (bytes), ``pcie_gen_max`` and
-  ``pcie_width_max`` where readable, so verdicts survive the compact envelope;
+* check ``info.ecc_counters_readable`` (8.3.4.3: ECC on and working): ok when
+  both ECC error counters were read; not ok when the management interface
+  was asked and refused (not supported, no permission, ECC disabled);
+  undetermined when no interface offers them (no NVML, no EDAC controller,
+  a backend without a reader);
+* metrics ``memory_total_bytes`` (bytes), ``pcie_gen_max``, ``pcie_gen_card``
+  (unit ``gen``) and ``pcie_width_max`` where readable, so verdicts survive the
+  compact envelope;
 * metric ``device_count`` (cards, node-wide): accelerator cards the backend
   sees — 0 on the CPU stand-in.
 """
@@ -74,6 +87,29 @@ def consistent(ctx: RunContext, index: int, fields: dict[str, InfoField]) -> Non
               device=index)
 
 
+def ecc_counters(ctx: RunContext, index: int, fields: dict[str, InfoField]) -> None:
+    """``info.ecc_counters_readable``: were both of the card's ECC error counters read?"""
+    counters = {name: fields.get(name) for name in mgmt.ECC_COUNTER_FIELDS}
+    what = "card" if ctx.accel.is_accelerator else "host CPU stand-in (its memory controllers, not a card)"
+    mode = fields.get("ecc_mode")
+    mode_text = f"ECC mode {mode.value}" if mode is not None and mode.value else "ECC mode unreadable"
+    read = {n: f for n, f in counters.items() if f is not None and f.value is not None}
+    if len(read) == len(counters):
+        observed = ", ".join(f"{n.rsplit('_', 1)[1]}={f.value}" for n, f in read.items())
+        ctx.out.check("info.ecc_counters_readable", True,
+                      f"{what}: ECC error counters read: " + "; ".join(f"{n}={f.value} ({f.source})"
+                                                                        for n, f in read.items()) + f"; {mode_text}",
+                      observed=observed, expected="both counters read", device=index)
+        return
+    reasons = "; ".join(f"{n}: {f.unavailable if f is not None else 'not reported'}"
+                        for n, f in counters.items() if n not in read)
+    refused = [n for n, f in counters.items() if mgmt.was_refused(f)]
+    ok = False if refused else None
+    ctx.out.check("info.ecc_counters_readable", ok, f"{what}: {reasons}; {mode_text}",
+                  observed=("refused: " + ",".join(refused)) if refused else "not offered",
+                  expected="both counters read", device=index)
+
+
 def run(ctx: RunContext) -> None:
     out = ctx.out
     count = ctx.accel.count() if ctx.accel.is_accelerator else 0
@@ -84,18 +120,23 @@ def run(ctx: RunContext) -> None:
             fields = mgmt.read_device(readers, ctx.accel, index)
             out.device(ctx.identity(index, fields))
             absent = [f for f in mgmt.CLAUSE_FIELDS if fields[f].value is None]
+            host = "" if ctx.accel.is_accelerator else "the host CPU stand-in (not a card; host values): "
             out.check("info.readable", not absent,
-                      "all of vendor, model, serial, firmware, memory read" if not absent else
-                      "; ".join(f"{f}: {fields[f].unavailable}" for f in absent),
+                      host + ("all of vendor, model, serial, firmware, memory read" if not absent else
+                              "; ".join(f"{f}: {fields[f].unavailable}" for f in absent)),
                       observed=",".join(absent) or "none missing", expected="none missing", device=index)
-            for name, unit in (("memory_total_bytes", "bytes"), ("pcie_gen_max", "gen"), ("pcie_width_max", "lanes")):
+            for name, unit in (("memory_total_bytes", "bytes"), ("pcie_gen_max", "gen"), ("pcie_gen_card", "gen"),
+                               ("pcie_width_max", "lanes")):
                 f = fields.get(name)
                 if f is not None and f.value is not None:
+                    labels = {"source": f.source} if ctx.accel.is_accelerator else {"source": f.source,
+                                                                                     "host_cpu": "true"}
                     try:
-                        out.metric(name, float(f.value), unit, device=index, labels={"source": f.source})
+                        out.metric(name, float(f.value), unit, device=index, labels=labels)
                     except ValueError:
                         pass
             consistent(ctx, index, fields)
+            ecc_counters(ctx, index, fields)
             driver = fields.get("driver")
             if driver is not None and driver.value and not ctx.driver_version:
                 ctx.driver_version = driver.value

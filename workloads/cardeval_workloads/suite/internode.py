@@ -18,10 +18,19 @@ it needs at least two (checks undetermined).
 * Collectives across the nodes (default all_reduce; ``--param ops``), with
   the ``collectives`` checks and metrics under the ``internode.collective``
   prefix, including seed 003's 32-card rows when the world has 32 ranks.
-* ``internode.transport`` (informational check): whether the backend used an
-  RDMA network (RoCE or InfiniBand) — NCCL's ``NET/IB`` versus ``NET/Socket``
-  from its own log — or TCP (gloo: never RDMA). 6.2.1.g gives RDMA as an
-  example ("如支持 RoCE、InfiniBand 等"), so it is reported, not required.
+* ``internode.transport`` (check): whether the collective library reports an
+  RDMA network — NCCL's ``NET/IB`` plugin, which drives InfiniBand and RoCE
+  alike — from its own log on every rank (the connections' ``via NET/IB``,
+  else its ``Using network IB``): ok; ``NET/Socket`` (TCP) or gloo (always
+  TCP): not ok; undetermined when the library did not say. Any rank over TCP
+  makes it not ok. 6.2.1.g gives RDMA as an example ("如支持 RoCE、InfiniBand
+  等"); the engine decides what it requires.
+* ``internode.hosts`` (metric, unit ``hosts``): how many distinct hosts the
+  ranks ran on, each rank naming its host by the kernel's boot id
+  (``/proc/sys/kernel/random/boot_id``: one per running kernel, shared by all
+  containers of a host, so two pods on one server count once), else the
+  hostname. The method needs two servers (8.3.1.6 a): a run whose "nodes"
+  all ran on one host says nothing about the network between servers.
 
 Test hook: ``--param corrupt_rank=R`` corrupts rank R's received data (and its
 collective results); the checks must fail.
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -99,7 +109,9 @@ def rank_main(r: Any) -> dict[str, Any]:
     n = nbytes // 4
     x = _comm.pattern(r.rank, 0, n, r.device)
     y = torch.empty(n, dtype=torch.float32, device=r.device)
-    out: dict[str, Any] = {"pairs": {}, "verified": [], "host": os.uname().nodename}
+    host_id, id_kind = host_identity()
+    out: dict[str, Any] = {"pairs": {}, "verified": [], "host": os.uname().nodename, "host_id": host_id,
+                           "host_id_kind": id_kind}
     local = r.rank % r.procs_per_node
     for k in range(1, r.nnodes):
         peer_of = {local: None}
@@ -139,22 +151,104 @@ def rank_main(r: Any) -> dict[str, Any]:
     return out
 
 
-def _transport() -> str:
-    """What NCCL said about its network in the log file we asked it to write; '' if not NCCL."""
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def host_identity(boot_id: str = BOOT_ID) -> tuple[str, str]:
+    """(identity, what it is) of the host this rank runs on: the kernel's boot id, else the hostname.
+
+    A pod's hostname is the pod's name — two pods on one server have two — while the boot id
+    belongs to the running kernel, which every container of the server shares.
+    """
+    try:
+        with open(boot_id, encoding="ascii") as f:
+            text = f.read().strip()
+        if text:
+            return text, "kernel boot_id"
+    except OSError:
+        pass
+    return os.uname().nodename, "hostname"
+
+
+def classify_transport(text: str) -> tuple[str, str]:
+    """(kind, description) of what an NCCL log says about the inter-node network.
+
+    ``kind``: ``rdma`` (the NET/IB plugin: InfiniBand or RoCE), ``tcp`` (NET/Socket), ``other`` (a
+    network plugin named, e.g. ``Using network AWS Libfabric``) or ``""`` (nothing said). The
+    connections' own ``via NET/<name>`` lines decide; ``Using network <name>`` next. A mere mention
+    of ``NET/IB`` is no evidence: NCCL prints ``NET/IB : No device found.`` before it falls back to
+    sockets.
+    """
+    via = set(re.findall(r"via NET/([A-Za-z][\w ]*?)(?:/\d|\s|$)", text))
+    using = [m.strip() for m in re.findall(r"Using network ([^\n\r]+)", text)]
+    roce = "RoCE" in "".join(re.findall(r"NET/IB : Using[^\n\r]*", text))
+    rdma = f"NET/IB ({'RoCE' if roce else 'InfiniBand or RoCE'}: RDMA)"
+    if via:
+        if "Socket" in via:
+            return "tcp", "NET/Socket (TCP: not RDMA) on the connections"
+        if "IB" in via:
+            return "rdma", f"{rdma} on the connections"
+        return "other", f"connections via NET/{', NET/'.join(sorted(via))}"
+    if using:
+        name = using[-1]
+        if name == "IB":
+            return "rdma", f"{rdma} (Using network IB)"
+        if name == "Socket":
+            return "tcp", "NET/Socket (TCP: not RDMA) (Using network Socket)"
+        return "other", f"Using network {name}"
+    return "", ""
+
+
+def _transport() -> tuple[str, str]:
+    """What NCCL said about its network in the log files we asked it to write: (kind, description)."""
     pattern = os.environ.get("NCCL_DEBUG_FILE", "")
     if not pattern:
-        return ""
-    found = ""
+        return "", ""
+    found: list[tuple[str, str]] = []
     for path in glob.glob(pattern.replace("%h", "*").replace("%p", "*")):
         try:
             text = open(path, encoding="utf-8", errors="replace").read()
         except OSError:
             continue
-        if "NET/IB" in text:
-            return "NET/IB (InfiniBand or RoCE: RDMA)"
-        if "NET/Socket" in text:
-            found = "NET/Socket (TCP: not RDMA)"
-    return found
+        kind, what = classify_transport(text)
+        if kind:
+            found.append((kind, what))
+    for kind in ("tcp", "other", "rdma"):  # the weakest transport any process used
+        for k, what in found:
+            if k == kind:
+                return k, what
+    return "", ""
+
+
+def judge_transport(backend: str, reports: list[tuple[str, str, str]]) -> tuple[bool | None, str]:
+    """``internode.transport`` from each rank's (host, kind, description): ok only when every host of
+    the run reported the RDMA transport and none a TCP one."""
+    if backend == "gloo":
+        return False, "gloo over TCP sockets: not RDMA (the CPU stand-in)"
+    said = [(h, k, w) for h, k, w in reports if k]
+    if not said:
+        return None, f"{backend}: the network transport was not reported"
+    tcp = [w for _, k, w in said if k == "tcp"]
+    if tcp:
+        return False, f"{backend}: {tcp[0]} ({len(tcp)} of {len(reports)} ranks)"
+    other = [w for _, k, w in said if k != "rdma"]
+    if other:
+        return None, f"{backend}: {other[0]}: not a transport the harness knows to be RDMA"
+    silent = sorted({h for h, _, _ in reports} - {h for h, _, _ in said})
+    if silent:
+        return None, (f"{backend}: {said[0][2]} on {len({h for h, _, _ in said})} host(s), but "
+                      f"{len(silent)} host(s) did not report their transport")
+    return True, f"{backend}: {said[0][2]} (reported on every host, {len(said)} of {len(reports)} ranks)"
+
+
+def count_hosts(values: list[dict[str, Any] | None]) -> tuple[int, dict[str, str]]:
+    """The distinct hosts the ranks ran on (by each rank's host identity), and labels saying how."""
+    reported = [v for v in values if v]
+    ids = {v.get("host_id") or v["host"] for v in reported}
+    names = sorted({v["host"] for v in reported})
+    kinds = sorted({v.get("host_id_kind", "hostname") for v in reported})
+    return len(ids), {"identity": ",".join(kinds), "hostnames": ", ".join(names)[:200],
+                      "distinct_hostnames": str(len(names)), "ranks": f"{len(reported)} of {len(values)}"}
 
 
 def run(ctx: RunContext) -> None:
@@ -167,6 +261,8 @@ def run(ctx: RunContext) -> None:
                "at least 2 nodes (a multi-node work item: MPIJob or Indexed Job)")
         ctx.out.check("internode.correct", None, why)
         ctx.out.metric("internode.gbps", None, "Gbit/s", unavailable=why)
+        ctx.out.metric("internode.hosts", 1.0, "hosts", labels={"identity": "this process's host",
+                                                               "ranks": "none started: one node"})
         return
     backend = ctx.params.get("backend") or distributed.default_backend(ctx.accel.backend)
     if backend == "nccl" and "NCCL_DEBUG_FILE" not in os.environ:
@@ -233,13 +329,15 @@ def report(ctx: RunContext, world: distributed.WorldResult) -> None:
                 f"{checked} inter-node transfers equal the sender's pattern ({layout.nnodes} nodes: "
                 f"{', '.join(hosts)[:200]}; {world.backend})") + note)[:1000],
               observed=len(wrong), expected=0)
-    transport = next((v["transport"] for v in values if v and v.get("transport")), "")
-    if world.backend == "gloo":
-        out.check("internode.transport", False, "gloo over TCP sockets: not RDMA (the CPU stand-in)")
-    elif transport:
-        out.check("internode.transport", transport.startswith("NET/IB"), f"{world.backend}: {transport}")
+    reported = [v for v in values if v]
+    if reported:
+        n_hosts, labels = count_hosts(values)
+        out.metric("internode.hosts", float(n_hosts), "hosts", labels=labels)
     else:
-        out.check("internode.transport", None, f"{world.backend}: the network transport was not reported")
+        out.metric("internode.hosts", None, "hosts", unavailable="no rank reported its host")
+    ok, detail = judge_transport(world.backend, [(v.get("host_id") or v["host"], *(v.get("transport") or ("", "")))
+                                                 for v in reported])
+    out.check("internode.transport", ok, detail)
     coll = [v["collectives"] if v else None for v in values]
     sub = distributed.WorldResult(layout=layout, backend=world.backend, values=coll)
     collectives.report(ctx, sub, prefix="internode.collective", ops=list(ctx.params.get("ops") or ["all_reduce"]),

@@ -24,7 +24,17 @@ idle→full span below the level before it (power readings are noisy; a small
 dip between neighbouring levels is not a failure). Undetermined (``ok``
 absent, the engine's NotRun) with the reason when power is not readable.
 Check ``power_load.computes_correctly`` (8.2.12 d: the card is used normally
-during the test): a fresh correctness product after the levels.
+during the test): the card computed correctly under each load level (idle
+excluded: nothing is computed there). Before the levels the load's product is
+kept as the reference (its first rows checked against float64 on the CPU);
+at the end of every level the last product computed under that level is
+compared with it element by element (two per-element error bounds, as
+``stress`` does), and after the levels a fresh product is checked against
+float64. The detail names each level's result; a failure names the level.
+
+Test hook: ``--param inject_level=50`` (a level, or ``full``) corrupts one
+element of the product computed under that level; the check must fail and
+name it.
 """
 
 from __future__ import annotations
@@ -53,6 +63,8 @@ PARAMS = {
     "tolerance_pct": Param(float, 10.0, "allowed dip between neighbouring levels, % of the idle→full span"),
     "min_rise_pct": Param(float, 10.0, "full-load power must exceed idle power by this many percent"),
     "power_interval_s": Param(float, None, "power sampling interval (default $CARDEVAL_POWER_INTERVAL_S or 0.1)"),
+    "inject_level": Param(str, None, "TEST HOOK: corrupt the product computed under this load level "
+                          "(one of the levels, or full)"),
 }
 
 PROFILES = {
@@ -84,6 +96,28 @@ def judge(powers: list[tuple[str, float]], tolerance_pct: float, min_rise_pct: f
     return ok, detail, observed, expected
 
 
+def judge_correct(under: list[tuple[str, int]], n: int, reference_ok: bool, reference_detail: str,
+                  fresh_ok: bool, fresh_detail: str, hook: str | None = None) -> tuple[bool, str, str]:
+    """``power_load.computes_correctly``: ``under`` holds (level, wrong elements of the product computed
+    under it). → (ok, detail, observed: the failed levels, or "none")."""
+    failed = [f"level {level}: {bad} of {n * n} elements off the reference" for level, bad in under if bad]
+    listed = ", ".join(f"{level} {'wrong' if bad else 'correct'}" for level, bad in under)
+    parts = []
+    if failed:
+        parts.append("wrong under " + "; ".join(failed))
+    if not reference_ok:
+        parts.append("the reference product disagrees with float64")
+    if not fresh_ok:
+        parts.append("the fresh product after the levels is wrong")
+    ok = not parts
+    note = f" [inject_level={hook} test hook]" if hook else ""
+    detail = (("; ".join(parts) + ". ") if parts else "correct under every load level. ") + (
+        f"Product under each level vs the reference: {listed}; {reference_detail}; after the levels: "
+        f"{fresh_detail}{note}")
+    observed = ",".join(level for level, bad in under if bad) or ("none" if ok else "reference/fresh product")
+    return ok, detail, observed
+
+
 def run_one(ctx: RunContext, index: int) -> None:
     out, accel, p, cfg = ctx.out, ctx.accel, ctx.params, ctx.sizes
     where = accel.describe(index)
@@ -93,10 +127,13 @@ def run_one(ctx: RunContext, index: int) -> None:
     idle_s = float(p.get("idle_s") or cfg["idle_s"])
     level_s = float(p.get("level_s") or cfg["level_s"])
     levels = sorted(set(p["levels"]))
+    hook = p.get("inject_level")
     burner = _burn.Burner(accel, index, fmt, n)
+    under: list[tuple[str, int]] = []  # (level, elements of its last product off the reference)
     with power.sampling(ctx, [index], p.get("power_interval_s")) as sampler:
         step_s = burner.calibrate()
         ctx.log.info("%s: load %s %dx%dx%d, %.3g s per product", where, fmt, n, n, n, step_s)
+        reference_ok, reference_detail = burner.set_reference()
         phases: list[tuple[str, power.Window, float, float]] = []  # (level, window, duty, rate)
         accel.synchronize(index)
         time.sleep(min(1.0, idle_s / 2))  # let the calibration's load fade before measuring idle
@@ -110,14 +147,18 @@ def run_one(ctx: RunContext, index: int) -> None:
             m1 = sampler.mark()
             phases.append((str(lv), sampler.window(m0, m1, index), res.duty, res.steps * burner.flops_per_step
                            / res.wall_s / 1e12))
+            under.append((str(lv), burner.compare(corrupt=hook == str(lv))))
         m0 = sampler.mark()
         res = burner.full(level_s)
         m1 = sampler.mark()
         phases.append(("full", sampler.window(m0, m1, index), res.duty, res.steps * burner.flops_per_step
                        / res.wall_s / 1e12))
+        under.append(("full", burner.compare(corrupt=hook == "full")))
     burner.release()
-    ok, detail = _burn.healthy(accel, index)
-    out.check("power_load.computes_correctly", ok, detail, observed=ok, expected=True, device=index)
+    fresh_ok, fresh_detail = _burn.healthy(accel, index)
+    ok, detail, observed = judge_correct(under, n, reference_ok, reference_detail, fresh_ok, fresh_detail, hook)
+    out.check("power_load.computes_correctly", ok, detail[:1024], observed=observed, expected="no level failed",
+              device=index)
 
     unit_rate = "TFLOPS"
     for level, w, duty, rate in phases:
@@ -159,4 +200,7 @@ def run_one(ctx: RunContext, index: int) -> None:
 def run(ctx: RunContext) -> None:
     if any(not 0 < lv < 100 for lv in ctx.params["levels"]):
         raise UsageError("levels must be percentages between 1 and 99 (idle and full are always measured)")
+    hook = ctx.params.get("inject_level")
+    if hook is not None and hook not in {str(lv) for lv in ctx.params["levels"]} | {"full"}:
+        raise UsageError(f"inject_level {hook!r} is not one of the levels {ctx.params['levels']} or full")
     ctx.per_device(lambda index: run_one(ctx, index))

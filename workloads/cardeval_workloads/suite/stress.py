@@ -1,12 +1,17 @@
 """``stress``: sustained full load with periodic result checks (6.2.4.b, 6.3.4.b; method 8.3.4.2 / 8.4.4.2).
 
-Per card, for the profile's duration (quick: seconds; standard: 1 h; full:
-72 h, the clause's 3×24 h; ``--param duration_s=…`` overrides), the card runs
-flat out (:mod:`._burn`: a matrix product repeated on fixed operands — bf16 on
-an accelerator, at full power) and, every ``check_interval_s``, the latest
-product is compared with the reference product (as gpu-burn does): an
-element farther from the reference than two per-element error bounds is
-wrong. The reference itself is checked against float64 on the CPU first.
+All the node's selected cards at once (8.3.4.2 d–e: the cards run at full
+rated power for 72 h and must all stay present and working): one worker
+thread per card, each preparing its load and then starting at one shared
+moment with one shared deadline (:func:`run_together`), for the profile's
+duration (quick: seconds; standard: 1 h; full: 72 h, the clause's 3×24 h;
+``--param duration_s=…`` overrides). Each card runs flat out (:mod:`._burn`:
+a matrix product repeated on fixed operands — bf16 on an accelerator, at full
+power) and, every ``check_interval_s``, the latest product is compared with
+the reference product (as gpu-burn does): an element farther from the
+reference than two per-element error bounds is wrong. The reference itself is
+checked against float64 on the CPU first. One power sampler reads all the
+cards throughout, so the node's load is seen as a whole.
 
 Watched throughout, where the card reports them (:mod:`..harness.power`):
 power, energy, temperature, clocks, clock-throttle reasons, NVML XID events
@@ -24,8 +29,9 @@ Checks:
 * ``stress.device_present`` — after the run the card is still enumerated by
   the runtime (and NVML, where used) and computes a fresh product correctly.
 
-Metrics: ``stress.duration_s`` (the time under load; the engine judges a run
-shorter than the clause's 72 h Partial, never Pass), ``stress.crashes``,
+Metrics: ``stress.duration_s`` (per card, the time under load, labels
+``requested_s`` and ``cards_at_once``; the engine judges a run shorter than
+the clause's 72 h Partial, never Pass), ``stress.crashes``,
 ``stress.longest_fault_free_h`` (the longest stretch without a crash, a wrong
 result or an XID event), the Shanghai AI Lab stability score of seed 003 —
 ``stress.crash_score`` = 1/(C+1)², ``stress.fault_free_score`` = h/72 and
@@ -42,7 +48,10 @@ fail); ``inject_error=exception`` raises inside the load once (a crash:
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from cardeval_workloads.harness import power
 from cardeval_workloads.harness.context import RunContext
@@ -99,6 +108,99 @@ def longest_gap(start: float, end: float, faults: list[float]) -> float:
     return max(b - a for a, b in zip(edges, edges[1:]))
 
 
+class Worker(Protocol):
+    """One card's part of a run that loads all cards at once (see :func:`run_together`)."""
+
+    index: int
+
+    def prepare(self) -> None:
+        """Set up the load (in the worker's own thread, before the shared start)."""
+
+    def work(self, start: float, deadline: float, stop: threading.Event) -> None:
+        """Load the card from ``start`` until ``deadline`` (or until ``stop`` is set)."""
+
+
+class WorkerOutcome:
+    """What :func:`run_together` saw of one worker."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.phase = ""          # "prepare" or "work": where ``error`` was raised
+        self.started: float | None = None
+        self.finished: float | None = None
+
+
+def run_together(workers: Sequence[Worker], duration_s: float, begin: Callable[[], float] = time.perf_counter,
+                 poll_s: float = 0.5, stop_wait_s: float = 120.0, outcomes: dict[int, WorkerOutcome] | None = None
+                 ) -> tuple[float | None, float | None, dict[int, WorkerOutcome]]:
+    """Run every worker in its own thread, all loading at once: ``(start, deadline, outcomes)``.
+
+    Each thread prepares its worker; when all have (or failed to), ``begin()`` is called once — it
+    marks the shared start (the caller takes a power reading of all cards there) — and every worker
+    that prepared works from that start to ``start + duration_s``. A worker's exception is kept in
+    its outcome, never raised, and does not hold the others up. An exception in the calling thread
+    while it waits (SIGTERM's ``Terminated``) stops all workers, waits up to ``stop_wait_s`` for
+    them to end and is re-raised. ``outcomes``, when given, is filled as the run goes (so a caller
+    that gets the exception still sees which workers ended).
+
+    The calling thread waits on events, not ``Thread.join``: a join interrupted by a signal
+    handler's exception marks a still running thread as ended (CPython's bpo-45274 handling), and a
+    second join would then return at once.
+    """
+    outcomes = {} if outcomes is None else outcomes
+    outcomes.update({w.index: WorkerOutcome() for w in workers})
+    done = {w.index: threading.Event() for w in workers}
+    stop = threading.Event()
+    shared: dict[str, float] = {}
+
+    def _begin() -> None:
+        shared["start"] = begin()
+        shared["deadline"] = shared["start"] + duration_s
+
+    barrier = threading.Barrier(len(workers), action=_begin) if workers else None
+
+    def body(worker: Worker) -> None:
+        out = outcomes[worker.index]
+        try:
+            prepared = False
+            try:
+                worker.prepare()
+                prepared = True
+            except BaseException as exc:  # noqa: BLE001 - kept for the report
+                out.error, out.phase = exc, "prepare"
+            try:
+                assert barrier is not None
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                return
+            if not prepared or stop.is_set() or "start" not in shared:
+                return
+            out.started = shared["start"]
+            try:
+                worker.work(shared["start"], shared["deadline"], stop)
+            except BaseException as exc:  # noqa: BLE001 - kept for the report
+                out.error, out.phase = exc, "work"
+        finally:
+            out.finished = time.perf_counter()
+            done[worker.index].set()
+
+    for w in workers:
+        threading.Thread(target=body, args=(w,), name=f"cardeval-stress-{w.index}", daemon=True).start()
+    try:
+        for event in done.values():
+            while not event.wait(poll_s):
+                pass
+    except BaseException:
+        stop.set()
+        if barrier is not None:
+            barrier.abort()
+        until = time.perf_counter() + stop_wait_s
+        for event in done.values():
+            event.wait(max(0.0, until - time.perf_counter()))
+        raise
+    return shared.get("start"), shared.get("deadline"), outcomes
+
+
 class _Stress:
     def __init__(self, ctx: RunContext, index: int) -> None:
         self.ctx, self.index = ctx, index
@@ -120,6 +222,13 @@ class _Stress:
         self.reference_ok: bool | None = None
         self.reference_detail = ""
         self.stopped_early: str | None = None
+        self.burner: Any = None
+        self.sampler: power.PowerSampler | None = None
+        #: The shared start (a reading of every card); this card's own start and end marks.
+        self.start_mark: power.Mark | None = None
+        now = power.Mark(time.perf_counter(), {})
+        self.m_start = self.m_end = now
+        self.cards = 1
 
     def _burner(self) -> _burn.Burner:
         b = _burn.Burner(self.accel, self.index, self.fmt, self.n)
@@ -129,22 +238,27 @@ class _Stress:
             self.reference_ok, self.reference_detail = ok, detail
         return b
 
-    def load(self, sampler: power.PowerSampler) -> None:
-        """The load loop. Findings go to ``self``; the start and end marks are set even when it is cut short."""
-        self.m_start = self.m_end = power.Mark(time.perf_counter(), {})
+    def prepare(self) -> None:
+        """In this card's worker thread: make the card current, build and check the load."""
+        self.accel.set_device(self.index)
         try:
-            burner = self._burner()
+            self.burner = self._burner()
         except Exception as exc:
             self.stopped_early = f"the load could not be started: {describe_exception(exc)}"
+            self.m_start = self.m_end = power.Mark(time.perf_counter(), {})
             raise
+
+    def work(self, start: float, deadline: float, stop: threading.Event) -> None:
+        """The load loop, from the shared start to the shared deadline. Findings go to ``self``; the end
+        mark is set even when it is cut short."""
+        assert self.sampler is not None and self.start_mark is not None
+        burner = self.burner
+        self.m_start = self.start_mark
         raise_at = 0.3 * self.duration if self.inject == "exception" else None
-        self.m_start = sampler.mark()
-        start = self.m_start.t
-        deadline = start + self.duration
         next_check = start + self.interval
         next_progress = start + PROGRESS_EVERY_S
         try:
-            while True:
+            while not stop.is_set():
                 now = time.perf_counter()
                 if now >= deadline:
                     break
@@ -169,14 +283,11 @@ class _Stress:
                     self.crashes.append((t, describe_exception(exc)))
                     self.ctx.log.error("%s: crash %d at %.1f s: %s", self.where, len(self.crashes), t - start,
                                        describe_exception(exc))
-                    try:
-                        burner.release()
-                    except Exception:  # noqa: BLE001
-                        pass
+                    self.release()
                     try:
                         self.accel.synchronize(self.index)
                         self.accel.empty_cache()
-                        burner = self._burner()
+                        burner = self.burner = self._burner()
                     except Exception as again:  # noqa: BLE001 - the card does not come back
                         self.stopped_early = f"the load could not be rebuilt after a crash: {describe_exception(again)}"
                         self.ctx.log.error("%s: %s", self.where, self.stopped_early)
@@ -187,29 +298,37 @@ class _Stress:
                                       time.perf_counter() - start, self.duration, self.comparisons,
                                       len(self.compare_faults), len(self.crashes))
         finally:
-            self.m_end = sampler.mark()
+            self.m_end = self.sampler.mark()
+            self.release()
+
+    def release(self) -> None:
+        """Free the load's memory (once; a worker that never started still holds its load)."""
+        burner, self.burner = self.burner, None
+        if burner is not None:
             try:
                 burner.release()
             except Exception:  # noqa: BLE001
                 pass
 
-    def run(self) -> None:
-        ctx, index = self.ctx, self.index
-        ctx.out.device(ctx.identity(index))
-        with power.sampling(ctx, [index], self.power_interval, watch_events=True) as sampler:
-            source = sampler.sources[index]
-            before, counters_why = source.error_counters()
-            try:
-                self.load(sampler)
-            finally:
-                # report what was seen even when the run is cut short (SIGTERM at hour 50 of 72)
-                after, _ = source.error_counters()
-                events, events_why = sampler.events_now(index)
-                self.report(self.m_start.t, self.m_end.t, before, after, counters_why, events, events_why,
-                            *sampler.throttle_counts(index), sampler.window(self.m_start, self.m_end, index),
-                            sampler.max_watts(index), sampler.max_temperature(index),
-                            sampler.power_reason(index), source.power_limit()[0])
-        self.present()
+    def finish(self, before: dict[str, float], counters_why: str | None, cards: int, ended: bool = True) -> None:
+        """Report what this card's worker saw (also when the run was cut short; ``ended``: its thread
+        has returned — one that has not, a card hung in a device call, keeps its load)."""
+        sampler, index = self.sampler, self.index
+        assert sampler is not None
+        if ended:
+            self.release()
+        if self.m_end.t < self.m_start.t:  # still loading: the run ends for it now
+            self.m_end = sampler.mark()
+            if not ended:
+                self.stopped_early = self.stopped_early or "the card's worker did not stop when the run was ended"
+        source = sampler.sources[index]
+        after, _ = source.error_counters()
+        events, events_why = sampler.events_now(index)
+        self.cards = cards
+        self.report(self.m_start.t, self.m_end.t, before, after, counters_why, events, events_why,
+                    *sampler.throttle_counts(index), sampler.window(self.m_start, self.m_end, index),
+                    sampler.max_watts(index), sampler.max_temperature(index),
+                    sampler.power_reason(index), source.power_limit()[0])
 
     def report(self, start, end, before, after, counters_why, events, events_why, throttle, reads,
                window, max_w, max_t, power_reason, limit) -> None:
@@ -219,7 +338,8 @@ class _Stress:
         longest_h = longest_gap(start, end, faults) / HOUR
         crash, fault_free, score = stability(len(self.crashes), longest_h)
         out.metric("stress.duration_s", duration, "s", device=index,
-                   labels={"requested_s": f"{self.duration:g}", "dtype": self.fmt, "shape": f"{self.n}^3"})
+                   labels={"requested_s": f"{self.duration:g}", "dtype": self.fmt, "shape": f"{self.n}^3",
+                           "cards_at_once": str(self.cards)})
         out.metric("stress.crashes", len(self.crashes), "count", device=index)
         out.metric("stress.longest_fault_free_h", longest_h, "h", device=index)
         out.metric("stress.crash_score", crash, "score", device=index, labels={"formula": "1/(C+1)^2"})
@@ -260,7 +380,7 @@ class _Stress:
 
         # --- checks ---
         checks = f"{self.comparisons} comparisons of the latest product with the reference every " \
-                 f"{self.interval:g} s over {duration:.4g} s"
+                 f"{self.interval:g} s over {duration:.4g} s ({self.cards} card(s) loaded at once)"
         wrong = ", ".join(f"{n} elements at {t - start:.1f} s" for t, n in self.compare_faults[:10])
         if self.comparisons == 0:
             out.check("stress.results_correct", None, f"no comparison was made ({duration:.3g} s run)",
@@ -336,4 +456,47 @@ def run(ctx: RunContext) -> None:
         from cardeval_workloads.harness.errors import UsageError
 
         raise UsageError("duration_s must not be negative")
-    ctx.per_device(lambda index: _Stress(ctx, index).run())
+    workers = [_Stress(ctx, index) for index in ctx.devices]
+    if not workers:
+        return
+    for w in workers:
+        ctx.out.device(ctx.identity(w.index))
+    duration, where = workers[0].duration, ", ".join(w.where for w in workers)
+    ctx.log.info("stress: %d card(s) at once (%s) for %.0f s", len(workers), where, duration)
+    outcomes: dict[int, WorkerOutcome] = {}
+    with power.sampling(ctx, [w.index for w in workers], workers[0].power_interval, watch_events=True) as sampler:
+        counters = {}
+        for w in workers:
+            w.sampler = sampler
+            counters[w.index] = sampler.sources[w.index].error_counters()
+
+        def begin() -> float:
+            mark = sampler.mark()
+            for w in workers:
+                w.start_mark = mark
+            return mark.t
+
+        try:
+            run_together(workers, duration, begin=begin, outcomes=outcomes)
+        finally:
+            # report what was seen even when the run is cut short (SIGTERM at hour 50 of 72)
+            for w in workers:
+                before, why = counters[w.index]
+                ended = outcomes.get(w.index) is None or outcomes[w.index].finished is not None
+                try:
+                    w.finish(before, why, len(workers), ended)
+                except Exception as exc:  # noqa: BLE001 - one card's report must not lose the others'
+                    ctx.failed = True
+                    ctx.log.exception("stress: reporting %s failed", w.where)
+                    ctx.out.error(f"device {w.index} ({w.where}): the report failed: {describe_exception(exc)}")
+    for w in workers:
+        failure = outcomes.get(w.index)
+        if failure is not None and failure.error is not None:
+            ctx.failed = True
+            ctx.log.error("stress failed on %s (%s): %s", w.where, failure.phase, describe_exception(failure.error))
+            ctx.out.error(f"device {w.index} ({w.where}): {describe_exception(failure.error)}")
+        w.present()
+        try:
+            ctx.accel.empty_cache()
+        except Exception:  # noqa: BLE001
+            pass

@@ -12,6 +12,13 @@ Per card, over a sweep of sizes (profile, or ``--param sizes_mib=1,16,256``):
   all the recorded bandwidths. GB/s = 10⁹ bytes/s, bytes = the buffer's size.
   Per size, and pageable memory, as detail metrics (labels ``detail=true``,
   ``memory``, ``size_mib``);
+* ``transfer.mean_gbps`` — 8.2.8 e's one figure for 6.1.h: the mean of *all*
+  the bandwidths recorded in c) (host→card) and d) (card→host), i.e. every
+  per-size pinned median of both directions in one average, with each
+  direction's mean beside it (labels ``h2d_mean_gbps``, ``d2h_mean_gbps``,
+  the same numbers as ``transfer.h2d_gbps`` / ``transfer.d2h_gbps``).
+  Unavailable, with the reason, when either direction has no value: a mean
+  of one direction would not be the figure the clause asks for;
 * checks ``transfer.h2d_correct`` / ``transfer.d2h_correct`` — every timed
   copy's destination is compared byte for byte with its source: the host
   buffer holds a pattern computed on the host, the device a pattern computed
@@ -98,6 +105,21 @@ def mismatches(got: torch.Tensor, want: torch.Tensor) -> int:
     if bool(torch.equal(got, want)):
         return 0
     return int((got != want).sum().item())
+
+
+def directions_mean(values: dict[str, list[float]]) -> tuple[float | None, Stats | None, str | None]:
+    """8.2.8 e: (mean of every recorded value of both directions, their stats, None) or (None, None, why).
+
+    One average over all values, not the average of the two directions' means:
+    the clause averages "all the bandwidth values obtained in c) and d)", so a
+    direction with more recorded sizes weighs more, as it does in the record.
+    """
+    missing = [d for d in DIRECTIONS if not values.get(d)]
+    if missing:
+        what = " and ".join("host→card (h2d)" if d == "h2d" else "card→host (d2h)" for d in missing)
+        return None, None, f"no {what} bandwidth was recorded, so the mean of both directions (8.2.8 e) is undefined"
+    every = [v for d in DIRECTIONS for v in values[d]]
+    return sum(every) / len(every), Stats.of(every), None
 
 
 def flip_byte(buf: torch.Tensor) -> None:
@@ -220,7 +242,24 @@ class _Card:
                            + ("; ".join(wrong) if wrong else f"all {len(checked)} equal ({', '.join(checked)})")
                            + hook)[:1000],
                           observed=len(wrong), expected=0, device=index)
+        self.mean(medians, kinds[0], sizes_text, skipped)
         self.link(medians, src_host, dst_dev, kinds[0])
+
+    def mean(self, medians: dict, kind: str, sizes_text: str, skipped: dict) -> None:
+        """``transfer.mean_gbps``: one mean over both directions' recorded values (8.2.8 e)."""
+        values = {d: medians.get((d, kind), []) for d in DIRECTIONS}
+        value, stats, why = directions_mean(values)
+        labels = {"memory": kind, "sizes_mib": sizes_text,
+                  "average_of": "all h2d and d2h per-size medians (8.2.8 e)"}
+        for d in DIRECTIONS:
+            if values[d]:
+                labels[f"{d}_mean_gbps"] = f"{sum(values[d]) / len(values[d]):.6g}"
+        if value is None:
+            detail = "; ".join(s for d in DIRECTIONS for s in skipped.get((d, kind), []))
+            self.ctx.out.metric("transfer.mean_gbps", None, "GB/s", device=self.index, labels=labels,
+                                unavailable=(why + (f" ({detail})" if detail else ""))[:500])
+            return
+        self.ctx.out.metric("transfer.mean_gbps", value, "GB/s", device=self.index, stats=stats, labels=labels)
 
     def link(self, medians: dict, src_host: torch.Tensor, dst_dev: torch.Tensor, kind: str) -> None:
         """PCIe generation and width, read while copies are in flight; the fraction of nominal reached."""
@@ -280,6 +319,7 @@ def run(ctx: RunContext) -> None:
                 ctx.out.metric(f"transfer.{direction}_gbps", None, "GB/s", device=index, unavailable=reason)
                 ctx.out.metric("transfer.link_fraction", None, "", device=index, labels={"direction": direction},
                                unavailable=reason)
+            ctx.out.metric("transfer.mean_gbps", None, "GB/s", device=index, unavailable=reason)
             return
         _Card(ctx, index).run()
 

@@ -15,13 +15,15 @@ from typing import Any
 
 from cardeval_workloads.envelope import InfoField
 
-from .base import ALL_FIELDS, CLAUSE_FIELDS, Reader, complete, have, merge, missing
+from .base import (ALL_FIELDS, CLAUSE_FIELDS, ECC_COUNTER_FIELDS, PCIE_FIELDS, Reader, complete, have, merge,
+                   missing, refused, was_refused)
 from .command import CommandReader
 from .host import HostReader
 from .nvml import NvmlReader
 from .pci import PciSysfsReader
 
-__all__ = ["ALL_FIELDS", "CLAUSE_FIELDS", "READERS", "register", "open_readers", "read_device", "close_all"]
+__all__ = ["ALL_FIELDS", "CLAUSE_FIELDS", "ECC_COUNTER_FIELDS", "PCIE_FIELDS", "READERS", "register", "open_readers",
+           "read_device", "close_all", "refused", "was_refused"]
 
 READERS: dict[str, list[Callable[[], Reader]]] = {
     "cuda": [NvmlReader, PciSysfsReader],

@@ -24,8 +24,22 @@ CLAUSE_FIELDS = ("vendor", "model", "serial", "firmware", "memory_total_bytes")
 ALL_FIELDS = CLAUSE_FIELDS + (
     "driver", "uuid", "pci_bus_id",
     "pcie_gen_max", "pcie_width_max", "pcie_gen_current", "pcie_width_current",
+    "pcie_gen_card", "pcie_gen_slot",
     "form_factor", "memory_type", "ecc_mode",
+    "ecc_errors_corrected", "ecc_errors_uncorrected",
 )
+
+#: PCIe fields: the link's (``pcie_gen_max`` is the lower of card and slot, as the link trains), the
+#: card's own capability (``pcie_gen_card``) and the slot's (``pcie_gen_slot``, the upstream port's).
+PCIE_FIELDS = ("pcie_gen_max", "pcie_width_max", "pcie_gen_current", "pcie_width_current", "pcie_gen_card",
+               "pcie_gen_slot")
+
+#: The card's ECC error counters (corrected, uncorrected).
+ECC_COUNTER_FIELDS = ("ecc_errors_corrected", "ecc_errors_uncorrected")
+
+#: Starts the reason of a field the management interface was asked for and refused (an error
+#: return: not supported, no permission, ECC disabled), as opposed to a field no interface offers.
+REFUSED = "the interface refused: "
 
 
 def have(value: Any, source: str) -> InfoField:
@@ -34,6 +48,15 @@ def have(value: Any, source: str) -> InfoField:
 
 def missing(why: str) -> InfoField:
     return InfoField(unavailable=(why or "unknown reason")[:256])
+
+
+def refused(why: str) -> InfoField:
+    """A field the interface was asked for and answered with an error (see :data:`REFUSED`)."""
+    return missing(REFUSED + (why or "an error without a message"))
+
+
+def was_refused(field: InfoField | None) -> bool:
+    return field is not None and field.value is None and REFUSED in (field.unavailable or "")
 
 
 class Reader(Protocol):

@@ -15,7 +15,7 @@ from typing import Any
 
 from cardeval_workloads.envelope import InfoField
 
-from .base import have, missing
+from .base import have, missing, refused
 
 log = logging.getLogger("cardeval.mgmt.nvml")
 
@@ -119,11 +119,14 @@ class NvmlReader:
         drv, err = self._call("nvmlSystemGetDriverVersion")
         out["driver"] = have(_s(drv), src) if drv else missing(err or "")
 
+        # the link (the lower of card and system) and, separately, the card's own maximum generation
         for field, fn in (("pcie_gen_max", "nvmlDeviceGetMaxPcieLinkGeneration"),
                           ("pcie_width_max", "nvmlDeviceGetMaxPcieLinkWidth"),
                           ("pcie_gen_current", "nvmlDeviceGetCurrPcieLinkGeneration"),
-                          ("pcie_width_current", "nvmlDeviceGetCurrPcieLinkWidth")):
+                          ("pcie_width_current", "nvmlDeviceGetCurrPcieLinkWidth"),
+                          ("pcie_gen_card", "nvmlDeviceGetGpuMaxPcieLinkGeneration")):
             simple(field, fn, conv=lambda v: str(int(v)))
+        out.update(self.ecc_counters(h))
 
         ecc, err = self._call("nvmlDeviceGetEccMode", h)
         if ecc is not None:
@@ -147,6 +150,29 @@ class NvmlReader:
         mt = _MEMORY.search(model)
         out["memory_type"] = have(mt.group(1).upper(), "nvml name") if mt else missing(
             "NVML does not report the memory type and the model name does not state it")
+        return out
+
+    def ecc_counters(self, h: Any) -> dict[str, InfoField]:
+        """The card's corrected and uncorrected ECC error counts (aggregate: the card's lifetime, kept in
+        its InfoROM; volatile, since the driver loaded, where the aggregate is not kept)."""
+        nv, out = self.pynvml, {}
+        for field, const in (("ecc_errors_corrected", "NVML_MEMORY_ERROR_TYPE_CORRECTED"),
+                             ("ecc_errors_uncorrected", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED")):
+            kind = getattr(nv, const, None)
+            if kind is None or not hasattr(nv, "nvmlDeviceGetTotalEccErrors"):
+                out[field] = missing("this nvidia-ml-py offers no nvmlDeviceGetTotalEccErrors")
+                continue
+            errors = []
+            for counter, label in (("NVML_AGGREGATE_ECC", "aggregate"), ("NVML_VOLATILE_ECC", "volatile")):
+                if not hasattr(nv, counter):
+                    continue
+                value, err = self._call("nvmlDeviceGetTotalEccErrors", h, kind, getattr(nv, counter))
+                if err is None and value is not None:
+                    out[field] = have(int(value), f"nvml total ECC errors ({label})")
+                    break
+                errors.append(f"{label}: {err}")
+            else:
+                out[field] = refused("; ".join(errors))
         return out
 
     def driver_version(self) -> str | None:

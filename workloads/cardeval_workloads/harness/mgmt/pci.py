@@ -1,9 +1,17 @@
 """PCIe facts from Linux sysfs, for any card whose PCI address is known.
 
 ``/sys/bus/pci/devices/<domain:bus:dev.fn>/`` holds the PCI vendor id and the
-link's maximum and current speed and width, read by the kernel from the
-device's configuration space. That is vendor-neutral and needs no tool, so it
-backs up (or supplies) vendor and PCIe fields for every backend.
+maximum and current speed and width, read by the kernel from the device's
+configuration space. That is vendor-neutral and needs no tool, so it backs up
+(or supplies) vendor and PCIe fields for every backend.
+
+A device's ``max_link_speed`` is its own Link Capabilities: for the card's
+endpoint that is the card's maximum generation (``pcie_gen_card``); for the
+bridge above it in the sysfs tree (the root port or switch port the card is
+plugged into) it is the slot's (``pcie_gen_slot``). The link trains to the
+lower of the two, which is the link's maximum (``pcie_gen_max``, as NVML's
+``nvmlDeviceGetMaxPcieLinkGeneration`` reports it); ``current_link_speed`` is
+the link's present speed.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import Any
 
 from cardeval_workloads.envelope import InfoField
 
-from .base import have, missing
+from .base import PCIE_FIELDS, have, missing
 
 SYSFS = Path("/sys/bus/pci/devices")
 
@@ -55,38 +63,63 @@ class PciSysfsReader:
         bus = known.get("pci_bus_id")
         if bus is None or bus.value is None:
             why = "no PCI address known for this device, so sysfs cannot be consulted"
-            return {k: missing(why) for k in ("pcie_gen_max", "pcie_width_max", "pcie_gen_current",
-                                              "pcie_width_current")}
+            return {k: missing(why) for k in PCIE_FIELDS}
         addr = normalize_bus_id(bus.value)
         path = self.root / addr if addr else None
         if path is None or not path.is_dir():
             why = f"{path or bus.value} is not in sysfs (container without /sys/bus/pci?)"
-            return {k: missing(why) for k in ("vendor", "pcie_gen_max", "pcie_width_max", "pcie_gen_current",
-                                              "pcie_width_current")}
+            return {k: missing(why) for k in ("vendor",) + PCIE_FIELDS}
         out: dict[str, InfoField] = {}
 
-        def text(name: str) -> str | None:
+        def text(where: Path, name: str) -> str | None:
             try:
-                return (path / name).read_text().strip()
+                return (where / name).read_text().strip()
             except OSError:
                 return None
 
-        vendor = text("vendor")
+        vendor = text(path, "vendor")
         if vendor:
             vid = int(vendor, 16)
             label = PCI_VENDORS.get(vid)
             out["vendor"] = have(f"{label} (PCI vendor 0x{vid:04x})" if label else f"PCI vendor 0x{vid:04x}",
                                  "sysfs pci vendor id")
         for field, fname, conv in (
-            ("pcie_gen_max", "max_link_speed", _gen), ("pcie_gen_current", "current_link_speed", _gen),
+            ("pcie_gen_current", "current_link_speed", _gen),
             ("pcie_width_max", "max_link_width", lambda s: int(s) if s.isdigit() else None),
             ("pcie_width_current", "current_link_width", lambda s: int(s) if s.isdigit() else None),
         ):
-            raw = text(fname)
+            raw = text(path, fname)
             value = conv(raw) if raw else None
             out[field] = have(value, f"sysfs {fname}") if value else missing(
                 f"sysfs {fname} is {'unreadable' if raw is None else repr(raw)}")
+        raw = text(path, "max_link_speed")
+        card = _gen(raw) if raw else None
+        out["pcie_gen_card"] = have(card, "sysfs max_link_speed (card)") if card else missing(
+            f"sysfs max_link_speed of the card is {'unreadable' if raw is None else repr(raw)}")
+        slot, slot_why = self._slot(path)
+        out["pcie_gen_slot"] = have(slot, "sysfs max_link_speed (upstream port)") if slot else missing(slot_why)
+        if card and slot:
+            out["pcie_gen_max"] = have(min(card, slot), "sysfs max_link_speed (lower of card, slot)")
+        else:
+            out["pcie_gen_max"] = missing("the link's maximum is the lower of card and slot; "
+                                          + ("the card's max_link_speed is unreadable" if not card else slot_why))
         return out
+
+    def _slot(self, path: Path) -> tuple[int | None, str]:
+        """The generation of the port the device is attached to: the parent bridge in the sysfs tree."""
+        try:
+            parent = path.resolve().parent
+        except OSError as exc:
+            return None, f"the upstream port of {path.name} cannot be found: {exc}"
+        if normalize_bus_id(parent.name) is None:
+            return None, (f"{path.name} has no PCI bridge above it in sysfs ({parent.name}): the slot's "
+                          "generation is not readable")
+        try:
+            raw = (parent / "max_link_speed").read_text().strip()
+        except OSError:
+            return None, f"sysfs max_link_speed of the upstream port {parent.name} is unreadable"
+        gen = _gen(raw)
+        return (gen, "") if gen else (None, f"sysfs max_link_speed of the upstream port {parent.name} is {raw!r}")
 
     def close(self) -> None:
         pass
