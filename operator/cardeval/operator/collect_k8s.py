@@ -109,8 +109,12 @@ def collect_job(kube: Kube, namespace: str, item: WorkItem, job: dict, state: Jo
             return WorkloadRun(item.workload, not_run=f"workload {item.workload} did not run within its time "
                                f"limit of {item.timeout_s}s: {why}")
         if deadline:
-            return WorkloadRun(item.workload, not_run=f"workload {item.workload} did not start within its time "
-                               f"limit of {item.timeout_s}s (Job {job['metadata']['name']}: {state.message})")
+            # The Job controller deletes the pods it stops at the deadline: nothing shows whether the
+            # workload never started or hung, so this fails closed as the hang it may have been.
+            return WorkloadRun(item.workload, error=f"workload {item.workload} did not finish within its time "
+                               f"limit of {item.timeout_s}s (activeDeadlineSeconds) and was stopped; its pod is "
+                               f"gone, so whether it ever started cannot be told (Job {job['metadata']['name']}: "
+                               f"{state.message})")
         detail = f" ({state.reason}: {state.message})" if state.reason else ""
         return WorkloadRun(item.workload, error=f"Job {job['metadata']['name']} finished but its pod is gone "
                            f"and left no result{detail}")
