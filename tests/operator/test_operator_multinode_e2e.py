@@ -54,11 +54,11 @@ def nodes_of(pool: str, names: list[str]) -> list[dict]:
             for n in names]
 
 
-def evaluation(name: str, pool: str, clauses: list[str], launcher: str) -> dict:
+def evaluation(name: str, pool: str, clauses: list[str], launcher: str, **spec) -> dict:
     return {"apiVersion": "cardeval.io/v1alpha1", "kind": "CardEvaluation", "metadata": {"name": name},
             "spec": {"cardType": "training", "resourceName": "example.com/accel", "expectedCardsPerNode": 1,
                      "nodeSelector": {"cardeval.io/pool": pool}, "profile": "quick",
-                     "clauses": {"include": clauses}, "multiNode": {"nodes": 2, "launcher": launcher}}}
+                     "clauses": {"include": clauses}, "multiNode": {"nodes": 2, "launcher": launcher}, **spec}}
 
 
 def apply(cluster, doc: dict) -> None:
@@ -114,7 +114,8 @@ def test_indexed_job_runs_across_two_of_three_nodes(cluster, installed, multinod
     names = [f"{pool}-a", f"{pool}-b", f"{pool}-c"]
     node_agent(nodes_of(pool, names))
     name = f"across-{unique}"
-    apply(cluster, evaluation(name, pool, ["6.2.1.g", "6.2.5.6"], "indexed-job"))
+    # the node agent's pods are host processes: the CPU stand-in, said explicitly
+    apply(cluster, evaluation(name, pool, ["6.2.1.g", "6.2.5.6"], "indexed-job", cpuStandIn=True))
     jobs_path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
     try:
         # the operator is killed while the first run across nodes is in flight: the restarted one
@@ -153,9 +154,9 @@ def test_indexed_job_runs_across_two_of_three_nodes(cluster, installed, multinod
 
         for node in members:
             v = verdicts(cluster, name, node)
-            assert v["6.2.1.g"]["verdict"] == "Pass", v["6.2.1.g"]
-            assert "host CPU stand-in" in v["6.2.1.g"]["reason"]
-            assert v["6.2.1.g"]["measurements"]["internode.gbps"]["value"] > 0
+            # the run happened across the members, but gloo over TCP on host CPUs says nothing about RDMA
+            assert v["6.2.1.g"]["verdict"] == "NotRun", v["6.2.1.g"]
+            assert "host CPU stand-in" in v["6.2.1.g"]["reason"] and v["6.2.1.g"]["cpuStandIn"] is True
             assert v["6.2.5.6"]["measurements"]["linearity.cluster"]["value"] > 0, v["6.2.5.6"]
         v = verdicts(cluster, name, outsider)
         assert v["6.2.1.g"]["verdict"] == "NotRun" and "is not one of the 2 nodes" in v["6.2.1.g"]["reason"]
