@@ -80,7 +80,9 @@ def test_measure_budget_stops_early_but_keeps_min_repeats() -> None:
 def test_measure_warmup_seconds() -> None:
     fn = Counter(sleep=0.002)
     t = measure(fn, WallTimer(), warmup=1, warmup_s=0.03, repeats=1, min_sample_s=0)
-    assert t.warmup_calls >= 10  # about 30 ms of warm-up at 2 ms a call, then one sample
+    # warm-up runs for warmup_s, not just `warmup` calls: more than one 2 ms call fits in 30 ms even on a
+    # loaded machine (a call count near 15 would be a timed assertion, which a busy CI breaks)
+    assert 2 <= t.warmup_calls <= 16
 
 
 def test_measure_calibrates_fast_calls_in_batches() -> None:
