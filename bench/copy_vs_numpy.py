@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from cardeval_workloads.harness.device import CpuBackend  # noqa: E402
+from bare_timing import bare_rates  # noqa: E402
 from cardeval_workloads.suite import memory  # noqa: E402
 
 CFG = dict(repeats=7, min_sample_s=0.05, budget_s=10.0)
@@ -54,18 +55,7 @@ IDLE_S = 0.3
 
 def bare_bandwidth(fn, moved: float, repeats: int, min_sample_s: float) -> tuple[float, float]:
     """(median, fastest) GB/s of ``fn`` over ``repeats`` samples of at least ``min_sample_s`` — no harness."""
-    fn()
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    inner = max(1, int(min_sample_s / max(time.perf_counter() - t0, 1e-9)) + 1)
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        rates.append(moved * inner / (time.perf_counter() - t0) / 1e9)
-    rates.sort()
+    rates = bare_rates(fn, moved, 2, repeats, min_sample_s)
     return rates[len(rates) // 2], rates[-1]
 
 

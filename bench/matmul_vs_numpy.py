@@ -43,6 +43,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workloads"))
 
+from bare_timing import bare_rates  # noqa: E402
+
 #: The variables this machine sets to handicap OpenBLAS; removed only in the clean reference's environment.
 HANDICAP = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 CFG = dict(warmup=2, repeats=7, min_sample_s=0.05, shape_budget_s=15.0)
@@ -56,18 +58,8 @@ IDLE_S = 0.5
 
 def bare_rate(fn, n: int, warmup: int, repeats: int, min_sample_s: float) -> tuple[float, float]:
     """(mean, max) GFLOPS of ``fn`` over ``repeats`` samples of at least ``min_sample_s`` — no harness."""
-    for _ in range(max(1, warmup)):
-        fn()
-    t0 = time.perf_counter()
-    fn()
-    inner = max(1, int(min_sample_s / max(time.perf_counter() - t0, 1e-9)) + 1)
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        rates.append(2.0 * n**3 * inner / (time.perf_counter() - t0) / 1e9)
-    return sum(rates) / len(rates), max(rates)
+    rates = bare_rates(fn, 2.0 * n**3, warmup, repeats, min_sample_s)
+    return sum(rates) / len(rates), rates[-1]
 
 
 def numpy_blas() -> str:

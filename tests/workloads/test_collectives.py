@@ -176,9 +176,8 @@ def test_p2p_and_internode_explain_what_one_cpu_node_cannot_do(tmp_path):
     assert judge("6.2.1.g", "internode", inter, cards=1, nodes=1).verdict == Verdict.NOT_RUN
 
 
-def test_internode_across_two_indexed_nodes_on_one_host_counts_one_host(tmp_path):
-    """Two 'nodes' (pods 0 and 1 of an Indexed Job) on loopback: the exchange and its checks run, and
-    ``internode.hosts`` says they shared one host, so the run proves nothing about a server network."""
+def two_indexed_pods(workload: str) -> Envelope:
+    """``workload`` as the two pods of an Indexed Job (JOB_COMPLETION_INDEX 0 and 1) on loopback; pod 0's result."""
     port = free_port()
     procs = []
     for index in (0, 1):
@@ -186,11 +185,17 @@ def test_internode_across_two_indexed_nodes_on_one_host_counts_one_host(tmp_path
         env.update(JOB_COMPLETION_INDEX=str(index), CARDEVAL_NNODES="2", CARDEVAL_PROCS_PER_NODE="1",
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "cardeval_workloads", "internode", "--profile", "quick"],
+            [sys.executable, "-m", "cardeval_workloads", workload, "--profile", "quick"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    env = find_envelope_in_output(outs[0][0])  # pod 0 reports for the run
+    return find_envelope_in_output(outs[0][0])  # pod 0 reports for the run
+
+
+def test_internode_across_two_indexed_nodes_on_one_host_counts_one_host(tmp_path):
+    """Two 'nodes' (pods 0 and 1 of an Indexed Job) on loopback: the exchange and its checks run, and
+    ``internode.hosts`` says they shared one host, so the run proves nothing about a server network."""
+    env = two_indexed_pods("internode")
     assert env.checks_named("internode.correct")[0].ok is True
     hosts = env.metric("internode.hosts")
     assert (hosts.value, hosts.unit, hosts.labels["ranks"]) == (1.0, "hosts", "2 of 2")
@@ -203,18 +208,7 @@ def test_internode_across_two_indexed_nodes_on_one_host_counts_one_host(tmp_path
 
 def test_train_parallel_across_two_indexed_nodes_reports_cluster_linearity(tmp_path):
     """Two coordinators as two pods of an Indexed Job (JOB_COMPLETION_INDEX 0 and 1) on loopback."""
-    port = free_port()
-    procs = []
-    for index in (0, 1):
-        env = _env()
-        env.update(JOB_COMPLETION_INDEX=str(index), CARDEVAL_NNODES="2", CARDEVAL_PROCS_PER_NODE="1",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "cardeval_workloads", "train-parallel", "--profile", "quick"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    env = find_envelope_in_output(outs[0][0])  # pod 0 reports for the run
+    env = two_indexed_pods("train-parallel")
     checks = {c.name: c.ok for c in env.checks}
     assert checks == {"train_parallel.completed": True, "train_parallel.reached_target": True}, env.checks
     cluster = env.metric("linearity.cluster")
