@@ -176,8 +176,9 @@ def test_p2p_and_internode_explain_what_one_cpu_node_cannot_do(tmp_path):
     assert judge("6.2.1.g", "internode", inter, cards=1, nodes=1).verdict == Verdict.NOT_RUN
 
 
-def two_indexed_pods(workload: str) -> Envelope:
-    """``workload`` as the two pods of an Indexed Job (JOB_COMPLETION_INDEX 0 and 1) on loopback; pod 0's result."""
+def two_indexed_pods(workload: str) -> list[str]:
+    """``workload`` as the two pods of an Indexed Job (JOB_COMPLETION_INDEX 0 and 1) on loopback: each pod's stdout
+    (pod 0 reports for the run)."""
     port = free_port()
     procs = []
     for index in (0, 1):
@@ -189,13 +190,13 @@ def two_indexed_pods(workload: str) -> Envelope:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    return find_envelope_in_output(outs[0][0])  # pod 0 reports for the run
+    return [out for out, _ in outs]
 
 
 def test_internode_across_two_indexed_nodes_on_one_host_counts_one_host(tmp_path):
     """Two 'nodes' (pods 0 and 1 of an Indexed Job) on loopback: the exchange and its checks run, and
     ``internode.hosts`` says they shared one host, so the run proves nothing about a server network."""
-    env = two_indexed_pods("internode")
+    env = find_envelope_in_output(two_indexed_pods("internode")[0])
     assert env.checks_named("internode.correct")[0].ok is True
     hosts = env.metric("internode.hosts")
     assert (hosts.value, hosts.unit, hosts.labels["ranks"]) == (1.0, "hosts", "2 of 2")
@@ -208,7 +209,8 @@ def test_internode_across_two_indexed_nodes_on_one_host_counts_one_host(tmp_path
 
 def test_train_parallel_across_two_indexed_nodes_reports_cluster_linearity(tmp_path):
     """Two coordinators as two pods of an Indexed Job (JOB_COMPLETION_INDEX 0 and 1) on loopback."""
-    env = two_indexed_pods("train-parallel")
+    outs = two_indexed_pods("train-parallel")
+    env = find_envelope_in_output(outs[0])
     checks = {c.name: c.ok for c in env.checks}
     assert checks == {"train_parallel.completed": True, "train_parallel.reached_target": True}, env.checks
     cluster = env.metric("linearity.cluster")
@@ -216,7 +218,7 @@ def test_train_parallel_across_two_indexed_nodes_reports_cluster_linearity(tmp_p
     assert env.metric("train_parallel.samples_per_s", scope="cluster").value > 0
     # one card per node: no card linearity (it compares N >= 2 cards of one node), said so
     assert "1 card per node" in env.metric("linearity.card").unavailable
-    follower = find_envelope_in_output(outs[1][0])
+    follower = find_envelope_in_output(outs[1])
     assert follower.checks == [] and follower.status == "ok"
 
 
