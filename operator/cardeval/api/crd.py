@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from cardeval.api.models import GROUP, KIND, PLURAL, VERSION, CardEvaluation, EvaluationSpec, EvaluationStatus
 
@@ -98,13 +99,14 @@ def _structural(node: Any) -> Any:
     return node
 
 
-def _schema(model) -> dict:
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
-    return _structural(_resolve(raw, defs))
+    schema: dict[str, Any] = _structural(_resolve(raw, defs))
+    return schema
 
 
-def _mark_condition_list(status: dict) -> None:
+def _mark_condition_list(status: dict[str, Any]) -> None:
     conds = status["properties"]["conditions"]
     conds["x-kubernetes-list-type"] = "map"
     conds["x-kubernetes-list-map-keys"] = ["type"]
@@ -115,7 +117,7 @@ def _mark_condition_list(status: dict) -> None:
     nodes["x-kubernetes-list-type"] = "atomic"
 
 
-def crd() -> dict:
+def crd() -> dict[str, Any]:
     spec = _schema(EvaluationSpec)
     status = _schema(EvaluationStatus)
     _mark_condition_list(status)

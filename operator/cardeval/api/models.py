@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
+from pydantic.config import JsonDict
 from pydantic.alias_generators import to_camel
 
 GROUP = "cardeval.io"
@@ -50,13 +51,13 @@ ShortText = Annotated[str, StringConstraints(max_length=256)]
 LongText = Annotated[str, StringConstraints(max_length=1024)]
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict:
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One CEL validation rule, as the CRD's x-kubernetes-validations wants it.
 
     ``field_path`` is relative to the object the rule sits on (``.thresholds`` on the spec); the
     API server reports the error at ``spec.thresholds``.
     """
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry
@@ -70,7 +71,7 @@ class ApiModel(BaseModel):
         use_enum_values=True, validate_default=True,
     )
 
-    def wire(self) -> dict:
+    def wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
@@ -203,7 +204,7 @@ class ExpectedCard(ApiModel):
 TRAINING_PREFIXES = ("6.1", "6.2", "6.4")
 INFERENCE_PREFIXES = ("6.1", "6.3", "6.4")
 
-_SPEC_RULES = [
+_SPEC_RULES: list[JsonValue] = [
     cel("!has(self.thresholds) || (self.cardType == 'training' ? self.thresholds.all(k, !k.startsWith('6.3.')) "
         ": self.thresholds.all(k, !k.startsWith('6.2.')))",
         "thresholds name a clause of the other card type", ".thresholds"),
@@ -444,7 +445,7 @@ class NodeResult(ApiModel):
     card_type: CardType
     profile: Profile
     backend: str = ""
-    devices: list[dict] = Field(default_factory=list)
+    devices: list[dict[str, Any]] = Field(default_factory=list)
     results: list[ClauseResult] = Field(default_factory=list)
     counts: VerdictCounts = Field(default_factory=VerdictCounts)
     compliant: bool | None = None
@@ -461,7 +462,7 @@ class NodeResult(ApiModel):
     excluded_clauses: list[str] = Field(default_factory=list)
 
 
-def error_location(loc: tuple) -> str:
+def error_location(loc: tuple[int | str, ...]) -> str:
     """pydantic's error location (already in wire names) as a path: ``spec.clauses.include[0]``."""
     out = ""
     for part in loc:

@@ -172,7 +172,7 @@ HOST_INTERFACE = DeviceField(
     "a PCIe host link (PCIe cards attach over it, and so do OAM modules)")
 PCIE_VERSION = PcieGeneration("min_pcie_gen")
 OAM_VERSION = DeviceField("oam_version", lambda v, t: _number(v) >= t["min_oam_version"],
-                          "OAM ≥ thresholds.min_oam_version", applies=_not_pcie, reads=("min_oam_version",))
+                          "OAM ≥ thresholds.min_oam_version", applies=_not_pcie, uses_thresholds=("min_oam_version",))
 MEMORY_TYPE = DeviceField(
     "memory_type", lambda v, t: any(k in v.upper() for k in ("HBM", "GDDR", "LPDDR")),
     "HBM, GDDR or LPDDR")

@@ -16,7 +16,7 @@ node judged on them is never compliant.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from cardeval.api.models import (
     ClauseResult, ComplianceReason, EvaluationSpec, Evidence, NodeResult, ThresholdOverride, ThresholdUse, Verdict,
@@ -139,7 +139,8 @@ def judge_clause(clause: Clause, ctx: JudgeContext, evidence: Evidence | None,
         return ClauseResult(**base, verdict=Verdict.ERROR, reason=ctx.node.gone)
     absent = [w for w in clause.workloads if w in missing_workloads]
     if absent and not any(w in ctx.runs for w in clause.workloads):
-        finding = Finding(Outcome.NOT_RUN, f"no workload checks this clause in this version (needs: {', '.join(absent)})")
+        finding = Finding(Outcome.NOT_RUN,
+                          f"no workload checks this clause in this version (needs: {', '.join(absent)})")
     else:
         finding = clause.rule.judge(ctx)
     if attestation is not None:
@@ -152,7 +153,7 @@ def judge_clause(clause: Clause, ctx: JudgeContext, evidence: Evidence | None,
     return result
 
 
-def _with_attestation(base: dict, clause: Clause, finding: Finding, evidence: Evidence) -> ClauseResult:
+def _with_attestation(base: dict[str, Any], clause: Clause, finding: Finding, evidence: Evidence) -> ClauseResult:
     """An attested clause: the attestation decides when the measurement could not, or when it says it
     overrides the measurement; otherwise the measurement's verdict stands.  Both are shown."""
     when = f" on {evidence.date}" if evidence.date else ""

@@ -54,7 +54,7 @@ class LocalExecutor:
             compact = termination.read_text(encoding="utf-8", errors="replace") if termination.exists() else ""
             return collect(item.workload, proc.returncode, stdout, compact, _tail(stderr_path))
 
-    def _kill(self, proc: subprocess.Popen) -> None:
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
         for sig, wait in ((signal.SIGTERM, self.grace_s), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(proc.pid, sig)

@@ -23,7 +23,7 @@ from cardeval.engine.units import UNITS, UnitError, check_plausible, convert
 if TYPE_CHECKING:
     from cardeval.engine.catalog import Clause
     from cardeval.engine.facts import NodeFacts, WorkloadRun
-    from cardeval_workloads.envelope import Envelope
+    from cardeval_workloads.envelope import Envelope, Metric
 
 
 class Outcome(str, Enum):
@@ -95,6 +95,21 @@ class Unusable(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Read:
+    """One name of a workload's result that a rule reads: a ``check``, a ``metric`` or a card's
+    management ``field``.  ``workload`` is None for the clause's first workload.  The catalog's
+    rules and the workloads' declared names are matched on these (tests/engine)."""
+
+    kind: str
+    name: str
+    workload: str | None = None
+
+
+def _reads(kind: str, names: Iterable[str], workload: str | None) -> frozenset[Read]:
+    return frozenset(Read(kind, name, workload) for name in names)
+
+
 class Rule:
     """Base: subclasses implement ``evaluate`` and ``describe``."""
 
@@ -107,6 +122,10 @@ class Rule:
     def threshold_keys(self) -> frozenset[str]:
         """The threshold keys this rule reads: an override of any other key would change nothing,
         so the loader refuses it unless a workload takes it as a parameter."""
+        return frozenset()
+
+    def reads(self) -> frozenset[Read]:
+        """The result names this rule reads (none for a rule on the Node object, the BMC or the spec)."""
         return frozenset()
 
     def judge(self, ctx: JudgeContext) -> Finding:
@@ -165,6 +184,9 @@ class NeedsCluster(Rule):
     def describe(self) -> str:
         return f"in a cluster: {self.inner.describe() if self.inner else self.what}"
 
+    def reads(self) -> frozenset[Read]:
+        return self.inner.reads() if self.inner else frozenset()
+
     def threshold_keys(self) -> frozenset[str]:
         return self.inner.threshold_keys() if self.inner else frozenset()
 
@@ -202,6 +224,9 @@ class NeedsCards(Rule):
 
     def threshold_keys(self) -> frozenset[str]:
         return self.inner.threshold_keys()
+
+    def reads(self) -> frozenset[Read]:
+        return self.inner.reads()
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         if self.min_nodes > 1 and ctx.nodes_in_evaluation < self.min_nodes:
@@ -253,6 +278,9 @@ class ChecksAll(Rule):
         extra = f"; none of {', '.join(self.optional)} failed" if self.optional else ""
         return "all of: " + ", ".join(self.checks) + extra
 
+    def reads(self) -> frozenset[Read]:
+        return _reads("check", self.checks + self.optional, self.workload)
+
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
         if self.needs_accelerator:
@@ -289,6 +317,9 @@ class ChecksAny(Rule):
 
     def describe(self) -> str:
         return "one or more of: " + ", ".join(self.checks)
+
+    def reads(self) -> frozenset[Read]:
+        return _reads("check", self.checks, self.workload)
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
@@ -337,6 +368,9 @@ class MetricsAtLeast(Rule):
         op = "≤" if self.at_most else "≥"
         return ", ".join(f"{m} {op} thresholds.{k} ({self.units[m]})" for m, k in self.limits.items())
 
+    def reads(self) -> frozenset[Read]:
+        return _reads("metric", self.limits, self.workload) | _reads("check", self.requires.values(), self.workload)
+
     def threshold_keys(self) -> frozenset[str]:
         return frozenset(self.limits.values())
 
@@ -345,7 +379,8 @@ class MetricsAtLeast(Rule):
         if self.needs_accelerator:
             _accelerator_required(env)
         measurements: dict[str, Measurement] = {}
-        short, ok = [], []
+        short: list[str] = []
+        ok: list[str] = []
         for metric, key in self.limits.items():
             limit, unit = ctx.thresholds[key], self.units[metric]
             found = [m for m in env.metrics_named(metric) if m.labels.get("detail") != "true"]
@@ -355,10 +390,11 @@ class MetricsAtLeast(Rule):
             if unavailable:
                 short.append(f"{metric}: unavailable ({unavailable[0].unavailable})")
                 continue
+            measured = [(m.value, m) for m in found if m.value is not None]
             try:
-                values = [(convert(m.value, m.unit, unit), m) for m in found]
-                for m in found:
-                    check_plausible(metric, m.value, m.unit)
+                values = [(convert(v, m.unit, unit), m) for v, m in measured]
+                for v, m in measured:
+                    check_plausible(metric, v, m.unit)
             except UnitError as exc:
                 return Finding(Outcome.ERROR, f"workload {env.workload}: metric {metric}: {exc}")
             uncounted = self._uncounted(env, metric, [m for _, m in values])
@@ -376,7 +412,7 @@ class MetricsAtLeast(Rule):
                            + ("; met: " + "; ".join(ok) if ok else ""), measurements)
         return Finding(Outcome.MET, "; ".join(ok), measurements)
 
-    def _uncounted(self, env: Envelope, metric: str, found: list) -> str:
+    def _uncounted(self, env: Envelope, metric: str, found: list[Metric]) -> str:
         """Why ``metric``'s figures do not count (its run's correctness check did not pass), or ''."""
         check = self.requires.get(metric)
         if check is None:
@@ -414,30 +450,33 @@ class Measured(Rule):
     def describe(self) -> str:
         return "measures " + ", ".join(self.metrics)
 
+    def reads(self) -> frozenset[Read]:
+        return _reads("metric", self.metrics, self.workload)
+
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
         measurements: dict[str, Measurement] = {}
         missing, invalid = [], []
         for metric in self.metrics:
             found = [m for m in env.metrics_named(metric) if m.labels.get("detail") != "true"]
-            values = [m for m in found if m.value is not None]
+            values = [(m.value, m) for m in found if m.value is not None]
             if not values:
                 why = found[0].unavailable if found else "not reported"
                 missing.append(f"{metric}: {why}")
                 continue
-            for m in values:
+            for value, m in values:
                 key = metric if m.device is None or len(values) == 1 else f"{metric}[{m.device}]"
                 try:
                     if m.unit in UNITS:
-                        check_plausible(metric, m.value, m.unit)
+                        check_plausible(metric, value, m.unit)
                 except UnitError as exc:
                     return Finding(Outcome.ERROR, f"workload {env.workload}: metric {key}: {exc}")
-                value, note = m.value, ""
+                note = ""
                 if m.stats is not None and len(m.stats.samples) >= 2:
                     bad = {int(i) for i in m.labels.get("nonconverged", "").split(",") if i.strip().isdigit()}
                     runs = [Run(v, converged=i not in bad) for i, v in enumerate(m.stats.samples)]
                     rep = summarize(runs, lower_is_faster=m.unit in TIME_UNITS)
-                    if not rep.valid:
+                    if not rep.valid or rep.chapter8 is None or rep.mean_trimmed is None:
                         invalid.append(f"{key}: {rep.reason}")
                         continue
                     value = rep.chapter8
@@ -452,7 +491,8 @@ class Measured(Rule):
             return Finding(Outcome.NOT_RUN, "not measured: " + "; ".join(missing), measurements)
         shown = {k: v for k, v in measurements.items() if not k.endswith(".mean_trimmed")}
         return Finding(Outcome.MET, "measured " + ", ".join(
-            f"{k} = {_fmt(v.value)} {v.unit}".rstrip() for k, v in shown.items())[:900], measurements)
+            f"{k} = {_fmt(v.value) if v.value is not None else '?'} {v.unit}".rstrip()
+            for k, v in shown.items())[:900], measurements)
 
 
 @dataclass
@@ -475,6 +515,10 @@ class DeviceFields(Rule):
         return ("readable on every card: " + ", ".join(self.fields) + "; the same " + ", ".join(self.agree)
                 + " on every card of the node; the spec's card count and spec.expectedCard where given")
 
+    def reads(self) -> frozenset[Read]:
+        return (_reads("field", self.fields + self.agree, self.workload)
+                | _reads("check", (self.fallback_check,), self.workload))
+
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
         _accelerator_required(env)
@@ -493,7 +537,7 @@ class DeviceFields(Rule):
             for name in self.fields:
                 f = d.fields.get(name)
                 if f is None or f.value is None:
-                    why = f.unavailable if f else "not reported"
+                    why = (f.unavailable or "unavailable") if f else "not reported"
                     missing.append(f"card {d.index} {name}: {why}")
                 else:
                     read.append(f"{name}={f.value}")
@@ -557,13 +601,17 @@ class DeviceField(Rule):
     unknown: Outcome = Outcome.NOT_RUN
     workload: str | None = None
     #: The threshold keys ``predicate`` reads.
-    reads: tuple[str, ...] = ()
+    uses_thresholds: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return f"{self.name}: {self.expectation}"
 
+    def reads(self) -> frozenset[Read]:
+        # ``applies`` may read the form factor (OAM version is for OAM modules).
+        return _reads("field", (self.name, "form_factor") if self.applies else (self.name,), self.workload)
+
     def threshold_keys(self) -> frozenset[str]:
-        return frozenset(self.reads)
+        return frozenset(self.uses_thresholds)
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
@@ -603,16 +651,19 @@ class Duration(Rule):
     def describe(self) -> str:
         return f"{self.duration_metric} ≥ thresholds.duration_hours and all of: {', '.join(self.checks)}"
 
+    def reads(self) -> frozenset[Read]:
+        return _reads("check", self.checks, self.workload) | _reads("metric", (self.duration_metric,), self.workload)
+
     def threshold_keys(self) -> frozenset[str]:
         return frozenset({"duration_hours"})
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
         base = ChecksAll(self.checks, unknown=Outcome.NOT_RUN, workload=self.workload).judge(ctx)
-        found = [m for m in env.metrics_named(self.duration_metric) if m.value is not None]
+        found = [m.value for m in env.metrics_named(self.duration_metric) if m.value is not None]
         if not found:
             return Finding(Outcome.ERROR, f"workload {env.workload} did not report {self.duration_metric}")
-        seconds = min(m.value for m in found)
+        seconds = min(found)
         hours = seconds / 3600
         required = ctx.thresholds["duration_hours"]
         meas = {self.duration_metric: Measurement(value=seconds, unit="s")}
@@ -632,6 +683,9 @@ class AllOf(Rule):
 
     def describe(self) -> str:
         return " and ".join(r.describe() for r in self.rules)
+
+    def reads(self) -> frozenset[Read]:
+        return frozenset().union(*(r.reads() for r in self.rules))
 
     def threshold_keys(self) -> frozenset[str]:
         return frozenset().union(*(r.threshold_keys() for r in self.rules))
@@ -668,6 +722,9 @@ class AlsoWhenRun(Rule):
     def describe(self) -> str:
         return f"{self.main.describe()}; when {self.run} ran, also {self.extra.describe()}"
 
+    def reads(self) -> frozenset[Read]:
+        return self.main.reads() | self.extra.reads()
+
     def threshold_keys(self) -> frozenset[str]:
         return self.main.threshold_keys() | self.extra.threshold_keys()
 
@@ -699,6 +756,10 @@ class SubChecks(Rule):
 
     def describe(self) -> str:
         return "every sub-check ok: " + ", ".join(self.required)
+
+    def reads(self) -> frozenset[Read]:
+        return (_reads("check", self.required + self.informational, self.workload)
+                | _reads("metric", self.metrics, self.workload))
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
@@ -764,8 +825,9 @@ def classify_os(os_image: str) -> tuple[str | None, tuple[int, ...] | None, bool
     """(Annex A.1 family or None, its minimum version, whether this version meets it)."""
     lowered = os_image.lower()
     for family, pattern, minimum in ANNEX_A1:
-        if re.search(pattern, lowered):
-            version = _version_tuple(os_image[re.search(pattern, lowered).end():]) or _version_tuple(os_image)
+        named = re.search(pattern, lowered)
+        if named:
+            version = _version_tuple(os_image[named.end():]) or _version_tuple(os_image)
             return family, minimum, bool(version) and version >= minimum
     return None, None, False
 
@@ -841,9 +903,9 @@ class HostOs(Rule):
                 system = f" (operating system {ctx.node.operating_system})" if ctx.node.operating_system else ""
                 return Finding(Outcome.NOT_MET, f"{image!r}{system} is not a Linux distribution")
             if family and recent:
-                note = f"listed in Annex A.1 ({family} ≥ {'.'.join(map(str, minimum))})"
+                note = f"listed in Annex A.1 ({family} ≥ {'.'.join(map(str, minimum or ()))})"
             elif family:
-                note = f"{family} is in Annex A.1 but older than {'.'.join(map(str, minimum))}"
+                note = f"{family} is in Annex A.1 but older than {'.'.join(map(str, minimum or ()))}"
             else:
                 note = "not in Annex A.1's list, which is not exhaustive"
             about = f"{image} (kernel {kernel}); {note}"
@@ -851,7 +913,8 @@ class HostOs(Rule):
             about = f"{image} is a 信创 distribution ({family})"
         elif family in XINCHUANG:
             return Finding(Outcome.NOT_RUN, f"{image} is {family} but older than Annex A.1's "
-                           f"{'.'.join(map(str, minimum))}; run on a current version or attest one in spec.evidence")
+                           f"{'.'.join(map(str, minimum or ()))}; run on a current version or attest one in "
+                           "spec.evidence")
         else:
             return Finding(Outcome.NOT_RUN, f"{image} is not a 信创 distribution, so this node says nothing about "
                            "6.1.g; run on one of " + ", ".join(XINCHUANG) + " or attest a run on one in spec.evidence")
@@ -876,6 +939,10 @@ class ServerLink(Rule):
     def describe(self) -> str:
         return (f"across ≥ 2 hosts, internode.correct and (an RDMA transport reported, or internode.gbps ≥ "
                 f"thresholds.{self.key} {self.unit})")
+
+    def reads(self) -> frozenset[Read]:
+        return (_reads("check", ("internode.correct", "internode.transport"), self.workload)
+                | _reads("metric", ("internode.hosts", "internode.gbps"), self.workload))
 
     def threshold_keys(self) -> frozenset[str]:
         return frozenset({self.key})
@@ -941,6 +1008,10 @@ class PcieGeneration(Rule):
     def describe(self) -> str:
         return f"the card's PCIe generation (pcie_gen_card) ≥ thresholds.{self.key}; the link shown beside"
 
+    def reads(self) -> frozenset[Read]:
+        fields = ("form_factor", "pcie_gen_card", "pcie_gen_max", "pcie_gen_slot", "pcie_gen_current")
+        return _reads("field", fields, self.workload)
+
     def threshold_keys(self) -> frozenset[str]:
         return frozenset({self.key})
 
@@ -950,7 +1021,9 @@ class PcieGeneration(Rule):
         if not env.devices:
             return Finding(Outcome.ERROR, f"workload {env.workload} reported no device")
         need = ctx.thresholds[self.key]
-        good, bad, unknown = [], [], []
+        good: list[str] = []
+        bad: list[str] = []
+        unknown: list[str] = []
         for d in env.devices:
             values = {k: v.value for k, v in d.fields.items() if v.value is not None}
             if values.get("form_factor") == "oam":
