@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workloads"))
@@ -50,7 +51,7 @@ def bench_rank(r) -> dict:
         timed = _comm.time_case(case, r, repeats=5, min_sample_s=float(r.params["min_sample_s"]), budget_s=10.0)
         count, inner = len(timed.per_call_s), timed.inner
 
-        def bare_loop() -> list[float]:
+        def bare_loop(count: int = count, inner: int = inner, case: Any = case) -> list[float]:
             # one barrier, then the same calls back to back; a timestamp (after a device synchronisation)
             # every `inner` calls splits it into as many samples as ours, with no barrier between
             r.barrier()

@@ -62,7 +62,7 @@ def bare_bandwidth(fn, moved: float, repeats: int, min_sample_s: float) -> tuple
 def chunked_copy(pool: ThreadPoolExecutor, dst: np.ndarray, src: np.ndarray, chunks: int):
     """``np.copyto`` of ``chunks`` contiguous slices, run in ``pool`` (numpy drops the GIL while copying)."""
     edges = np.linspace(0, src.size, chunks + 1, dtype=np.int64)
-    pieces = [(dst[a:b], src[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+    pieces = [(dst[a:b], src[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
     def one(piece):
         np.copyto(*piece)

@@ -109,7 +109,7 @@ def numpy_child(sizes: list[int]) -> None:
     for n in sizes:
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
-        out["sizes"][str(n)] = bare_rate(lambda: a @ b, n, CFG["warmup"], CFG["repeats"], CFG["min_sample_s"])
+        out["sizes"][str(n)] = bare_rate(lambda a=a, b=b: a @ b, n, CFG["warmup"], CFG["repeats"], CFG["min_sample_s"])
     print(json.dumps(out))
 
 
@@ -168,8 +168,9 @@ def main() -> None:
             case = _gemm.make_case("fp32", n, n, n, torch.device("cpu"))
             a, b, a_np, b_np = case.a, case.b, case.a.numpy(), case.b.numpy()
             w = b.t()
-            calls = {"numpy (this env)": lambda: a_np @ b_np, "torch.mm": lambda: torch.mm(a, b),
-                     "oneDNN linear": lambda: torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")}
+            calls = {"numpy (this env)": lambda a_np=a_np, b_np=b_np: a_np @ b_np,
+                     "torch.mm": lambda a=a, b=b: torch.mm(a, b),
+                     "oneDNN linear": lambda a=a, w=w: torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")}
             for name, fn in calls.items():
                 time.sleep(IDLE_S / 4)
                 try:

@@ -120,7 +120,8 @@ def main() -> int:
             "phase": status.get("phase"), "nodesDone": status.get("nodesDone"),
             "statusPatches": int(patches), "statusPatchesPerSecond": round(patches / elapsed, 2),
             "statusPatchMeanSeconds": round(metric(after, "cardeval_status_patch_duration_seconds_sum")
-                                            / max(1.0, metric(after, "cardeval_status_patch_duration_seconds_count")), 4),
+                                            / max(1.0, metric(after,
+                                                              "cardeval_status_patch_duration_seconds_count")), 4),
             "reconcilePasses": int(passes),
             "reconcileMeanSeconds": round(metric(after, "cardeval_reconcile_duration_seconds_sum") / passes, 3)
             if passes else None,

@@ -1,4 +1,4 @@
-"""Cluster fixtures and markers shared by every test directory.
+"""Cluster fixtures shared by every test directory (the markers are declared in pyproject.toml).
 
 `cluster` (session): a real control plane (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler) on loopback, from `cardeval_testbed`. It builds missing binaries first
@@ -14,23 +14,10 @@ objects deleted) when the test ends.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-
-try:  # until the testbed package is installed with the project
-    import cardeval_testbed  # noqa: F401
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "cluster: needs the real test control plane (started by the session fixture)"
-    )
-
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: `-m "not cluster"` must see the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -47,7 +34,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
         try:
             ensure_binaries()
-        except Exception:  # the fixture tries again and reports the error on each test
+        except Exception:  # noqa: BLE001 - the fixture tries again and reports the error on each test
             pass
 
 

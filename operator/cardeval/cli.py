@@ -121,9 +121,9 @@ def cmd_plan(args) -> int:
         print("  judged without a workload: " + ", ".join(c.id for c in judged))
     for workload, clauses in the_plan.missing_workloads.items():
         print(f"  NotRun (no {workload} workload yet): {', '.join(clauses)}")
-    for key, clauses in the_plan.across_nodes.items():
+    for key, served in the_plan.across_nodes.items():
         print(f"  run {key} across nodes: not here (the operator launches it from spec.multiNode), "
-              f"for {', '.join(clauses)}")
+              f"for {', '.join(served)}")
     return 0
 
 

@@ -532,7 +532,7 @@ def _stop_all() -> None:
     for cp in list(_RUNNING):
         try:
             cp.stop()
-        except Exception:  # pragma: no cover - best effort at exit
+        except Exception:  # noqa: BLE001 - best effort at exit
             pass
 
 

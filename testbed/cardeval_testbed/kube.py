@@ -51,7 +51,7 @@ class Kube:
     def close(self) -> None:
         try:
             self.api.rest_client.pool_manager.clear()
-        except Exception:  # pragma: no cover
+        except Exception:  # noqa: BLE001 - closing the pool is best effort
             pass
 
     # ---------------------------------------------------------------- basic verbs
@@ -154,7 +154,7 @@ class Kube:
                     log.debug("watch %s expired; relisting", path)
                     continue
                 log.warning("watch %s: %s", path, e)
-            except Exception as e:  # connection reset, timeouts, apiserver restart...
+            except Exception as e:  # noqa: BLE001 - connection reset, timeouts, apiserver restart...
                 if stop.is_set():
                     return
                 log.warning("watch %s: %s: %s", path, type(e).__name__, e)

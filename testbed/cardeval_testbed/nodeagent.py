@@ -256,7 +256,8 @@ class NodeRuntime:
             "capacity": capacity,
             "allocatable": allocatable,
             "conditions": [
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory",
+                     "kubelet has sufficient memory available"),
                 cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                 cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                 cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
@@ -312,7 +313,7 @@ class NodeRuntime:
                     log.info("node %s: device resources %s", self.name,
                              {r: f"{a}/{c}" for r, (c, a) in counts.items()})
                     return
-                except Exception as e:  # apiserver hiccup: retry, the next change carries the state too
+                except Exception as e:  # noqa: BLE001 - apiserver hiccup: retry, the next change carries the state too
                     log.warning("node %s: device resource update failed: %s", self.name, e)
                     if self.agent.stop_event.wait(0.2 * (attempt + 1)):
                         return
@@ -332,7 +333,7 @@ class NodeRuntime:
                 self.kube.patch(f"/api/v1/nodes/{self.name}/status", {"status": {"conditions": [
                     {"type": "Ready", "status": "True", "reason": "KubeletReady",
                      "message": "kubelet is posting ready status", "lastHeartbeatTime": t}]}})
-            except Exception as e:  # keep beating through apiserver hiccups
+            except Exception as e:  # noqa: BLE001 - keep beating through apiserver hiccups
                 log.warning("node %s: heartbeat failed: %s", self.name, e)
 
     def renew_lease(self) -> None:
@@ -502,13 +503,13 @@ class Agent:
             }
             try:
                 node.kube.create(f"/api/v1/namespaces/{meta['namespace']}/events", body)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - an event is best effort, as the kubelet's
                 log.debug("event %s for %s: %s", reason, meta["name"], e)
 
     def run(self) -> None:
         try:
             self.kube_version = self.kube.get("/version")["gitVersion"]
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the version is only shown; the agent runs without it
             log.warning("cannot read the API server version: %s", e)
         self.server.start()
         threading.Thread(target=self._send_events, name="events", daemon=True).start()

@@ -715,6 +715,6 @@ class PodRunner:
                     continue
                 log.warning("pod %s/%s: status update failed: %s", self.ns, self.name, e)
                 return
-            except Exception as e:  # connection trouble: the next write carries the state
+            except Exception as e:  # noqa: BLE001 - connection trouble: the next write carries the state
                 log.warning("pod %s/%s: status update failed: %s", self.ns, self.name, e)
                 return

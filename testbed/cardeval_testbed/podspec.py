@@ -167,7 +167,8 @@ def container_env(pod: dict, container: dict, lookup: Lookup,
             if data is None or ref["key"] not in data:
                 if ref.get("optional"):
                     continue
-                what = f'{kind[:-1]} "{ref["name"]}"' if data is None else f'key "{ref["key"]}" in {kind[:-1]} "{ref["name"]}"'
+                named = f'{kind[:-1]} "{ref["name"]}"'
+                what = named if data is None else f'key "{ref["key"]}" in {named}'
                 raise ConfigError(f"{what} not found")
             env[name] = data[ref["key"]]
         else:

@@ -28,7 +28,7 @@ def wait_for(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.2,
             error = None
             if last:
                 return last  # type: ignore[return-value]
-        except Exception as e:  # keep polling through transient API errors
+        except Exception as e:  # noqa: BLE001 - keep polling through transient API errors
             error = e
         if time.monotonic() > deadline:
             name = what or getattr(fn, "__name__", "condition")

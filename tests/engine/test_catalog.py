@@ -93,7 +93,7 @@ def test_every_threshold_says_how_it_binds_and_what_reads_it():
             assert catalog.relaxes(key) in ("floor", "ceiling")
             if key not in clause.used_thresholds():
                 unread.add((clause.id, key))
-        for key, to in clause.params.items():
+        for key in clause.params:
             assert key in clause.thresholds and clause.workloads, (clause.id, key)
     assert unread == {("6.1.d", "max_deviation_pct"), ("6.1.e", "max_deviation_pct")}
 

@@ -158,7 +158,8 @@ def test_os_clauses():
 
 @pytest.mark.parametrize("image,family,ok", [
     ("Ubuntu 22.04.4 LTS", "Ubuntu", True), ("Ubuntu 16.04.7 LTS", "Ubuntu", False),
-    ("CentOS Linux 7 (Core)", "CentOS", False), ("Red Hat Enterprise Linux 8.6 (Ootpa)", "Red Hat Enterprise Linux", True),
+    ("CentOS Linux 7 (Core)", "CentOS", False),
+    ("Red Hat Enterprise Linux 8.6 (Ootpa)", "Red Hat Enterprise Linux", True),
     ("openEuler 22.03 (LTS-SP1)", "openEuler", True), ("Anolis OS 8.8", "Anolis OS", True),
     ("UOS Server 20", "UOS", True), ("Debian GNU/Linux 12 (bookworm)", None, False),
 ])

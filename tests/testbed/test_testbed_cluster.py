@@ -200,7 +200,8 @@ def test_restart_on_failure_counts_restarts(cluster, nodes, namespace, core):
 
 
 def test_downward_api_config_and_volumes(cluster, nodes, namespace, core):
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}, "data": {"mode": "fast", "plan.txt": "p1"}})
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"},
+                                                  "data": {"mode": "fast", "plan.txt": "p1"}})
     core.create_namespaced_secret(namespace, {"metadata": {"name": "sec"}, "stringData": {"token": "s3cret"}})
     keys = ["POD_NAME", "POD_NS", "POD_UID", "APP", "NOTE", "NODE", "POD_IP", "HOST_IP", "SA",
             "CPU_MILLIS", "MODE", "TOKEN", "GREETING", "PLAN_FILE", "PLAN"]
@@ -230,7 +231,8 @@ def test_downward_api_config_and_volumes(cluster, nodes, namespace, core):
                 {"name": "POD_IP", **fref("status.podIP")},
                 {"name": "HOST_IP", **fref("status.hostIP")},
                 {"name": "SA", **fref("spec.serviceAccountName")},
-                {"name": "CPU_MILLIS", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}}},
+                {"name": "CPU_MILLIS",
+                 "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}}},
                 {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
                 {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "token"}}},
                 {"name": "GREETING", "value": "hi $(POD_NAME) in $(MODE) mode"},
@@ -301,7 +303,8 @@ def test_helm_installs_into_the_cluster(cluster, namespace, tmp_path):
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: mini\nversion: 0.1.0\nkubeVersion: '>=1.30.0-0'\n")
     (chart / "templates" / "cm.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  v: {{ .Values.v | quote }}\n")
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\n"
+        "data:\n  v: {{ .Values.v | quote }}\n")
     (chart / "values.yaml").write_text("v: hello\n")
     env = {**cluster.env(), "HELM_CACHE_HOME": str(tmp_path / "h"), "HELM_CONFIG_HOME": str(tmp_path / "h"),
            "HELM_DATA_HOME": str(tmp_path / "h")}
