@@ -1,4 +1,4 @@
-"""``cardeval``: run an evaluation on this machine, show its plan, print the CRD.
+"""``cardeval``: run an evaluation on this machine, show its plan, print the CRD or the clause map.
 
 Exit codes (a pipeline can rely on them; the README has the same table):
   0  compliant for what ran: every selected shall clause is Pass or Attested, on the cards
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cardeval.api.crd import crd_yaml
 from cardeval.api.models import ComplianceReason, EvaluationStatus, NodeResult, Verdict
+from cardeval.engine.clause_map import markdown
 from cardeval.engine.facts import local_node_facts
 from cardeval.engine.load import InvalidInput, load_file
 from cardeval.engine.local_executor import LocalExecutor
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("file")
     pl.add_argument("--json", action="store_true")
     sub.add_parser("crd", help="print the CustomResourceDefinition")
+    sub.add_parser("clauses", help="print the clause map (docs/clauses.md) as Markdown")
     return p
 
 
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "plan":
             return cmd_plan(args)
-        sys.stdout.write(crd_yaml())
+        sys.stdout.write(markdown() if args.command == "clauses" else crd_yaml())
         return 0
     except InvalidInput as exc:
         print(f"cardeval: invalid input: {exc}", file=sys.stderr)
