@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import urllib.parse
 from typing import Any, Callable, Iterator
 
@@ -180,13 +179,3 @@ def _qv(v: Any) -> str:
         return "true" if v else "false"
     return str(v)
 
-
-def retry_on_conflict(fn: Callable[[], Any], attempts: int = 8) -> Any:
-    """Call fn again when the API answers 409 Conflict (a stale resourceVersion)."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except ApiError as e:
-            if e.status != 409 or i == attempts - 1:
-                raise
-            time.sleep(0.05 * (i + 1))

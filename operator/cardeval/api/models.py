@@ -47,7 +47,6 @@ ClauseId = Annotated[str, StringConstraints(pattern=CLAUSE_ID_PATTERN, max_lengt
 ClauseGlob = Annotated[str, StringConstraints(pattern=CLAUSE_GLOB_PATTERN, max_length=16)]
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=317)]
 LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
-ShortText = Annotated[str, StringConstraints(max_length=256)]
 LongText = Annotated[str, StringConstraints(max_length=1024)]
 
 
@@ -200,9 +199,6 @@ class ExpectedCard(ApiModel):
     memory_gib: float | None = Field(default=None, ge=0.001, le=65536, alias="memoryGiB",
                                      description="each card's memory in GiB, within 3 % (drivers reserve some)")
 
-
-TRAINING_PREFIXES = ("6.1", "6.2", "6.4")
-INFERENCE_PREFIXES = ("6.1", "6.3", "6.4")
 
 _SPEC_RULES: list[JsonValue] = [
     cel("!has(self.thresholds) || (self.cardType == 'training' ? self.thresholds.all(k, !k.startsWith('6.3.')) "

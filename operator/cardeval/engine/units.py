@@ -41,13 +41,6 @@ PLAUSIBLE_MAX: dict[str, float] = {
 }
 
 
-def dimension(unit: str) -> str:
-    try:
-        return UNITS[unit][0]
-    except KeyError:
-        raise UnitError(f"unknown unit {unit!r}") from None
-
-
 def convert(value: float, unit: str, to: str) -> float:
     """``value`` in ``unit`` expressed in ``to``; ``UnitError`` when they measure different things."""
     if unit == to:
