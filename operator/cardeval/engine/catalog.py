@@ -181,8 +181,8 @@ ECC_WORKING = AllOf((DeviceField("ecc_mode", lambda v, t: v.lower() == "enabled"
                      ChecksAll(("info.ecc_counters_readable",), unknown=Outcome.NOT_RUN, needs_accelerator=True)))
 
 
-# The interface and reliability clauses read the same for training (6.2.3, 6.2.4) and inference
-# cards (6.3.3, 6.3.4): one function per clause, called with each card type's literal id.
+# Clauses that read the same for training (6.2) and inference cards (6.3): one function per clause,
+# called with each card type's literal id and method.
 
 def _host_interface(clause_id: str, card_types: frozenset[str], method: str) -> Clause:
     return Clause(id=clause_id, title="PCIe or OAM host interface", text="应支持 PCIe 接口或 OAM 接口",
@@ -232,6 +232,36 @@ def _mtbf(clause_id: str, card_types: frozenset[str], method: str) -> Clause:
     return Clause(id=clause_id, title="MTBF test results", text="宜具备 MTBF 测试结果", level="should",
                   card_types=card_types, method=method, topology=Topology.ATTEST,
                   rule=AttestOnly("MTBF from accelerated life testing"), attestable=True)
+
+
+def _custom_op(clause_id: str, card_types: frozenset[str], method: str) -> Clause:
+    return Clause(id=clause_id, title="Custom operator development",
+                  text="应支持自定义算子开发功能，如矩阵乘法、卷积等", level="shall", card_types=card_types,
+                  method=method, topology=Topology.CARD, rule=ChecksAll(("custom_op.compiled", "custom_op.correct")),
+                  workloads=("custom-op",))
+
+
+def _op_coverage(clause_id: str, card_types: frozenset[str], method: str) -> Clause:
+    return Clause(id=clause_id, title="Operator types of T/CESA 1303-2023",
+                  text="宜支持 T/CESA 1303-2023 中给出的算子类型", level="should", card_types=card_types,
+                  method=method, topology=Topology.CARD,
+                  rule=MetricsAtLeast({"op_coverage.fraction": "min_coverage"},
+                                      units={"op_coverage.fraction": "fraction"}),
+                  workloads=("op-coverage",), thresholds={"min_coverage": 1.0})
+
+
+def _collectives(clause_id: str, card_types: frozenset[str], method: str) -> Clause:
+    return Clause(id=clause_id, title="Collective communication library and algorithms",
+                  text="应支持集合通讯库及典型的集合通信算法（如 all reduce、all gather 等）", level="shall",
+                  card_types=card_types, method=method, topology=Topology.NODE, rule=COLLECTIVES_RULE,
+                  workloads=("collectives",))
+
+
+def _peak(clause_id: str, card_types: frozenset[str], method: str) -> Clause:
+    return Clause(id=clause_id, title="Peak compute ≥ 200 TOPS INT8, 96 TFLOPS BF16/FP16, 24 TFLOPS FP32",
+                  text="峰值计算性能宜不低于 200 TOPS (INT8)、96 TFLOPS (BF16)、96 TFLOPS (FP16)、24 TFLOPS (FP32)",
+                  level="should", card_types=card_types, method=method, topology=Topology.CARD, rule=PEAK_RULE,
+                  workloads=("compute",), thresholds=PEAK_THRESHOLDS)
 
 
 #: Card memory: never the host's RAM (the CPU stand-in is NotRun here).
@@ -333,13 +363,8 @@ TRAINING_CLAUSES = [
     Clause(id="6.2.1.c", title="Mixed-precision training reaches the target accuracy", text="应支持混合精度训练",
            level="shall", card_types=TRAINING, method="8.3.1.2", topology=Topology.CARD,
            rule=ChecksAll(("train.amp.completed", "train.amp.reached_target")), workloads=("train",)),
-    Clause(id="6.2.1.d", title="Custom operator development", text="应支持自定义算子开发功能，如矩阵乘法、卷积等",
-           level="shall", card_types=TRAINING, method="8.3.1.3", topology=Topology.CARD,
-           rule=ChecksAll(("custom_op.compiled", "custom_op.correct")), workloads=("custom-op",)),
-    Clause(id="6.2.1.e", title="Operator types of T/CESA 1303-2023", text="宜支持 T/CESA 1303-2023 中给出的算子类型",
-           level="should", card_types=TRAINING, method="8.3.1.4", topology=Topology.CARD,
-           rule=MetricsAtLeast({"op_coverage.fraction": "min_coverage"}, units={"op_coverage.fraction": "fraction"}),
-           workloads=("op-coverage",), thresholds={"min_coverage": 1.0}),
+    _custom_op("6.2.1.d", TRAINING, "8.3.1.3"),
+    _op_coverage("6.2.1.e", TRAINING, "8.3.1.4"),
     Clause(id="6.2.1.f", title="Card-to-card interconnect within a server",
            text="应支持服务器内部训练卡的卡间高速互联通信功能", level="shall", card_types=TRAINING, method="8.3.1.5",
            topology=Topology.NODE, rule=PEER_RULE, workloads=("p2p",)),
@@ -347,10 +372,7 @@ TRAINING_CLAUSES = [
            text="应支持服务器之间训练卡间的高性能通信能力（如支持 RoCE、InfiniBand 等 RDMA 技术）", level="shall",
            card_types=TRAINING, method="8.3.1.6", topology=Topology.MULTI_NODE, rule=INTERNODE_TRAINING,
            workloads=("internode",), thresholds={"min_gbit_s": 100.0}, note=INTERNODE_NOTE),
-    Clause(id="6.2.1.h", title="Collective communication library and algorithms",
-           text="应支持集合通讯库及典型的集合通信算法（如 all reduce、all gather 等）", level="shall",
-           card_types=TRAINING, method="8.3.1.7", topology=Topology.NODE, rule=COLLECTIVES_RULE,
-           workloads=("collectives",)),
+    _collectives("6.2.1.h", TRAINING, "8.3.1.7"),
     Clause(id="6.2.1.i", title="A parallel strategy (data, pipeline or tensor) trains to target",
            text="应支持数据并行、流水线并行、张量并行等并行策略中的一种或多种", level="shall", card_types=TRAINING,
            method="8.3.1.8", topology=Topology.NODE,
@@ -363,10 +385,7 @@ TRAINING_CLAUSES = [
     Clause(id="6.2.1.k", title="Image and video decoding", text="宜直接具备或与解码器配合实现图像和视频的解码能力",
            level="should", card_types=TRAINING, method="8.3.1.10, 8.3.1.11", topology=Topology.CARD,
            rule=ChecksAny(("decode.video_correct", "decode.image_correct")), workloads=("decode",)),
-    Clause(id="6.2.2.a", title="Peak compute ≥ 200 TOPS INT8, 96 TFLOPS BF16/FP16, 24 TFLOPS FP32",
-           text="峰值计算性能宜不低于 200 TOPS (INT8)、96 TFLOPS (BF16)、96 TFLOPS (FP16)、24 TFLOPS (FP32)",
-           level="should", card_types=TRAINING, method="8.3.2.1", topology=Topology.CARD, rule=PEAK_RULE,
-           workloads=("compute",), thresholds=PEAK_THRESHOLDS),
+    _peak("6.2.2.a", TRAINING, "8.3.2.1"),
     Clause(id="6.2.2.b", title="Memory capacity ≥ 32 GB", text="显存容量宜不小于 32GB", level="should",
            card_types=TRAINING, method="8.3.2.2", topology=Topology.CARD, rule=MEMORY_CAPACITY, workloads=("memory",),
            thresholds={"min_gb": 32.0}, note="GB = 10^9 bytes"),
@@ -435,13 +454,8 @@ INFERENCE_CLAUSES = [
            text="宜支持 FP8、BF16、FP32、TF32 数据精度类型中的一种或多种", level="should", card_types=INFERENCE,
            method="8.4.1.1", topology=Topology.CARD,
            rule=ChecksAny(("correct.fp8", "correct.bf16", "correct.fp32", "correct.tf32")), workloads=("compute",)),
-    Clause(id="6.3.1.c", title="Custom operator development", text="应支持自定义算子开发功能，如矩阵乘法、卷积等",
-           level="shall", card_types=INFERENCE, method="8.4.1.2", topology=Topology.CARD,
-           rule=ChecksAll(("custom_op.compiled", "custom_op.correct")), workloads=("custom-op",)),
-    Clause(id="6.3.1.d", title="Operator types of T/CESA 1303-2023", text="宜支持 T/CESA 1303-2023 中给出的算子类型",
-           level="should", card_types=INFERENCE, method="8.4.1.3", topology=Topology.CARD,
-           rule=MetricsAtLeast({"op_coverage.fraction": "min_coverage"}, units={"op_coverage.fraction": "fraction"}),
-           workloads=("op-coverage",), thresholds={"min_coverage": 1.0}),
+    _custom_op("6.3.1.c", INFERENCE, "8.4.1.2"),
+    _op_coverage("6.3.1.d", INFERENCE, "8.4.1.3"),
     Clause(id="6.3.1.e", title="Card-to-card interconnect within a server",
            text="宜支持服务器内部推理卡的卡间高速互联通信功能", level="should", card_types=INFERENCE, method="8.4.1.4",
            topology=Topology.NODE, rule=PEER_RULE, workloads=("p2p",)),
@@ -449,10 +463,7 @@ INFERENCE_CLAUSES = [
            text="宜支持服务器之间推理卡间的高性能通信能力", level="should", card_types=INFERENCE, method="8.4.1.5",
            topology=Topology.MULTI_NODE, rule=INTERNODE_INFERENCE, workloads=("internode",),
            thresholds={"min_gbyte_s": 12.5}, note=INTERNODE_NOTE),
-    Clause(id="6.3.1.g", title="Collective communication library and algorithms",
-           text="应支持集合通讯库及典型的集合通信算法（如 all reduce、all gather 等）", level="shall",
-           card_types=INFERENCE, method="8.4.1.6", topology=Topology.NODE, rule=COLLECTIVES_RULE,
-           workloads=("collectives",)),
+    _collectives("6.3.1.g", INFERENCE, "8.4.1.6"),
     Clause(id="6.3.1.h", title="Online serving: ≥3 models, HTTP/gRPC, dynamic load/unload, concurrency",
            text="应支持通过模型推理服务部署工具实现模型的在线服务部署和运行", level="shall", card_types=INFERENCE,
            method="8.4.1.7", topology=Topology.NODE,
@@ -466,10 +477,7 @@ INFERENCE_CLAUSES = [
     Clause(id="6.3.1.j", title="Image and video decoding", text="宜直接具备或与解码器配合实现图像和视频解码能力",
            level="should", card_types=INFERENCE, method="8.4.1.9, 8.4.1.10", topology=Topology.CARD,
            rule=ChecksAny(("decode.video_correct", "decode.image_correct")), workloads=("decode",)),
-    Clause(id="6.3.2.a", title="Peak compute ≥ 200 TOPS INT8, 96 TFLOPS BF16/FP16, 24 TFLOPS FP32",
-           text="峰值计算性能宜不低于 200 TOPS (INT8)、96 TFLOPS (BF16)、96 TFLOPS (FP16)、24 TFLOPS (FP32)",
-           level="should", card_types=INFERENCE, method="8.4.2.1", topology=Topology.CARD, rule=PEAK_RULE,
-           workloads=("compute",), thresholds=PEAK_THRESHOLDS),
+    _peak("6.3.2.a", INFERENCE, "8.4.2.1"),
     Clause(id="6.3.2.b", title="Memory capacity ≥ 16 GB", text="显存容量宜不小于 16GB", level="should",
            card_types=INFERENCE, method="8.4.2.2", topology=Topology.CARD, rule=MEMORY_CAPACITY, workloads=("memory",),
            thresholds={"min_gb": 16.0}, note="GB = 10^9 bytes"),
