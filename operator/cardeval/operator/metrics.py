@@ -13,8 +13,8 @@ Series (all prefixed ``cardeval_``):
 * ``evaluation_nodes{evaluation,state}`` total, done, compliant
 * ``evaluation_complete{evaluation}``, ``evaluation_compliant{evaluation}``
 * ``reconciles_total{result}``, ``reconcile_duration_seconds``, ``jobs_created_total``,
-  ``jobs_deleted_total``, ``results_collected_total{outcome}``, ``status_patches_total``, ``status_patch_duration_seconds``,
-  ``errors_total{where}``, ``api_calls{verb}``
+  ``jobs_deleted_total``, ``results_collected_total{outcome}``, ``status_patches_total``,
+  ``status_patch_duration_seconds``, ``errors_total{where}``, ``api_calls{verb}``
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class ResultsView(Collector):
             for node, result in sorted(view.results.items()):
                 per: dict[str, int] = {}
                 for r in result.results:
-                    verdict = r.verdict if isinstance(r.verdict, str) else r.verdict.value
+                    verdict: str = r.verdict if isinstance(r.verdict, str) else r.verdict.value
                     per[verdict] = per.get(verdict, 0) + 1
                     clause.add_metric([name, node, r.clause, r.level, verdict], 1.0)
                     for mname, m in r.measurements.items():
