@@ -123,7 +123,8 @@ def check_and_judge(kube, cluster, namespace, node_name, expected=4, probe=True,
     (clause,) = [r for r in result.results if r.clause == "6.1.n"]
     checks = {c.name: c for c in run.envelope.checks}
     # the check leaves no pod behind
-    assert not kube.list(f"/api/v1/namespaces/{namespace}/pods", label_selector=f"app.kubernetes.io/component={deviceplugin.COMPONENT}")
+    assert not kube.list(f"/api/v1/namespaces/{namespace}/pods",
+                         label_selector=f"app.kubernetes.io/component={deviceplugin.COMPONENT}")
     return clause, checks, run.envelope
 
 
@@ -164,7 +165,8 @@ def test_unhealthy_device_fails_with_the_count(cluster, node, namespace, kube):
     assert clause.verdict == Verdict.FAIL
     assert checks["node.allocatable_matches_capacity"].ok is False
     assert "1 device(s) unhealthy" in checks["node.allocatable_matches_capacity"].detail
-    assert checks["device_plugin.all_healthy"].ok is False and "accel-2=Unhealthy" in checks["device_plugin.all_healthy"].detail
+    all_healthy = checks["device_plugin.all_healthy"]
+    assert all_healthy.ok is False and "accel-2=Unhealthy" in all_healthy.detail
     assert checks["isolation.all_scheduled"].ok is False  # 4 asked, 3 allocatable: Pending
     assert "node.allocatable_matches_capacity" in clause.reason
 

@@ -97,7 +97,7 @@ def subset(want, got, where="spec"):
             subset(v, got[k], f"{where}.{k}")
     elif isinstance(want, list):
         assert isinstance(got, list) and len(got) == len(want), where
-        for i, (a, b) in enumerate(zip(want, got)):
+        for i, (a, b) in enumerate(zip(want, got, strict=True)):
             subset(a, b, f"{where}[{i}]")
     else:
         assert want == got, f"{where}: sent {want!r}, stored {got!r}"

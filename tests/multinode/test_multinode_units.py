@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -27,12 +28,16 @@ from cardeval.operator.config import Settings  # noqa: E402
 UID = "0b7d6a1e-0000-4000-8000-000000000001"
 
 
-def evaluation(multi_node: dict | None = {"nodes": 2}, cards: int = 8, **spec):
+#: The default ``spec.multiNode`` of the tests' evaluations (read-only: it is a default argument).
+TWO_NODES = MappingProxyType({"nodes": 2})
+
+
+def evaluation(multi_node: dict | MappingProxyType | None = TWO_NODES, cards: int = 8, **spec):
     body = {"cardType": "training", "resourceName": "nvidia.com/gpu", "expectedCardsPerNode": cards,
             "profile": "quick", "clauses": {"include": ["6.2.1.*"]},
             "admission": {"onPass": {"removeTaints": [{"key": "cardeval.io/unvalidated"}]}}, **spec}
     if multi_node is not None:
-        body["multiNode"] = multi_node
+        body["multiNode"] = dict(multi_node)
     ev = from_mapping({"apiVersion": "cardeval.io/v1alpha1", "kind": "CardEvaluation",
                        "metadata": {"name": "pool-a"}, "spec": body})
     ev.metadata.generation = 3

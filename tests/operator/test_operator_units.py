@@ -439,4 +439,5 @@ def test_the_status_of_a_thousand_failing_nodes_stays_far_below_the_object_limit
         summaries.append(summary)
     status = build_status(None, 1, summaries, 1000, [], None)
     size = len(json.dumps(status.wire()))
-    assert size < 800_000, size  # measured: ~0.61 MB; etcd's limit is ~1.5 MB; the nodes list is atomic (small managedFields)
+    # measured: ~0.61 MB; etcd's limit is ~1.5 MB; the nodes list is atomic (small managedFields)
+    assert size < 800_000, size
