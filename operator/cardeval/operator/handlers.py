@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 import kopf
 
@@ -80,7 +82,7 @@ def cleanup(**_) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def on_event(event: dict, name: str, body: kopf.Body, **_) -> None:
+def on_event(event: kopf.RawEvent, name: str, body: kopf.Body, **_: Any) -> None:
     if event.get("type") == "DELETED":
         with RUNTIME.lock:
             RUNTIME.known.discard(name)
@@ -99,7 +101,7 @@ def on_event(event: dict, name: str, body: kopf.Body, **_) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: MANAGER, COMPONENT: "workload"})
-def on_job_event(event: dict, body: kopf.Body, labels: dict, **_) -> None:
+def on_job_event(event: kopf.RawEvent, body: kopf.Body, labels: Mapping[str, str], **_: Any) -> None:
     """A finished work item: collect it (and start the node's next one) now rather than at the resync."""
     evaluation = labels.get(EVALUATION)
     if evaluation and event.get("type") != "DELETED" and job_state(dict(body)).finished:

@@ -20,7 +20,9 @@ Series (all prefixed ``cardeval_``):
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -118,13 +120,20 @@ def serve(port: int) -> None:
         start_http_server(port, registry=REGISTRY)
 
 
+class CountsCalls(Protocol):
+    """A client that counts its requests by verb (``kube.Kube``)."""
+
+    @property
+    def calls(self) -> Mapping[str, int]: ...
+
+
 class ApiCalls(Collector):
     """API requests the operator made, by verb (read from the client's counters)."""
 
-    def __init__(self, kube) -> None:
+    def __init__(self, kube: CountsCalls) -> None:
         self.kube = kube
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("cardeval_api_calls", "API requests made, by verb", labels=["verb"])
         for verb, n in sorted(dict(self.kube.calls).items()):
             family.add_metric([verb], n)
