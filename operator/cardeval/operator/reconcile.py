@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 
 from cardeval.api.models import (
     API_VERSION, GROUP, PLURAL, VERSION, CardEvaluation, ComplianceReason, EvaluationSpec, EvaluationStatus,
-    NodeResult, NodeSummary, Phase,
+    NodeResult, NodeSummary, Phase, ResultsRef,
 )
 from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.judge import admission_blocker, judge_node, threshold_overrides
@@ -498,7 +498,7 @@ def _status_extras(spec: EvaluationSpec) -> dict:
     return {"overrides": threshold_overrides(spec), "cpu_stand_in": spec.cpu_stand_in}
 
 
-def cluster_node_summary(result: NodeResult, ref: Any) -> NodeSummary:
+def cluster_node_summary(result: NodeResult, ref: ResultsRef | None) -> NodeSummary:
     """``engine.status.node_summary``, kept small: one evaluation object holds a summary per node and must
     stay far below etcd's object limit at 1,000 nodes (about 0.6 KB per node at worst)."""
     summary = node_summary(result, ref)
