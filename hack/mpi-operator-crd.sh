@@ -5,7 +5,7 @@
 # download site. The module's zip holds the operator's manifests, among them the CRD
 # the MPI Operator installs (manifests/base/kubeflow.org_mpijobs.yaml). The tests apply
 # it server-side to the test API server, so that the API server's schema validation
-# judges the MPIJob the operator builds (operator/cardeval/operator/multinode.py).
+# judges the MPIJob the operator builds (operator/cardeval/operator/multinode_launch.py).
 #
 # Output: the absolute path of the CRD file on stdout (progress on stderr).
 # Cache:  ${CARDEVAL_CACHE:-$HOME/.cache/cardeval}/crds/mpi-operator-<version>/kubeflow.org_mpijobs.yaml

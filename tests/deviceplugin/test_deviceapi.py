@@ -108,7 +108,8 @@ def kubelet(tmp_path):
         assert m.wait_listed("example.com/accel", 10)
         return p
 
-    yield type("K", (), {"m": m, "prs": prs, "base": base, "changes": changes, "pods": pods, "plugin": staticmethod(plugin)})
+    yield type("K", (), {"m": m, "prs": prs, "base": base, "changes": changes, "pods": pods,
+                         "plugin": staticmethod(plugin)})
     for p in plugins:
         p.stop()
     prs.stop()
@@ -172,7 +173,8 @@ def test_registration_rejects_a_wrong_version_and_resource_name(kubelet):
 
     with channel(kubelet.m.socket) as ch:
         stub = dp_grpc.RegistrationStub(ch)
-        for req, text in ((dp.RegisterRequest(version="v1alpha", endpoint="a.sock", resource_name="v.com/x"), "v1beta1"),
+        for req, text in ((dp.RegisterRequest(version="v1alpha", endpoint="a.sock", resource_name="v.com/x"),
+                           "v1beta1"),
                           (dp.RegisterRequest(version="v1beta1", endpoint="a.sock", resource_name="cpu"), "extended"),
                           (dp.RegisterRequest(version="v1beta1", endpoint="a.sock",
                                               resource_name="kubernetes.io/x"), "extended")):
@@ -202,7 +204,8 @@ def test_probe_workload_reports_the_plugin_and_kubelet_views(kubelet):
     checks = {c.name: c for c in env.checks}
     assert checks["device_plugin.socket_found"].ok is True
     assert "device IDs are the kubelet's" in checks["device_plugin.socket_found"].detail
-    assert checks["device_plugin.all_healthy"].ok is False and "accel-3=Unhealthy" in checks["device_plugin.all_healthy"].detail
+    all_healthy = checks["device_plugin.all_healthy"]
+    assert all_healthy.ok is False and "accel-3=Unhealthy" in all_healthy.detail
     assert checks["pod_resources.allocatable_matches_plugin"].ok is True
     assert checks["pod_resources.probe_devices_listed"].ok is True
     assert checks["pod_resources.given_equals_seen"].ok is True
@@ -220,7 +223,8 @@ def test_probe_without_sockets_fails_clearly(tmp_path):
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     checks = {c.name: c for c in find_envelope_in_output(r.stdout).checks}
-    assert checks["device_plugin.socket_found"].ok is False and "not mounted" in checks["device_plugin.socket_found"].detail
+    socket_found = checks["device_plugin.socket_found"]
+    assert socket_found.ok is False and "not mounted" in socket_found.detail
     assert checks["pod_resources.reachable"].ok is False
 
 
@@ -291,15 +295,16 @@ def test_6_1_n_judged_from_the_sub_checks():
 
 
 def test_visibility_parsing():
-    from cardeval_workloads.suite import _visibility as V
+    from cardeval_workloads.suite import _visibility as visibility
 
-    assert V.parse_visible("all") is None and V.parse_visible("none") == [] and V.parse_visible("") == []
-    assert V.parse_visible("GPU-a, GPU-b") == ["GPU-a", "GPU-b"]
-    seen = V.observe(None, {"NVIDIA_VISIBLE_DEVICES": "GPU-a", "CUDA_VISIBLE_DEVICES": "0", "PATH": "/bin",
-                            "CARDEVAL_ASSIGNED_DEVICES": "accel-0"})
+    assert visibility.parse_visible("all") is None and visibility.parse_visible("none") == []
+    assert visibility.parse_visible("") == []
+    assert visibility.parse_visible("GPU-a, GPU-b") == ["GPU-a", "GPU-b"]
+    seen = visibility.observe(None, {"NVIDIA_VISIBLE_DEVICES": "GPU-a", "CUDA_VISIBLE_DEVICES": "0", "PATH": "/bin",
+                                     "CARDEVAL_ASSIGNED_DEVICES": "accel-0"})
     assert seen.counts() == {"NVIDIA_VISIBLE_DEVICES": 1, "CUDA_VISIBLE_DEVICES": 1}
-    assert V.count_check(seen, 1)[0] is True and V.count_check(seen, 2)[0] is False
-    assert V.count_check(V.observe(None, {}), 1)[0] is None
+    assert visibility.count_check(seen, 1)[0] is True and visibility.count_check(seen, 2)[0] is False
+    assert visibility.count_check(visibility.observe(None, {}), 1)[0] is None
     from cardeval_workloads.suite.device_plugin import given_vs_seen
 
     assert given_vs_seen(["GPU-a"], seen)[0] is True

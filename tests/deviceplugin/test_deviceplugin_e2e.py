@@ -27,7 +27,7 @@ from cardeval.api.models import Verdict
 from cardeval.engine.judge import judge_node
 from cardeval.engine.load import from_mapping
 from cardeval.engine.planner import plan
-from cardeval.operator import deviceplugin as D
+from cardeval.operator import deviceplugin
 from cardeval.operator.kube import Kube
 from cardeval.operator.nodes import facts_from_node
 from cardeval_testbed.fakeplugin import FakePlugin
@@ -100,30 +100,31 @@ def evaluation(node_name: str, expected: int = 4):
     }, "test")
 
 
-def settings(namespace: str, probe: bool = True) -> D.ProbeSettings:
-    return D.ProbeSettings(namespace=namespace, workload_python=(sys.executable,), probe_enabled=probe,
+def settings(namespace: str, probe: bool = True) -> deviceplugin.ProbeSettings:
+    return deviceplugin.ProbeSettings(namespace=namespace, workload_python=(sys.executable,), probe_enabled=probe,
                            device="cpu", pod_timeout_s=120, unschedulable_grace_s=6, pending_check_s=30)
 
 
 def check_and_judge(kube, cluster, namespace, node_name, expected=4, probe=True, runner=False):
     ev = evaluation(node_name, expected)
-    the_plan = plan(ev, [node_name], operator_checks=D.OPERATOR_CHECKS)
+    the_plan = plan(ev, [node_name], operator_checks=deviceplugin.OPERATOR_CHECKS)
     (item,) = the_plan.items
     assert item.workload == "device-plugin"
     if runner:  # the way the reconciler drives it: step() once per pass until the run is there
-        r = D.DevicePluginRunner(kube, settings(namespace, probe))
+        r = deviceplugin.DevicePluginRunner(kube, settings(namespace, probe))
         assert r.step(item, ev, "") is None and r.running_item(item, ev.metadata.generation)
         run = wait_for(lambda: r.step(item, ev, ""), timeout=300, interval=1, what="the device-plugin check")
         r.forget(item, ev.metadata.generation)
     else:
-        run = D.validate_node(kube, ev, node_name, settings(namespace, probe))
+        run = deviceplugin.validate_node(kube, ev, node_name, settings(namespace, probe))
     assert run.envelope is not None, run.failure()
     node_obj = cluster.api("GET", f"/api/v1/nodes/{node_name}")
     result = judge_node(the_plan, ev.spec, facts_from_node(node_obj), {"device-plugin": run}, mode="cluster")
     (clause,) = [r for r in result.results if r.clause == "6.1.n"]
     checks = {c.name: c for c in run.envelope.checks}
     # the check leaves no pod behind
-    assert not kube.list(f"/api/v1/namespaces/{namespace}/pods", label_selector=f"app.kubernetes.io/component={D.COMPONENT}")
+    assert not kube.list(f"/api/v1/namespaces/{namespace}/pods",
+                         label_selector=f"app.kubernetes.io/component={deviceplugin.COMPONENT}")
     return clause, checks, run.envelope
 
 
@@ -164,7 +165,8 @@ def test_unhealthy_device_fails_with_the_count(cluster, node, namespace, kube):
     assert clause.verdict == Verdict.FAIL
     assert checks["node.allocatable_matches_capacity"].ok is False
     assert "1 device(s) unhealthy" in checks["node.allocatable_matches_capacity"].detail
-    assert checks["device_plugin.all_healthy"].ok is False and "accel-2=Unhealthy" in checks["device_plugin.all_healthy"].detail
+    all_healthy = checks["device_plugin.all_healthy"]
+    assert all_healthy.ok is False and "accel-2=Unhealthy" in all_healthy.detail
     assert checks["isolation.all_scheduled"].ok is False  # 4 asked, 3 allocatable: Pending
     assert "node.allocatable_matches_capacity" in clause.reason
 

@@ -15,7 +15,7 @@ from .envelopes import check, envelope
 
 
 def _item(workload="compute", timeout=30):
-    return WorkItem(name="x", evaluation="e", node="n", workload=workload, topology=Topology.CARD, cards=1,
+    return WorkItem(name="x", node="n", workload=workload, topology=Topology.CARD, cards=1,
                     clauses=("6.2.1.a",), profile="quick", timeout_s=timeout)
 
 

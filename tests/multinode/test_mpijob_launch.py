@@ -37,8 +37,9 @@ from cardeval.engine.catalog import BY_ID  # noqa: E402
 from cardeval.engine.collect import collect  # noqa: E402
 from cardeval.engine.facts import NodeFacts  # noqa: E402
 from cardeval.engine.judge import judge_clause  # noqa: E402
+from cardeval.engine.planner import MultiNodeItem  # noqa: E402
 from cardeval.engine.rules import JudgeContext  # noqa: E402
-from cardeval.operator import multinode as M  # noqa: E402
+from cardeval.operator.multinode_launch import RENDEZVOUS_PORT, mpijob_manifest  # noqa: E402
 from cardeval.operator.config import Settings  # noqa: E402
 
 from test_multinode_units import UID, evaluation, items  # noqa: E402
@@ -58,7 +59,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launcher_command(key: str, clause: str, tmp_path: Path) -> tuple[M.MultiNodeItem, list[str]]:
+def launcher_command(key: str, clause: str, tmp_path: Path) -> tuple[MultiNodeItem, list[str]]:
     """The launcher container's command of the operator's MPIJob for run ``key``, made runnable here."""
     # no card here: the host CPU stands in, as the spec must say explicitly
     ev = evaluation(multi_node={"nodes": 2, "launcher": "mpijob"}, cards=1, clauses={"include": [clause]},
@@ -66,11 +67,11 @@ def launcher_command(key: str, clause: str, tmp_path: Path) -> tuple[M.MultiNode
     item = next(i for i in items(ev, nodes=("worker-a", "worker-b")).items if i.key == key)
     settings = Settings(namespace="ns", workload_python=(sys.executable,), multinode_master_addr="127.0.0.1",
                         workload_env={"PYTHONPATH": str(ROOT / "workloads"), "GLOO_SOCKET_IFNAME": "lo"})
-    manifest = M.mpijob_manifest(item, ev, UID, settings)
+    manifest = mpijob_manifest(item, ev, UID, settings)
     cmd = list(manifest["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]["command"])
     assert cmd[:3] == ["mpirun", "-np", "2"] and manifest["spec"]["slotsPerWorker"] == 1
 
-    port = cmd.index(f"MASTER_PORT={M.RENDEZVOUS_PORT}")
+    port = cmd.index(f"MASTER_PORT={RENDEZVOUS_PORT}")
     cmd[port] = f"MASTER_PORT={free_port()}"
     agent = tmp_path / "rsh-agent"
     agent.write_text(RSH_AGENT)

@@ -37,9 +37,13 @@ from cardeval.engine.collect import collect  # noqa: E402
 from cardeval.engine.facts import NodeFacts  # noqa: E402
 from cardeval.engine.judge import judge_clause  # noqa: E402
 from cardeval.engine.load import from_mapping  # noqa: E402
-from cardeval.engine.planner import plan  # noqa: E402
+from cardeval.engine.planner import not_run_outside, plan, plan_multinode  # noqa: E402
 from cardeval.engine.rules import JudgeContext  # noqa: E402
-from cardeval.operator import multinode as M  # noqa: E402
+from cardeval.operator.collect_k8s import collect_multinode  # noqa: E402
+from cardeval.operator.multinode_launch import (  # noqa: E402
+    RUN, choose_launch, headless_service, indexed_job_manifest, mpijob_api_missing, mpijob_manifest, mpijob_path,
+    reporting_pod_selector,
+)
 from cardeval.operator.config import Settings  # noqa: E402
 from cardeval.operator.jobs import job_state  # noqa: E402
 from cardeval.operator.kube import Kube  # noqa: E402
@@ -93,7 +97,7 @@ def subset(want, got, where="spec"):
             subset(v, got[k], f"{where}.{k}")
     elif isinstance(want, list):
         assert isinstance(got, list) and len(got) == len(want), where
-        for i, (a, b) in enumerate(zip(want, got)):
+        for i, (a, b) in enumerate(zip(want, got, strict=True)):
             subset(a, b, f"{where}[{i}]")
     else:
         assert want == got, f"{where}: sent {want!r}, stored {got!r}"
@@ -106,20 +110,20 @@ def test_mpijob_against_the_real_crd(cluster, namespace, mpijob_crd):
         "cardType": "training", "resourceName": "example.com/accel", "expectedCardsPerNode": 4,
         "clauses": {"include": ["6.2.1.g"]}, "multiNode": {"nodes": 2, "launcher": "mpijob"}})
     try:
-        mp = M.plan_multinode(ev, plan(ev, ["node-b", "node-a"]))
+        mp = plan_multinode(ev, plan(ev, ["node-b", "node-a"]))
         item = mp.items[0]
         # before the MPI Operator's CRD is installed: a reason for NotRun, not a crash
-        launch = M.choose_launch(item, kube)
+        launch = choose_launch(item, kube)
         assert launch.kind is None and "is not installed" in launch.not_run, launch
 
         mpijob_crd.install()
-        wait_for(lambda: M.mpijob_api_missing(kube) is None, timeout=60, what="kubeflow.org/v2beta1 discovery")
-        assert M.choose_launch(item, kube).kind == "mpijob"
+        wait_for(lambda: mpijob_api_missing(kube) is None, timeout=60, what="kubeflow.org/v2beta1 discovery")
+        assert choose_launch(item, kube).kind == "mpijob"
 
         settings = Settings(namespace=namespace, workload_python=("python3",))
-        body = M.mpijob_manifest(item, ev, uid, settings)
-        created = strict_create(cluster, M.mpijob_path(namespace), body)
-        stored = cluster.api("GET", M.mpijob_path(namespace, item.name))
+        body = mpijob_manifest(item, ev, uid, settings)
+        created = strict_create(cluster, mpijob_path(namespace), body)
+        stored = cluster.api("GET", mpijob_path(namespace, item.name))
         assert stored["metadata"]["uid"] == created["metadata"]["uid"]
         subset(body["spec"], stored["spec"])
         assert stored["metadata"]["ownerReferences"][0]["uid"] == uid
@@ -127,7 +131,7 @@ def test_mpijob_against_the_real_crd(cluster, namespace, mpijob_crd):
             "limits"] == {"example.com/accel": "4"}
         # a second create is AlreadyExists: the deterministic name finds the first
         with pytest.raises(urllib.error.HTTPError) as again:
-            strict_create(cluster, M.mpijob_path(namespace), body)
+            strict_create(cluster, mpijob_path(namespace), body)
         assert again.value.code == 409
 
         # the schema is really judging: a wrong value and an unknown field are refused
@@ -135,13 +139,13 @@ def test_mpijob_against_the_real_crd(cluster, namespace, mpijob_crd):
         bad["metadata"]["name"] += "-bad"
         bad["spec"]["mpiImplementation"] = "NoSuchMPI"
         with pytest.raises(urllib.error.HTTPError) as refused:
-            strict_create(cluster, M.mpijob_path(namespace), bad)
+            strict_create(cluster, mpijob_path(namespace), bad)
         assert refused.value.code == 422 and "mpiImplementation" in refused.value.read().decode()
         typo = copy.deepcopy(body)
         typo["metadata"]["name"] += "-typo"
         typo["spec"]["slotsPerWorkers"] = typo["spec"].pop("slotsPerWorker")
         with pytest.raises(urllib.error.HTTPError) as unknown:
-            strict_create(cluster, M.mpijob_path(namespace), typo)
+            strict_create(cluster, mpijob_path(namespace), typo)
         assert unknown.value.code == 400 and "slotsPerWorkers" in unknown.value.read().decode()  # strict: BadRequest
     finally:
         cluster.api("DELETE", f"{EVALUATIONS}/{name}")
@@ -158,17 +162,17 @@ def test_indexed_job_fallback_runs_across_two_nodes(cluster, node_agent, namespa
         "nodeSelector": {"pool": pool}, "profile": "quick", "clauses": {"include": ["6.2.1.g"]},
         "multiNode": {"nodes": 2, "launcher": "indexed-job"}, "cpuStandIn": True})
     try:
-        mp = M.plan_multinode(ev, plan(ev, nodes))
+        mp = plan_multinode(ev, plan(ev, nodes))
         item = mp.items[0]
         assert item.workload == "internode" and item.nodes == tuple(sorted(nodes))
-        assert M.choose_launch(item, None).kind == "indexed-job"
+        assert choose_launch(item, None).kind == "indexed-job"
         # The pods are host processes: the host's interpreter, gloo on loopback.
         settings = Settings(namespace=namespace, workload_python=(sys.executable,),
                             workload_env={"GLOO_SOCKET_IFNAME": "lo"})
         strict_create(cluster, f"/api/v1/namespaces/{namespace}/services",
-                      M.headless_service(item, ev, uid, settings))
+                      headless_service(item, ev, uid, settings))
         strict_create(cluster, f"/apis/batch/v1/namespaces/{namespace}/jobs",
-                      M.indexed_job_manifest(item, ev, uid, settings, master_addr="127.0.0.1"))
+                      indexed_job_manifest(item, ev, uid, settings, master_addr="127.0.0.1"))
         job_path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{item.name}"
         pods_path = f"/api/v1/namespaces/{namespace}/pods"
 
@@ -179,7 +183,7 @@ def test_indexed_job_fallback_runs_across_two_nodes(cluster, node_agent, namespa
         try:
             state = wait_for(finished, timeout=420, interval=1.0, what=f"Job {item.name} to finish")
         except Exception:
-            for pod in cluster.api("GET", f"{pods_path}?labelSelector={M.RUN}={item.name}")["items"]:
+            for pod in cluster.api("GET", f"{pods_path}?labelSelector={RUN}={item.name}")["items"]:
                 print(pod["metadata"]["name"], json.dumps(pod.get("status"))[:1500])
                 print(_log(cluster, namespace, pod["metadata"]["name"])[-3000:])
             raise
@@ -192,11 +196,11 @@ def test_indexed_job_fallback_runs_across_two_nodes(cluster, node_agent, namespa
             assert p["spec"]["subdomain"] == item.name
             env = {e["name"] for e in p["spec"]["containers"][0]["env"]}
             assert "JOB_COMPLETION_INDEX" in env  # injected by the Job controller
-        first = cluster.api("GET", f"{pods_path}?labelSelector={M.reporting_pod_selector(item.name)}")["items"]
+        first = cluster.api("GET", f"{pods_path}?labelSelector={reporting_pod_selector(item.name)}")["items"]
         assert len(first) == 1
         kube = kube_for(cluster)
         try:  # as the reconciler collects it: pod 0's log and termination message
-            run = M.collect_multinode(kube, namespace, item, "indexed-job", cluster.api("GET", job_path), state,
+            run = collect_multinode(kube, namespace, item, "indexed-job", cluster.api("GET", job_path), state,
                                       1 << 20)
         finally:
             kube.close()
@@ -212,8 +216,8 @@ def test_indexed_job_fallback_runs_across_two_nodes(cluster, node_agent, namespa
         clause = BY_ID["6.2.1.g"]
         ctx = JudgeContext(clause=clause, node=NodeFacts(nodes[0], source="cluster"), runs={"internode": run},
                            thresholds={}, mode="cluster", cards_per_node=1, nodes_in_evaluation=2)
-        assert M.not_run_outside(mp, nodes[0]) == {}
-        assert "is not one of the 2 nodes" in M.not_run_outside(mp, "not-in-run")["internode"].not_run
+        assert not_run_outside(mp, nodes[0]) == {}
+        assert "is not one of the 2 nodes" in not_run_outside(mp, "not-in-run")["internode"].not_run
         result = judge_clause(clause, ctx, None, {})
         # the CPU stand-in (gloo over TCP) judges nothing about communication between servers
         assert result.verdict == Verdict.NOT_RUN and "host CPU stand-in" in result.reason, result.reason

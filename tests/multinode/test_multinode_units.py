@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -16,19 +17,27 @@ for sub in ("operator", "workloads"):
     sys.path.insert(0, str(ROOT / sub))
 
 from cardeval.engine.load import from_mapping  # noqa: E402
-from cardeval.engine.planner import plan  # noqa: E402
-from cardeval.operator import multinode as M  # noqa: E402
+from cardeval.engine.planner import not_run_outside, plan, plan_multinode  # noqa: E402
+from cardeval.operator.collect_k8s import collect_multinode  # noqa: E402
+from cardeval.operator.jobs import job_state  # noqa: E402
+from cardeval.operator.multinode_launch import (  # noqa: E402
+    RENDEZVOUS_PORT, RUN, choose_launch, headless_service, indexed_job_manifest, mpijob_manifest, mpijob_path,
+)
 from cardeval.operator.config import Settings  # noqa: E402
 
 UID = "0b7d6a1e-0000-4000-8000-000000000001"
 
 
-def evaluation(multi_node: dict | None = {"nodes": 2}, cards: int = 8, **spec):
+#: The default ``spec.multiNode`` of the tests' evaluations (read-only: it is a default argument).
+TWO_NODES = MappingProxyType({"nodes": 2})
+
+
+def evaluation(multi_node: dict | MappingProxyType | None = TWO_NODES, cards: int = 8, **spec):
     body = {"cardType": "training", "resourceName": "nvidia.com/gpu", "expectedCardsPerNode": cards,
             "profile": "quick", "clauses": {"include": ["6.2.1.*"]},
             "admission": {"onPass": {"removeTaints": [{"key": "cardeval.io/unvalidated"}]}}, **spec}
     if multi_node is not None:
-        body["multiNode"] = multi_node
+        body["multiNode"] = dict(multi_node)
     ev = from_mapping({"apiVersion": "cardeval.io/v1alpha1", "kind": "CardEvaluation",
                        "metadata": {"name": "pool-a"}, "spec": body})
     ev.metadata.generation = 3
@@ -36,7 +45,7 @@ def evaluation(multi_node: dict | None = {"nodes": 2}, cards: int = 8, **spec):
 
 
 def items(ev, nodes=("n3", "n1", "n2")):
-    return M.plan_multinode(ev, plan(ev, list(nodes)))
+    return plan_multinode(ev, plan(ev, list(nodes)))
 
 
 def test_plan_picks_the_inter_node_clauses_and_sorted_nodes():
@@ -53,7 +62,7 @@ def test_cluster_linearity_is_a_second_run_of_train_parallel_across_the_nodes():
     ev = evaluation(clauses={"include": ["6.2.1.g", "6.2.5.6"]})
     the_plan = plan(ev, ["n1", "n2"])
     assert {i.workload for i in the_plan.items} == {"train-parallel"}  # the per-node run (card linearity)
-    mp = M.plan_multinode(ev, the_plan)
+    mp = plan_multinode(ev, the_plan)
     assert [(i.key, i.workload, i.clauses) for i in mp.items] == [
         ("internode", "internode", ("6.2.1.g",)), ("train-parallel.cluster", "train-parallel", ("6.2.5.6",))]
     cluster_run = mp.items[1]
@@ -67,7 +76,7 @@ def test_plan_says_why_not():
     assert "spec.multiNode is not set" in items(evaluation(multi_node=None)).not_run
     few = items(evaluation(multi_node={"nodes": 4}), nodes=("n1", "n2"))
     assert few.items == [] and "only 2 node(s)" in few.not_run
-    excluded = M.plan_multinode(evaluation(clauses={"include": ["6.2.1.a"]}),
+    excluded = plan_multinode(evaluation(clauses={"include": ["6.2.1.a"]}),
                                 plan(evaluation(clauses={"include": ["6.2.1.a"]}), ["n1", "n2"]))
     assert excluded.items == [] and excluded.not_run is None
 
@@ -76,7 +85,7 @@ def test_mpijob_manifest():
     ev = evaluation()
     item = items(ev).items[0]
     settings = Settings(namespace="cardeval-system", workload_python=("python3",))
-    job = M.mpijob_manifest(item, ev, UID, settings)
+    job = mpijob_manifest(item, ev, UID, settings)
     assert job["apiVersion"] == "kubeflow.org/v2beta1" and job["kind"] == "MPIJob"
     meta = job["metadata"]
     assert meta["name"] == item.name and meta["namespace"] == "cardeval-system"
@@ -102,7 +111,7 @@ def test_mpijob_manifest():
     cmd = launcher["template"]["spec"]["containers"][0]["command"]
     assert cmd[:3] == ["mpirun", "-np", "16"]
     assert f"MASTER_ADDR={item.name}-worker-0.{item.name}.cardeval-system.svc" in cmd
-    assert f"MASTER_PORT={M.RENDEZVOUS_PORT}" in cmd
+    assert f"MASTER_PORT={RENDEZVOUS_PORT}" in cmd
     assert cmd[cmd.index("python3"):][:4] == ["python3", "-m", "cardeval_workloads", "internode"]
     assert "nvidia.com/gpu" not in str(launcher["template"]["spec"]["containers"][0]["resources"])
 
@@ -112,29 +121,29 @@ def test_indexed_job_and_headless_service():
     item = items(ev).items[0]
     assert item.launcher == "indexed-job"
     settings = Settings(namespace="ns")
-    svc = M.headless_service(item, ev, UID, settings)
+    svc = headless_service(item, ev, UID, settings)
     assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
-    assert svc["spec"]["selector"] == {M.RUN: item.name}
-    job = M.indexed_job_manifest(item, ev, UID, settings)
+    assert svc["spec"]["selector"] == {RUN: item.name}
+    job = indexed_job_manifest(item, ev, UID, settings)
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == 2
     pod = spec["template"]["spec"]
     assert pod["subdomain"] == svc["metadata"]["name"]
-    assert spec["template"]["metadata"]["labels"][M.RUN] == item.name
+    assert spec["template"]["metadata"]["labels"][RUN] == item.name
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["MASTER_ADDR"] == f"{item.name}-0.{item.name}.ns.svc" and env["CARDEVAL_NNODES"] == "2"
     assert env["CARDEVAL_PROCS_PER_NODE"] == "8"
-    override = M.indexed_job_manifest(item, ev, UID, settings, master_addr="127.0.0.1")
+    override = indexed_job_manifest(item, ev, UID, settings, master_addr="127.0.0.1")
     assert {e["name"]: e.get("value") for e in override["spec"]["template"]["spec"]["containers"][0]["env"]}[
         "MASTER_ADDR"] == "127.0.0.1"
 
 
 def test_states():
-    assert M.mpijob_state({}).finished is False
-    done = M.mpijob_state({"status": {"conditions": [{"type": "Running", "status": "False"},
+    assert job_state({}).finished is False
+    done = job_state({"status": {"conditions": [{"type": "Running", "status": "False"},
                                                      {"type": "Succeeded", "status": "True"}]}})
     assert done.finished and done.succeeded
-    failed = M.mpijob_state({"status": {"conditions": [{"type": "Failed", "status": "True", "message": "x"}]}})
+    failed = job_state({"status": {"conditions": [{"type": "Failed", "status": "True", "message": "x"}]}})
     assert failed.finished and not failed.succeeded and failed.message == "x"
 
 
@@ -150,13 +159,13 @@ def test_choose_launch_reports_a_missing_mpijob_api(discovery, missing):
             return discovery
 
     item = items(evaluation()).items[0]
-    launch = M.choose_launch(item, Discovery())
+    launch = choose_launch(item, Discovery())
     if missing:
         assert launch.kind is None and "MPIJob API" in launch.not_run and "indexed-job" in launch.not_run
     else:
         assert launch.kind == "mpijob" and launch.not_run is None
     indexed = items(evaluation(multi_node={"nodes": 2, "launcher": "indexed-job"})).items[0]
-    assert M.choose_launch(indexed, Discovery()).kind == "indexed-job"
+    assert choose_launch(indexed, Discovery()).kind == "indexed-job"
 
 
 def test_a_server_in_trouble_is_asked_again_a_refusal_is_the_reason():
@@ -172,27 +181,26 @@ def test_a_server_in_trouble_is_asked_again_a_refusal_is_the_reason():
     item = items(evaluation()).items[0]
     for status in (500, 503, 408, 429):  # says nothing about the API: the pass fails and is retried
         with pytest.raises(ApiError):
-            M.choose_launch(item, Refusing(status))
-    forbidden = M.choose_launch(item, Refusing(403))
+            choose_launch(item, Refusing(status))
+    forbidden = choose_launch(item, Refusing(403))
     assert forbidden.kind is None and "refused" in forbidden.not_run and "403" in forbidden.not_run
 
 
 def test_not_run_outside():
     mp = items(evaluation())
     # a member's own run is stored on it, never made up here
-    assert M.not_run_outside(mp, "n1") == {} and M.not_run_outside(mp, "n2") == {}
-    assert "not one of the 2 nodes" in M.not_run_outside(mp, "n3")["internode"].not_run
+    assert not_run_outside(mp, "n1") == {} and not_run_outside(mp, "n2") == {}
+    assert "not one of the 2 nodes" in not_run_outside(mp, "n3")["internode"].not_run
     none = items(evaluation(multi_node=None))
-    assert "spec.multiNode is not set" in M.not_run_outside(none, "n1")["internode"].not_run
+    assert "spec.multiNode is not set" in not_run_outside(none, "n1")["internode"].not_run
 
 
 def test_a_run_given_up_on_but_not_yet_deleted_is_deleted_on_the_next_pass():
     """The operator stores "given up" on every member, then is killed before deleting the run's object:
     the next pass finds nothing waiting, and must delete the still-running object (it would hold the
     cards, or an MPIJob would start late on admitted nodes), not leave it to the evaluation's deletion."""
-    from types import SimpleNamespace
-
-    from cardeval.operator.multinode_runs import MultiNodeRuns, Observed
+    from cardeval.operator.evaluation_pass import Observed
+    from cardeval.operator.multinode_runner import MultiNodeRuns
     from cardeval.operator.scheduler.queue import NodeQueue
 
     class Recorder:
@@ -213,8 +221,8 @@ def test_a_run_given_up_on_but_not_yet_deleted_is_deleted_on_the_next_pass():
         kube = Recorder()
         seen = Observed(mp, objects={item.name: ("mpijob", obj)})
         runs = MultiNodeRuns(kube, Settings(namespace="ns"), store=None, events=None)
-        assert runs.step(SimpleNamespace(multi=seen, queues=queues)) == set()
-        assert (M.mpijob_path("ns", item.name) in kube.deleted) is deleted, kube.deleted
+        assert runs.step(None, seen, queues) == set()
+        assert (mpijob_path("ns", item.name) in kube.deleted) is deleted, kube.deleted
 
 
 @pytest.mark.parametrize("launcher", ["mpijob", "indexed-job"])
@@ -228,9 +236,9 @@ def test_every_rank_runs_on_the_cards_unless_the_spec_asks_for_the_cpu_stand_in(
         assert item.device == device
         assert item.argv()[item.argv().index("--device") + 1] == device
         if launcher == "mpijob":
-            pod = M.mpijob_manifest(item, ev, UID, settings)["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]
+            pod = mpijob_manifest(item, ev, UID, settings)["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]
         else:
-            pod = M.indexed_job_manifest(item, ev, UID, settings)["spec"]["template"]
+            pod = indexed_job_manifest(item, ev, UID, settings)["spec"]["template"]
         cmd = pod["spec"]["containers"][0]["command"]
         assert cmd[cmd.index("--device") + 1] == device, cmd
         assert cmd.count("--device") == 1
@@ -263,10 +271,10 @@ def test_a_multi_node_run_stopped_while_its_reporting_pod_ran_is_an_error():
     obj = {"metadata": {"name": item.name, "uid": "job-uid", "creationTimestamp": "2025-01-01T00:00:00Z"}}
     deadline = JobState(True, False, "DeadlineExceeded", "Job was active longer than specified deadline")
     running = _reporting_pod(item, {"state": {"running": {"startedAt": "2025-01-01T00:00:12Z"}}, "started": True})
-    run = M.collect_multinode(_Pods([running]), "ns", item, "indexed-job", obj, deadline, 1 << 20)
+    run = collect_multinode(_Pods([running]), "ns", item, "indexed-job", obj, deadline, 1 << 20)
     assert run.workload == item.key and run.error and not run.not_run
     assert "did not finish within its time limit" in run.error and "still running" in run.error, run.error
     assert "DeadlineExceeded" in run.error
     waiting = _reporting_pod(item, {"state": {"waiting": {"reason": "ContainerCreating"}}}, phase="Pending")
-    run = M.collect_multinode(_Pods([waiting]), "ns", item, "indexed-job", obj, deadline, 1 << 20)
+    run = collect_multinode(_Pods([waiting]), "ns", item, "indexed-job", obj, deadline, 1 << 20)
     assert run.not_run and "never started" in run.not_run, run

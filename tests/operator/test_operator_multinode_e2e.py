@@ -21,7 +21,7 @@ import json
 
 import pytest
 
-from cardeval.operator import multinode as M
+from cardeval.operator.multinode_launch import RUN, mpijob_path
 from cardeval.operator.results import configmap_name
 from cardeval_testbed.waiting import wait_for
 
@@ -120,7 +120,7 @@ def test_indexed_job_runs_across_two_of_three_nodes(cluster, installed, multinod
     try:
         # the operator is killed while the first run across nodes is in flight: the restarted one
         # finds it (same UID) instead of starting another
-        first = wait_for(lambda: [j for j in labelled(cluster, jobs_path, name) if M.RUN in j["metadata"]["labels"]],
+        first = wait_for(lambda: [j for j in labelled(cluster, jobs_path, name) if RUN in j["metadata"]["labels"]],
                          timeout=300, what="the first multi-node Job")
         multinode_operator.kill()
         multinode_operator.start()
@@ -129,9 +129,9 @@ def test_indexed_job_runs_across_two_of_three_nodes(cluster, installed, multinod
         assert obj["status"]["nodesDone"] == 3
 
         jobs = labelled(cluster, jobs_path, name)
-        runs = {j["metadata"]["labels"][M.RUN]: j for j in jobs if M.RUN in j["metadata"]["labels"]}
+        runs = {j["metadata"]["labels"][RUN]: j for j in jobs if RUN in j["metadata"]["labels"]}
         assert runs[first[0]["metadata"]["name"]]["metadata"]["uid"] == first[0]["metadata"]["uid"]
-        per_node = [j for j in jobs if M.RUN not in j["metadata"]["labels"]]
+        per_node = [j for j in jobs if RUN not in j["metadata"]["labels"]]
         assert len(runs) == 2 and len(per_node) == 3, [j["metadata"]["name"] for j in jobs]
         for job in runs.values():
             assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
@@ -190,7 +190,7 @@ def test_mpijob_launcher(cluster, installed, mpi_operator, node_agent, mpijob_cr
     # 2. With the MPIJob CRD: the operator's MPIJob, accepted by the CRD's schema, kept across a restart.
     mpijob_crd.install()
     second = f"mpi-{unique}"
-    path = M.mpijob_path(NAMESPACE)
+    path = mpijob_path(NAMESPACE)
     try:
         apply(cluster, evaluation(second, pool, ["6.2.1.g"], "mpijob"))
         created = wait_for(lambda: labelled(cluster, path, second), timeout=120, what="the MPIJob")
@@ -282,7 +282,7 @@ def test_a_member_deleted_mid_run_ends_the_run_for_the_others(cluster, installed
     try:
         def bound_to_victim():
             return [p for p in cluster.api("GET", f"/api/v1/namespaces/{NAMESPACE}/pods"
-                                                  f"?labelSelector={M.RUN}")["items"]
+                                                  f"?labelSelector={RUN}")["items"]
                     if p["spec"].get("nodeName") == leaving["name"]
                     and p["metadata"]["labels"].get("cardeval.io/evaluation") == name]
 
@@ -294,7 +294,7 @@ def test_a_member_deleted_mid_run_ends_the_run_for_the_others(cluster, installed
         assert_every_member(cluster, name, [staying["name"]], "NotRun",
                             f"{leaving['name']} of the multi-node run internode were judged without it")
         assert any(leaving["name"] in m for m in events(cluster, name).get("MultiNodeNotRun", []))
-        wait_for(lambda: not [j for j in labelled(cluster, jobs_path, name) if M.RUN in j["metadata"]["labels"]],
+        wait_for(lambda: not [j for j in labelled(cluster, jobs_path, name) if RUN in j["metadata"]["labels"]],
                  timeout=60, what="the run's Job to be deleted")
     finally:
         delete(cluster, name)

@@ -15,7 +15,7 @@ from cardeval.api.models import NodeResult, OnPass
 from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.load import from_mapping
 from cardeval.engine.planner import plan
-from cardeval.operator import labels as L
+from cardeval.operator import labels
 from cardeval.operator.admission import admission_patch
 from cardeval.operator.config import Settings
 from cardeval.operator.jobs import job_manifest, job_state
@@ -52,10 +52,10 @@ def test_job_manifest_is_pinned_restricted_owned_and_named_after_the_item():
                         workload_env={"PYTHONPATH": "/src"})
     job = job_manifest(item, ev, "u-1", settings)
     assert job["metadata"]["name"] == item.name and job["metadata"]["namespace"] == "ops"
-    labels = job["metadata"]["labels"]
-    assert labels[L.EVALUATION] == "pool-a" and labels[L.GENERATION] == "3"
-    assert labels[L.WORKLOAD] == item.workload and labels[L.NODE_HASH] == L.node_hash("node-a")
-    assert job["metadata"]["annotations"][L.NODE] == "node-a"
+    job_labels = job["metadata"]["labels"]
+    assert job_labels[labels.EVALUATION] == "pool-a" and job_labels[labels.GENERATION] == "3"
+    assert job_labels[labels.WORKLOAD] == item.workload and job_labels[labels.NODE_HASH] == labels.node_hash("node-a")
+    assert job["metadata"]["annotations"][labels.NODE] == "node-a"
     owner, = job["metadata"]["ownerReferences"]
     assert owner["uid"] == "u-1" and owner["kind"] == "CardEvaluation" and owner["controller"] is True
     spec = job["spec"]
@@ -439,4 +439,5 @@ def test_the_status_of_a_thousand_failing_nodes_stays_far_below_the_object_limit
         summaries.append(summary)
     status = build_status(None, 1, summaries, 1000, [], None)
     size = len(json.dumps(status.wire()))
-    assert size < 800_000, size  # measured: ~0.61 MB; etcd's limit is ~1.5 MB; the nodes list is atomic (small managedFields)
+    # measured: ~0.61 MB; etcd's limit is ~1.5 MB; the nodes list is atomic (small managedFields)
+    assert size < 800_000, size

@@ -9,8 +9,9 @@ Some runs span several nodes and are no per-node item: the workloads of the
 inter-node clauses (``Topology.MULTI_NODE``), and the cluster run of a workload a
 clause names as ``<workload>.cluster`` (cluster linearity, 6.2.5.6, times the
 same training step on every card of the cluster).  The plan lists them in
-``across_nodes``; the operator launches them (``operator/multinode.py``), a
-local evaluation, on one machine, cannot.
+``across_nodes``; :func:`plan_multinode` turns them into :class:`MultiNodeItem`s on
+the nodes ``spec.multiNode`` chooses, which the operator launches (an MPIJob or an
+Indexed Job); a local evaluation, on one machine, cannot.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from cardeval.api.models import CardEvaluation, EvaluationSpec, Profile
+from cardeval.api.models import CardEvaluation, EvaluationSpec, Launcher, Profile
 from cardeval.engine.catalog import Clause, Topology, select
+from cardeval.engine.facts import WorkloadRun
 from cardeval_workloads.available import OPERATOR_WORKLOADS, WORKLOADS
 
 #: Per-profile time limit of one work item, unless the spec sets one.
@@ -79,7 +81,6 @@ def local_reason(run_key: str) -> str:
 @dataclass(frozen=True)
 class WorkItem:
     name: str
-    evaluation: str
     node: str
     workload: str
     topology: Topology
@@ -162,11 +163,104 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
             topology = max((c.topology for c in clauses), key=_TOPOLOGY_ORDER.index)
             params = workload_params(clauses, spec)
             items.append(WorkItem(
-                name=item_name(evaluation.metadata.name, node, workload),
-                evaluation=evaluation.metadata.name, node=node, workload=workload, topology=topology,
-                cards=spec.expected_cards_per_node, clauses=tuple(c.id for c in clauses),
+                name=item_name(evaluation.metadata.name, node, workload), node=node, workload=workload,
+                topology=topology, cards=spec.expected_cards_per_node, clauses=tuple(c.id for c in clauses),
                 profile=spec.profile, timeout_s=max(timeout, needed_seconds(params)), params=params,
             ))
     return Plan(evaluation.metadata.name, evaluation.metadata.generation, spec.card_type, spec.profile,
                 list(nodes), selected, excluded, items, missing,
                 {k: tuple(v) for k, v in across.items()})
+
+
+@dataclass(frozen=True)
+class MultiNodeItem:
+    """One run across ``nodes``: the multi-node counterpart of ``WorkItem``.
+
+    ``key`` names the run (its result is stored under it on each node): the workload
+    itself for an inter-node clause, ``<workload>.cluster`` for a workload whose
+    per-node run is planned too (the cluster run of ``train-parallel``)."""
+
+    name: str
+    key: str
+    workload: str
+    nodes: tuple[str, ...]
+    cards_per_node: int
+    clauses: tuple[str, ...]
+    profile: str
+    timeout_s: int
+    launcher: str
+    params: tuple[tuple[str, str], ...] = ()
+    #: ``--device`` of every rank (``cluster_device``): the cards, or the host CPU stand-in.
+    device: str = "accelerator"
+
+    @property
+    def ranks(self) -> int:
+        return len(self.nodes) * self.cards_per_node
+
+    def argv(self) -> list[str]:
+        return self.work_item(self.nodes[0]).argv(self.device)
+
+    def work_item(self, node: str) -> WorkItem:
+        """The per-node view of the run (its command line is a per-node item's)."""
+        return WorkItem(name=self.name, node=node, workload=self.workload, topology=Topology.MULTI_NODE,
+                        cards=self.cards_per_node, clauses=self.clauses, profile=self.profile,
+                        timeout_s=self.timeout_s, params=self.params)
+
+
+@dataclass
+class MultiNodePlan:
+    items: list[MultiNodeItem] = field(default_factory=list)
+    #: Why no multi-node run is planned (no spec.multiNode, too few nodes), for the clauses' NotRun.
+    not_run: str | None = None
+    #: run key → the clause ids it serves, planned or not.
+    workloads: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def items_of(self, node: str) -> list[MultiNodeItem]:
+        """The runs ``node`` takes part in, in the order they run."""
+        return [i for i in self.items if node in i.nodes]
+
+
+def plan_multinode(evaluation: CardEvaluation, the_plan: Plan) -> MultiNodePlan:
+    """The multi-node items of an evaluation: one per run across nodes of its plan (``Plan.across_nodes``),
+    on the first ``spec.multiNode.nodes`` of its nodes by name."""
+    spec = evaluation.spec
+    out = MultiNodePlan(workloads=dict(the_plan.across_nodes))
+    if not the_plan.across_nodes:
+        return out
+    if spec.multi_node is None:
+        out.not_run = ("spec.multiNode is not set: the inter-node clauses and cluster linearity need a run "
+                       "across nodes (set spec.multiNode.nodes ≥ 2 and its launcher)")
+        return out
+    want = spec.multi_node.nodes
+    nodes = sorted(the_plan.nodes)
+    if len(nodes) < want:
+        out.not_run = (f"spec.multiNode.nodes is {want} but only {len(nodes)} node(s) match "
+                       "spec.nodeSelector")
+        return out
+    chosen = tuple(nodes[:want])
+    launcher = Launcher(spec.multi_node.launcher).value
+    timeout = the_plan.items[0].timeout_s if the_plan.items else (
+        spec.item_timeout_seconds or DEFAULT_ITEM_TIMEOUT_S[spec.profile])
+    for key, clauses in sorted(the_plan.across_nodes.items()):
+        out.items.append(MultiNodeItem(
+            name=item_name(evaluation.metadata.name, "multi-node", key), key=key, workload=program_of(key),
+            nodes=chosen, cards_per_node=spec.expected_cards_per_node, clauses=clauses, profile=spec.profile,
+            timeout_s=timeout, launcher=launcher, device=cluster_device(spec)))
+    return out
+
+
+def not_run_outside(mp: MultiNodePlan, node: str) -> dict[str, WorkloadRun]:
+    """The runs across nodes ``node`` takes no part in, each as ``not_run`` with the reason: every
+    run when none was planned (no ``spec.multiNode``, too few nodes), else those it is not a member
+    of. A member's own runs are stored on it when they end and read with its other runs."""
+    by_key = {i.key: i for i in mp.items}
+    out: dict[str, WorkloadRun] = {}
+    for key in mp.workloads:
+        item = by_key.get(key)
+        if item is None:
+            out[key] = WorkloadRun(key, not_run=mp.not_run or "no multi-node run planned")
+        elif node not in item.nodes:
+            out[key] = WorkloadRun(key, not_run=(
+                f"{node} is not one of the {len(item.nodes)} nodes of the multi-node run "
+                f"({', '.join(item.nodes)[:300]}; spec.multiNode.nodes)"))
+    return out

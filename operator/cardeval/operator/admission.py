@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from cardeval.api.models import OnPass
-from cardeval.operator.kube import ApiError, Kube
+from cardeval.operator.kube import ApiError, KubeApi
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def admission_patch(node: dict, on_pass: OnPass) -> dict | None:
     return patch
 
 
-def admit(kube: Kube, node_name: str, on_pass: OnPass) -> bool:
+def admit(kube: KubeApi, node_name: str, on_pass: OnPass) -> bool:
     """Admit one node; True when it was changed."""
     node = kube.get_or_none(f"/api/v1/nodes/{node_name}")
     if node is None:

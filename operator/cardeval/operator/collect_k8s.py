@@ -1,4 +1,4 @@
-"""A finished Job → ``WorkloadRun``: the cluster side of ``engine.collect``.
+"""A finished Job or run across nodes → ``WorkloadRun``: the cluster side of ``engine.collect``.
 
 The compact envelope comes from the pod's termination message (container
 status), the full envelope from the pod log (through the API server, which
@@ -7,22 +7,24 @@ executor does with a process's stdout and termination file.  What only the
 cluster can tell — a deadline, a pod that never started — becomes the reason:
 a run stopped at its deadline is an error when its container had begun (it
 hung, as a local run past its time limit is), ``not_run`` when it never did.
+A run across nodes is read from the pod that reports: the MPIJob's launcher
+(mpirun forwards rank 0's stdout) or pod 0 of the Indexed Job.
 """
 
 from __future__ import annotations
 
-import logging
+from dataclasses import replace
+from typing import Any
 
-from cardeval.engine.collect import collect
 from cardeval.engine.facts import WorkloadRun
-from cardeval.engine.planner import WorkItem
-from cardeval.operator.jobs import CONTAINER, JobState
-from cardeval.operator.kube import ApiError, Kube
+from cardeval.engine.planner import MultiNodeItem, WorkItem
+from cardeval.operator.jobs import JobState
+from cardeval.operator.kube import KubeApi
+from cardeval.operator.multinode_launch import launcher_selector, reporting_pod_selector
+from cardeval.operator.pods import CONTAINER, finished_run, terminated
 
-log = logging.getLogger(__name__)
 
-
-def job_pods(kube: Kube, namespace: str, job: dict) -> list[dict]:
+def job_pods(kube: KubeApi, namespace: str, job: dict[str, Any]) -> list[dict[str, Any]]:
     name = job["metadata"]["name"]
     uid = job["metadata"].get("uid")
     pods = kube.list(f"/api/v1/namespaces/{namespace}/pods", label_selector=f"batch.kubernetes.io/job-name={name}")
@@ -30,19 +32,7 @@ def job_pods(kube: Kube, namespace: str, job: dict) -> list[dict]:
     return sorted(own, key=lambda p: p["metadata"].get("creationTimestamp", ""))
 
 
-def _terminated(pod: dict) -> dict | None:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if cs.get("name") == CONTAINER:
-            state = cs.get("state") or {}
-            if "terminated" in state:
-                return state["terminated"]
-            last = cs.get("lastState") or {}
-            if "terminated" in last:
-                return last["terminated"]
-    return None
-
-
-def _started(pod: dict) -> str | None:
+def _started(pod: dict[str, Any]) -> str | None:
     """How the workload container shows it began (running, or started), when it left no termination:
     a pod stopped at its deadline while it ran hung, it did not fail to start.  None: it never began."""
     status = pod.get("status") or {}
@@ -60,7 +50,7 @@ def _started(pod: dict) -> str | None:
     return None
 
 
-def stopped_at_deadline(what: str, timeout_s: int, pod: dict) -> str | None:
+def stopped_at_deadline(what: str, timeout_s: int, pod: dict[str, Any]) -> str | None:
     """The error of a run that began and was still going at its deadline (hung), or None when it
     never began (then it did not run: ``_never_started`` says why)."""
     began = _started(pod)
@@ -70,7 +60,7 @@ def stopped_at_deadline(what: str, timeout_s: int, pod: dict) -> str | None:
             f"stopped: {began} and left no result")
 
 
-def _never_started(pod: dict) -> str:
+def _never_started(pod: dict[str, Any]) -> str:
     status = pod.get("status") or {}
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") != "True":
@@ -82,23 +72,10 @@ def _never_started(pod: dict) -> str:
     return f"the pod never ran (phase {status.get('phase', 'unknown')})"
 
 
-def read_log(kube: Kube, namespace: str, pod: str, limit_bytes: int) -> str:
-    try:
-        return kube.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
-                            query={"container": CONTAINER, "limitBytes": limit_bytes},
-                            accept="text/plain, */*", raw_text=True)
-    except ApiError as exc:
-        log.info("no log for pod %s/%s: %s", namespace, pod, exc)
-        return ""
-    except Exception as exc:  # the kubelet may be unreachable: the termination message still judges
-        log.info("no log for pod %s/%s: %s: %s", namespace, pod, type(exc).__name__, exc)
-        return ""
-
-
-def collect_job(kube: Kube, namespace: str, item: WorkItem, job: dict, state: JobState,
+def collect_job(kube: KubeApi, namespace: str, item: WorkItem, job: dict[str, Any], state: JobState,
                 log_limit_bytes: int) -> WorkloadRun:
     pods = job_pods(kube, namespace, job)
-    ran = [(p, t) for p in pods if (t := _terminated(p)) is not None]
+    ran = [(p, t) for p in pods if (t := terminated(p)) is not None]
     deadline = state.reason == "DeadlineExceeded"
     if not ran:
         if pods and deadline:
@@ -119,18 +96,48 @@ def collect_job(kube: Kube, namespace: str, item: WorkItem, job: dict, state: Jo
         return WorkloadRun(item.workload, error=f"Job {job['metadata']['name']} finished but its pod is gone "
                            f"and left no result{detail}")
     pod, term = ran[-1]
-    log_text = read_log(kube, namespace, pod["metadata"]["name"], log_limit_bytes)
-    message = term.get("message") or ""
-    exit_code = term.get("exitCode")
-    if term.get("reason") == "Error" and message and not message.lstrip().startswith("{"):
-        # FallbackToLogsOnError: the "message" is the log tail, not an envelope
-        tail, message = message.strip().splitlines()[-1:] or [""], ""
-        stderr_tail = tail[0][:300]
-    else:
-        stderr_tail = ""
-    run = collect(item.workload, exit_code, log_text, message, stderr_tail)
+    run = finished_run(kube, namespace, pod, term, item.workload, log_limit_bytes)
     if deadline and not run.usable:
         return WorkloadRun(item.workload, error=f"workload {item.workload} did not finish within its time "
                            f"limit of {item.timeout_s}s (activeDeadlineSeconds) and was stopped"
                            + (f"; {run.failure()}" if run.failure() else ""))
     return run
+
+
+def collect_multinode(kube: KubeApi, namespace: str, item: MultiNodeItem, kind: str, obj: dict[str, Any],
+                      state: JobState, log_limit_bytes: int) -> WorkloadRun:
+    """A finished run across nodes → ``WorkloadRun`` (stored under ``item.key``), from the pod that reports:
+    the MPIJob's launcher, or pod 0 of the Indexed Job."""
+    selector = launcher_selector(item.name) if kind == "mpijob" else reporting_pod_selector(item.name)
+    meta = obj.get("metadata") or {}
+
+    def ours(pod: dict[str, Any]) -> bool:
+        """Pod 0 is owned by the Job. The launcher pod is owned by the MPI Operator's launcher Job (or,
+        in older releases, by the MPIJob), so it is told from an older generation's launcher of the same
+        name by its age: created no earlier than this MPIJob (RFC 3339 UTC strings order as times)."""
+        if kind == "mpijob":
+            return bool(pod["metadata"].get("creationTimestamp", "") >= meta.get("creationTimestamp", ""))
+        refs = pod["metadata"].get("ownerReferences") or []
+        return not meta.get("uid") or any(r.get("uid") == meta["uid"] for r in refs)
+
+    pods = [p for p in kube.list(f"/api/v1/namespaces/{namespace}/pods", label_selector=selector) if ours(p)]
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    what = f"{'MPIJob' if kind == 'mpijob' else 'Indexed Job'} {item.name}"
+    ran = [(p, t) for p in pods if (t := terminated(p)) is not None]
+    detail = f" ({state.reason}: {state.message})" if state.reason else ""
+    if not ran:
+        if pods:
+            # stopped while its reporting pod ran (a hang): an error; it never began: not run
+            hung = None if state.succeeded else stopped_at_deadline(what, item.timeout_s, pods[-1])
+            if hung is not None:
+                return WorkloadRun(item.key, error=f"{hung}{detail}"[:1000])
+            return WorkloadRun(item.key, not_run=f"{what}: {_never_started(pods[-1])}{detail}")
+        return WorkloadRun(item.key, error=f"{what} finished but its reporting pod is gone{detail}")
+    pod, term = ran[-1]
+    # mpirun writes no termination message: the launcher's log alone carries the envelope
+    run = finished_run(kube, namespace, pod, term, item.workload, log_limit_bytes,
+                       message_has_envelope=kind != "mpijob")
+    if not state.succeeded and run.usable:
+        return WorkloadRun(item.key, error=f"{what} failed ({state.reason}: {state.message}) "
+                           "although its reporting pod printed a result")
+    return replace(run, workload=item.key)

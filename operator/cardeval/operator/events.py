@@ -13,7 +13,7 @@ import logging
 from datetime import datetime, timezone
 
 from cardeval.api.models import API_VERSION, KIND
-from cardeval.operator.kube import ApiError, Kube
+from cardeval.operator.kube import ApiError, KubeApi
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ COMPONENT = "cardeval-operator"
 
 
 class EventRecorder:
-    def __init__(self, kube: Kube, namespace: str, instance: str = "") -> None:
+    def __init__(self, kube: KubeApi, namespace: str, instance: str = "") -> None:
         self.kube = kube
         self.namespace = namespace
         self.instance = instance

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 import kopf
 
 from cardeval.api.models import GROUP, PLURAL, VERSION
-from cardeval.operator import labels as L
 from cardeval.operator import metrics
-from cardeval.operator.jobs import job_state
 from cardeval.operator.config import Settings
+from cardeval.operator.jobs import job_state
 from cardeval.operator.kube import Kube
+from cardeval.operator.labels import COMPONENT, EVALUATION, MANAGED_BY, MANAGER
 from cardeval.operator.reconcile import Reconciler
 from cardeval.operator.scheduler.workqueue import WorkQueue, Workers
 
@@ -80,7 +82,7 @@ def cleanup(**_) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def on_event(event: dict, name: str, body: kopf.Body, **_) -> None:
+def on_event(event: kopf.RawEvent, name: str, body: kopf.Body, **_: Any) -> None:
     if event.get("type") == "DELETED":
         with RUNTIME.lock:
             RUNTIME.known.discard(name)
@@ -98,9 +100,9 @@ def on_event(event: dict, name: str, body: kopf.Body, **_) -> None:
         RUNTIME.queue.add(name)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={L.MANAGED_BY: L.MANAGER, L.COMPONENT: "workload"})
-def on_job_event(event: dict, body: kopf.Body, labels: dict, **_) -> None:
+@kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: MANAGER, COMPONENT: "workload"})
+def on_job_event(event: kopf.RawEvent, body: kopf.Body, labels: Mapping[str, str], **_: Any) -> None:
     """A finished work item: collect it (and start the node's next one) now rather than at the resync."""
-    evaluation = labels.get(L.EVALUATION)
+    evaluation = labels.get(EVALUATION)
     if evaluation and event.get("type") != "DELETED" and job_state(dict(body)).finished:
         RUNTIME.queue.add(evaluation)

@@ -1,93 +1,48 @@
-"""Work item → Job manifest, and a Job → its state.  Pure functions.
+"""Work item → Job manifest, and a Job's (or MPIJob's) state.  Pure functions.
 
 One Job per work item, named after it (deterministic: a restarted operator finds
-its Jobs instead of making new ones), pinned to its node through required node
-affinity on ``metadata.name`` (the scheduler still checks the extended resource,
-unlike ``nodeName``), asking for the evaluation's extended resource in the
-count the item needs, tolerating the taints ``admission.onPass`` would remove
-(new nodes are usually tainted until validated), with a restricted security
-context.  The workload runs with ``--device`` from ``planner.cluster_device``:
-the cards the pod was given (``accelerator``: never a silent fall-back to the
-host CPU), or the host CPU when ``spec.cpuStandIn`` asks for it.
+its Jobs instead of making new ones), its pod the one workload pod of ``pods``
+pinned to the item's node and asking for the evaluation's extended resource in
+the count the item needs.  The workload runs with ``--device`` from
+``planner.cluster_device``: the cards the pod was given (``accelerator``: never a
+silent fall-back to the host CPU), or the host CPU when ``spec.cpuStandIn`` asks
+for it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from cardeval.api.models import CardEvaluation
-from cardeval.operator import labels as L
-from cardeval.operator.config import Settings
 from cardeval.engine.planner import WorkItem, cluster_device
-from cardeval_workloads.envelope import DEFAULT_TERMINATION_PATH
+from cardeval.operator import labels
+from cardeval.operator.config import Settings
+from cardeval.operator.pods import PodDefaults, workload_pod_spec
 
-CONTAINER = "workload"
+
+def pod_defaults(settings: Settings) -> PodDefaults:
+    """The operator's settings for every workload pod."""
+    return PodDefaults(image_pull_policy=settings.image_pull_policy, run_as_user=settings.run_as_user,
+                       workload_env=settings.workload_env, service_account=settings.job_service_account)
 
 
-def job_manifest(item: WorkItem, evaluation: CardEvaluation, uid: str, settings: Settings) -> dict:
+def job_manifest(item: WorkItem, evaluation: CardEvaluation, uid: str, settings: Settings) -> dict[str, Any]:
     spec = evaluation.spec
     generation = evaluation.metadata.generation or 0
     meta_labels = {
-        L.EVALUATION: evaluation.metadata.name,
-        L.NODE_HASH: L.node_hash(item.node),
-        L.WORKLOAD: item.workload,
-        L.GENERATION: str(generation),
-        L.COMPONENT: "workload",
-        L.MANAGED_BY: L.MANAGER,
+        labels.EVALUATION: evaluation.metadata.name,
+        labels.NODE_HASH: labels.node_hash(item.node),
+        labels.WORKLOAD: item.workload,
+        labels.GENERATION: str(generation),
+        labels.COMPONENT: "workload",
+        labels.MANAGED_BY: labels.MANAGER,
     }
-    annotations = {L.NODE: item.node, L.CLAUSES: ",".join(item.clauses)}
-    env = [
-        {"name": "TERMINATION_MESSAGE_PATH", "value": DEFAULT_TERMINATION_PATH},
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "CARDEVAL_EVALUATION", "value": evaluation.metadata.name},
-        {"name": "CARDEVAL_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-    ]
-    env += [{"name": k, "value": v} for k, v in sorted(settings.workload_env.items())]
-    tolerations = []
-    if spec.admission and spec.admission.on_pass:
-        for taint in spec.admission.on_pass.remove_taints:
-            toleration = {"key": taint.key, "operator": "Exists"}
-            if taint.effect:
-                toleration["effect"] = taint.effect
-            tolerations.append(toleration)
-    container = {
-        "name": CONTAINER,
-        "image": spec.image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": [*settings.workload_python, *item.argv(cluster_device(spec))],
-        "env": env,
-        "resources": {"limits": {spec.resource_name: str(item.cards)}},
-        "terminationMessagePath": DEFAULT_TERMINATION_PATH,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    pod_spec = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchFields": [
-                {"key": "metadata.name", "operator": "In", "values": [item.node]}]}]}}},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": settings.run_as_user,
-            "runAsGroup": settings.run_as_user,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
-    }
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
-    if settings.job_service_account:
-        pod_spec["serviceAccountName"] = settings.job_service_account
+    annotations = {labels.NODE: item.node, labels.CLAUSES: ",".join(item.clauses)}
+    pod_spec = workload_pod_spec(evaluation, [*settings.workload_python, *item.argv(cluster_device(spec))],
+                                 [item.node], pod_defaults(settings),
+                                 limits={spec.resource_name: str(item.cards)},
+                                 field_env={"CARDEVAL_NODE": "spec.nodeName"})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -96,7 +51,7 @@ def job_manifest(item: WorkItem, evaluation: CardEvaluation, uid: str, settings:
             "namespace": settings.namespace,
             "labels": meta_labels,
             "annotations": annotations,
-            "ownerReferences": [L.owner_reference(evaluation.metadata.name, uid)],
+            "ownerReferences": [labels.owner_reference(evaluation.metadata.name, uid)],
         },
         "spec": {
             "backoffLimit": settings.job_backoff_limit,
@@ -116,20 +71,25 @@ class JobState:
     message: str = ""
 
 
-def job_state(job: dict) -> JobState:
-    """Finished means the Job controller says Complete or Failed (its pods have terminated)."""
-    for cond in (job.get("status") or {}).get("conditions") or []:
+#: The condition types that end a run: a Job's ``Complete``, an MPIJob's ``Succeeded``, and ``Failed``.
+SUCCEEDED = frozenset({"Complete", "Succeeded"})
+
+
+def job_state(obj: dict[str, Any]) -> JobState:
+    """Finished means the controller says so: a Job's ``Complete`` or ``Failed`` condition (its pods have
+    terminated), or an MPIJob's ``Succeeded`` or ``Failed``."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond.get("status") != "True":
             continue
-        if cond.get("type") == "Complete":
+        if cond.get("type") in SUCCEEDED:
             return JobState(True, True, cond.get("reason", ""), cond.get("message", ""))
         if cond.get("type") == "Failed":
             return JobState(True, False, cond.get("reason", ""), cond.get("message", ""))
     return JobState(False)
 
 
-def job_generation(job: dict) -> int | None:
-    raw = ((job.get("metadata") or {}).get("labels") or {}).get(L.GENERATION)
+def job_generation(job: dict[str, Any]) -> int | None:
+    raw = ((job.get("metadata") or {}).get("labels") or {}).get(labels.GENERATION)
     try:
         return int(raw) if raw is not None else None
     except ValueError:

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import urllib.parse
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client, config
 
@@ -55,6 +55,30 @@ def load_configuration() -> client.Configuration:
     else:
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
     return cfg
+
+
+class KubeApi(Protocol):
+    """The verbs the operator's modules use: :class:`Kube`, or a stand-in of the same shape in tests."""
+
+    def request(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
+                content_type: str = "application/json", accept: str = "application/json",
+                raw_text: bool = False) -> Any: ...
+
+    def get(self, path: str, **query: Any) -> dict[str, Any]: ...
+
+    def get_or_none(self, path: str) -> dict[str, Any] | None: ...
+
+    def list(self, path: str, *, label_selector: str | None = None, field_selector: str | None = None,
+             metadata_only: bool = False, limit: int = 500) -> list[dict[str, Any]]: ...
+
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def patch(self, path: str, body: Any, kind: str = "merge") -> dict[str, Any]: ...
+
+    def delete(self, path: str, *, propagation: str | None = "Background",
+               grace_seconds: int | None = None) -> bool: ...
 
 
 class Kube:
@@ -152,7 +176,7 @@ class Kube:
     def close(self) -> None:
         try:
             self.api.rest_client.pool_manager.clear()
-        except Exception:  # pragma: no cover - best effort
+        except Exception:  # noqa: BLE001 - best effort at shutdown  # pragma: no cover
             pass
 
 

@@ -13,14 +13,16 @@ Series (all prefixed ``cardeval_``):
 * ``evaluation_nodes{evaluation,state}`` total, done, compliant
 * ``evaluation_complete{evaluation}``, ``evaluation_compliant{evaluation}``
 * ``reconciles_total{result}``, ``reconcile_duration_seconds``, ``jobs_created_total``,
-  ``jobs_deleted_total``, ``results_collected_total{outcome}``, ``status_patches_total``, ``status_patch_duration_seconds``,
-  ``errors_total{where}``, ``api_calls{verb}``
+  ``jobs_deleted_total``, ``results_collected_total{outcome}``, ``status_patches_total``,
+  ``status_patch_duration_seconds``, ``errors_total{where}``, ``api_calls{verb}``
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -95,7 +97,7 @@ class ResultsView(Collector):
             for node, result in sorted(view.results.items()):
                 per: dict[str, int] = {}
                 for r in result.results:
-                    verdict = r.verdict if isinstance(r.verdict, str) else r.verdict.value
+                    verdict: str = r.verdict if isinstance(r.verdict, str) else r.verdict.value
                     per[verdict] = per.get(verdict, 0) + 1
                     clause.add_metric([name, node, r.clause, r.level, verdict], 1.0)
                     for mname, m in r.measurements.items():
@@ -118,13 +120,20 @@ def serve(port: int) -> None:
         start_http_server(port, registry=REGISTRY)
 
 
+class CountsCalls(Protocol):
+    """A client that counts its requests by verb (``kube.Kube``)."""
+
+    @property
+    def calls(self) -> Mapping[str, int]: ...
+
+
 class ApiCalls(Collector):
     """API requests the operator made, by verb (read from the client's counters)."""
 
-    def __init__(self, kube) -> None:
+    def __init__(self, kube: CountsCalls) -> None:
         self.kube = kube
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("cardeval_api_calls", "API requests made, by verb", labels=["verb"])
         for verb, n in sorted(dict(self.kube.calls).items()):
             family.add_metric([verb], n)

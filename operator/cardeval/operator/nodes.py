@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 from cardeval.engine.facts import NodeFacts
-from cardeval.operator.kube import Kube
+from cardeval.operator.kube import KubeApi
 
 NODES = "/api/v1/nodes"
 
@@ -14,12 +14,12 @@ def label_selector(node_selector: dict[str, str]) -> str | None:
     return ",".join(f"{k}={v}" for k, v in sorted(node_selector.items())) or None
 
 
-def matching_nodes(kube: Kube, node_selector: dict[str, str]) -> list[dict]:
+def matching_nodes(kube: KubeApi, node_selector: dict[str, str]) -> list[dict]:
     return sorted(kube.list(NODES, label_selector=label_selector(node_selector)),
                   key=lambda n: n["metadata"]["name"])
 
 
-def existing_node_names(kube: Kube) -> set[str]:
+def existing_node_names(kube: KubeApi) -> set[str]:
     """Every node's name (metadata only: cheap at thousands of nodes)."""
     return {n["metadata"]["name"] for n in kube.list(NODES, metadata_only=True)}
 

@@ -23,14 +23,14 @@ nothing that was already right:
    first Job is checked against its cards (``nodes.cannot_host``: too few, the rest
    is judged NotRun with the reason).
 
-   The device-plugin check of 6.1.n (``deviceplugin.OPERATOR_CHECKS``) is planned as
-   each node's first work item but has no Job: the operator runs it itself, in a
-   background thread (``DevicePluginRunner``; its pods through the API), started by
-   the pass that starts the item, before the ``cannot_host`` check (reporting too few
-   cards is its job), and collected by a later pass like a finished Job.  It lives in
+   Each item is started and collected by its runner (``runners``), chosen once by its
+   workload: a Job, or, for the device-plugin check of 6.1.n (planned as each node's
+   first work item), the operator itself in a background thread
+   (``deviceplugin.DevicePluginRunner``; its pods through the API), not checked against
+   the node's cards first (reporting too few cards is its job).  That check lives in
    this process only: after a restart it is started again (its pods are replaced).
    Runs across nodes (``spec.multiNode``: the inter-node clauses, cluster linearity) are
-   stepped between collecting and starting (``multinode_runs``): each starts once its
+   stepped between collecting and starting (``multinode_runner``): each starts once its
    member nodes' own items are stored, is collected into every member's ConfigMap, and
    holds the members' judging until then.
 5. **Report.**  The status is rebuilt from the stored results and patched only
@@ -47,35 +47,36 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from cardeval.api.models import (
     API_VERSION, GROUP, PLURAL, VERSION, CardEvaluation, ComplianceReason, EvaluationSpec, EvaluationStatus,
-    NodeResult, NodeSummary, Phase,
+    NodeResult, NodeSummary, Phase, ResultsRef,
 )
 from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.judge import admission_blocker, judge_node, threshold_overrides
 from cardeval.engine.load import InvalidInput, from_mapping
-from cardeval.engine.planner import Plan, WorkItem, plan
+from cardeval.engine.planner import MultiNodePlan, WorkItem, not_run_outside, plan
 from cardeval.engine.status import build_status, node_summary, now
-from cardeval.operator import admission, metrics
-from cardeval.operator import deviceplugin as DP
-from cardeval.operator import labels as L
-from cardeval.operator import multinode as M
-from cardeval.operator import nodes as N
-from cardeval.operator.collect_k8s import collect_job
+from cardeval.operator import admission, labels, metrics, nodes
 from cardeval.operator.config import Settings
+from cardeval.operator.deviceplugin import DevicePluginRunner, ProbeSettings
+from cardeval.operator.evaluation_pass import Observed, Pass, PassScope
 from cardeval.operator.events import EventRecorder
-from cardeval.operator.jobs import job_generation, job_manifest, job_state
-from cardeval.operator.kube import ApiError, Kube
-from cardeval.operator.multinode_runs import MultiNodeRuns, Observed
+from cardeval.operator.jobs import job_generation
+from cardeval.operator.kube import ApiError, KubeApi
+from cardeval.operator.multinode_runner import MultiNodeRuns
 from cardeval.operator.results import (
     ResultStore, StoredNode, configmap_name, put_result, put_run, read_runs, results_ref,
 )
+from cardeval.operator.runners import JobRunner, Runners
 from cardeval.operator.scheduler.queue import NodeQueue, next_items
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 EVALUATIONS = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
 
@@ -84,25 +85,8 @@ def gone_reason(node: str) -> str:
     return f"node {node} was deleted during the evaluation; its work items did not complete"
 
 
-@dataclass
-class Pass:
-    """What one pass works with (observed state plus what it changed)."""
-
-    evaluation: CardEvaluation
-    uid: str
-    generation: int
-    prev: EvaluationStatus | None
-    plan: Plan
-    queues: dict[str, NodeQueue]
-    stored: dict[str, StoredNode]
-    jobs: dict[str, dict]
-    multi: Observed
-    results: dict[str, NodeResult] = field(default_factory=dict)
-    node_objects: dict[str, dict] = field(default_factory=dict)
-
-
 class Reconciler:
-    def __init__(self, kube: Kube, settings: Settings, *, store: ResultStore | None = None,
+    def __init__(self, kube: KubeApi, settings: Settings, *, store: ResultStore | None = None,
                  events: EventRecorder | None = None, view: metrics.ResultsView | None = None) -> None:
         self.kube = kube
         self.settings = settings
@@ -115,13 +99,14 @@ class Reconciler:
         #: Per-node API work of one pass (collect, store, judge, create) runs concurrently: at hundreds
         #: of nodes a serial pass would spend most of its time waiting for round trips.
         self._pool = ThreadPoolExecutor(max_workers=settings.api_concurrency, thread_name_prefix="api")
-        #: The device-plugin check of 6.1.n (``DP.OPERATOR_CHECKS``): run by the operator itself, in a
-        #: background thread per work item (pods through the API, no Job); each pass steps it.
-        self.device_plugin = DP.DevicePluginRunner(kube, DP.ProbeSettings.from_env(settings))
+        #: Who runs each work item: a Job, or the device-plugin check of 6.1.n, which the operator runs
+        #: itself in a background thread per work item (pods through the API, no Job).
+        device_plugin = DevicePluginRunner(kube, ProbeSettings.from_env(settings))
+        self.runners = Runners(JobRunner(kube, settings), dict.fromkeys(device_plugin.workloads, device_plugin))
         #: Runs across nodes (inter-node clauses, cluster linearity): MPIJobs or Indexed Jobs.
         self.multinode = MultiNodeRuns(kube, settings, self.store, self.events)
 
-    def _each(self, fn, items) -> None:
+    def _each(self, fn: Callable[[T], Any], items: Iterable[T]) -> None:
         """``fn(item)`` for every item, concurrently; the first exception is raised after all ran."""
         items = list(items)
         if len(items) <= 1:
@@ -197,13 +182,13 @@ class Reconciler:
         """Re-plan; returns the matching Node objects (None: the evaluation failed)."""
         name = evaluation.metadata.name
         self._delete_stale(name, uid, generation)
-        matching = N.matching_nodes(self.kube, evaluation.spec.node_selector)
+        matching = nodes.matching_nodes(self.kube, evaluation.spec.node_selector)
         if not matching:
-            sel = N.label_selector(evaluation.spec.node_selector) or "(none: every node)"
+            sel = nodes.label_selector(evaluation.spec.node_selector) or "(none: every node)"
             self._fail(name, uid, generation, prev, f"no node matches spec.nodeSelector {sel}", "NoMatchingNodes")
             return None
         names = [n["metadata"]["name"] for n in matching]
-        the_plan = plan(evaluation, names, operator_checks=DP.OPERATOR_CHECKS)
+        the_plan = plan(evaluation, names, operator_checks=self.runners.operator_checks)
         pending = [NodeSummary(name=n, phase=Phase.PENDING, message="queued") for n in names]
         status = build_status(prev if prev and prev.observed_generation is not None else None, generation,
                               pending, len(names), [c.id for c in the_plan.excluded], now(),
@@ -222,8 +207,8 @@ class Reconciler:
         return matching
 
     def _delete_stale(self, name: str, uid: str, generation: int) -> None:
-        for job in self.kube.list(self.jobs_path, label_selector=L.selector(name, component="workload")):
-            if job_generation(job) != generation or not L.owned_by(job, uid):
+        for job in self.kube.list(self.jobs_path, label_selector=labels.selector(name, component="workload")):
+            if job_generation(job) != generation or not labels.owned_by(job, uid):
                 self._delete_job(job)
         self.multinode.delete_stale(name, uid, generation)
         for s in self.store.scan(name):
@@ -251,7 +236,7 @@ class Reconciler:
     def _observe(self, evaluation: CardEvaluation, uid: str, generation: int, prev: EvaluationStatus | None,
                  planned: list[str]) -> Pass:
         name = evaluation.metadata.name
-        the_plan = plan(evaluation, planned, operator_checks=DP.OPERATOR_CHECKS)
+        the_plan = plan(evaluation, planned, operator_checks=self.runners.operator_checks)
         stored: dict[str, StoredNode] = {}
         for s in self.store.scan(name):
             if s.generation == generation and uid in s.owner_uids:
@@ -262,8 +247,8 @@ class Reconciler:
         blocked: set[str] = set()
         complete = prev is not None and prev.phase == Phase.COMPLETE.value
         if not complete:
-            for job in self.kube.list(self.jobs_path, label_selector=L.selector(name, component="workload")):
-                if job_generation(job) == generation and L.owned_by(job, uid) \
+            for job in self.kube.list(self.jobs_path, label_selector=labels.selector(name, component="workload")):
+                if job_generation(job) == generation and labels.owned_by(job, uid) \
                         and not job["metadata"].get("deletionTimestamp"):
                     jobs[job["metadata"]["name"]] = job
                 else:
@@ -271,25 +256,23 @@ class Reconciler:
                     self._delete_job(job)
         queues: dict[str, NodeQueue] = {}
         for node in planned:
-            s = stored.get(node)
-            q = NodeQueue(node, the_plan.items_for(node), done=set(s.collected) if s else set(),
-                          judged=bool(s and s.judged), blocked=blocked)
-            q.started = {i.workload for i in q.items if i.name in jobs}
-            # operator-run checks have no Job: started while this process runs it or holds its run
-            q.started |= {i.workload for i in q.items if i.workload in DP.OPERATOR_CHECKS
-                          and self.device_plugin.started_item(i, generation)}
+            stored_node = stored.get(node)
+            q = NodeQueue(node, the_plan.items_for(node), done=set(stored_node.collected) if stored_node else set(),
+                          judged=bool(stored_node and stored_node.judged), blocked=blocked)
+            q.started = {i.workload for i in q.items if self.runners.of(i).started(i, generation, jobs)}
             queues[node] = q
         multi = self.multinode.observe(evaluation, uid, generation, the_plan) if not complete \
-            else Observed(M.MultiNodePlan())
+            else Observed(MultiNodePlan())
         self.multinode.mark(multi, queues)
-        return Pass(evaluation, uid, generation, prev, the_plan, queues, stored, jobs, multi)
+        scope = PassScope(evaluation, uid, generation, lambda node: self.kube.get_or_none(f"{nodes.NODES}/{node}"))
+        return Pass(scope, prev, the_plan, queues, stored, jobs, multi)
 
     # ------------------------------------------------------------------ 2 + 3. collect, judge
     def _collect_and_judge(self, p: Pass) -> None:
         waiting = [q for q in p.queues.values() if not q.judged]
         if not waiting:
             return
-        existing = N.existing_node_names(self.kube)
+        existing = nodes.existing_node_names(self.kube)
         self._each(lambda q: self._collect_node(p, q, existing), waiting)
 
     def _collect_node(self, p: Pass, q: NodeQueue, existing: set[str]) -> None:
@@ -297,27 +280,16 @@ class Reconciler:
             self._node_gone(p, q)
             return
         for item in q.items:
-            if item.workload in DP.OPERATOR_CHECKS:
-                # only one this process started (step() would start a queued node's check)
-                if item.workload in q.started and item.workload not in q.done:
-                    run = self.device_plugin.step(item, p.evaluation, p.uid)
-                    if run is not None:
-                        self._store_run(p, q.node, run)
-                        q.done.add(item.workload)
-                        self.device_plugin.forget(item, p.generation)
-                        outcome = "ok" if run.usable else ("not_run" if run.not_run else "error")
-                        metrics.COLLECTED.labels(outcome).inc()
-                        log.info("device-plugin check on %s: %s", q.node, run.failure() or "ok")
+            # only items this process started (a runner's collect may start a queued node's item)
+            if item.workload in q.done or item.workload not in q.started:
                 continue
-            if item.workload in q.done or item.name not in p.jobs:
+            runner = self.runners.of(item)
+            run = runner.collect(item, p.evaluation, p.uid, p.jobs)
+            if run is None:
                 continue
-            state = job_state(p.jobs[item.name])
-            if not state.finished:
-                continue
-            run = collect_job(self.kube, self.settings.namespace, item, p.jobs[item.name], state,
-                              self.settings.log_limit_bytes)
             self._store_run(p, q.node, run)
             q.done.add(item.workload)
+            runner.stored(item, p.generation)
             outcome = "ok" if run.usable else ("not_run" if run.not_run else "error")
             metrics.COLLECTED.labels(outcome).inc()
             log.info("collected %s on %s: %s", item.workload, q.node, run.failure() or "ok")
@@ -328,12 +300,12 @@ class Reconciler:
         """Collect, give up on or start the runs across nodes; judge the members they no longer hold."""
         if not p.multi.plan.items:
             return
-        freed = self.multinode.step(p)
+        freed = self.multinode.step(p.scope, p.multi, p.queues)
         self.multinode.mark(p.multi, p.queues)
         ready = [p.queues[n] for n in sorted(freed) if not p.queues[n].judged and p.queues[n].all_done]
         self._each(lambda q: self._judge(p, q), ready)
 
-    def _store_run(self, p: Pass, node: str, run: WorkloadRun) -> dict:
+    def _store_run(self, p: Pass, node: str, run: WorkloadRun) -> dict[str, Any]:
         cm = self.store.fresh(p.evaluation.metadata.name, p.uid, p.generation, node)
         put_run(cm, run)
         return self.store.write(cm)
@@ -356,14 +328,14 @@ class Reconciler:
                     runs[key] = WorkloadRun(key, not_run=cannot_run)
                     put_run(cm, runs[key])
         # the runs across nodes this node has no result of: not a member, or none was planned (why)
-        for key, run in M.not_run_outside(p.multi.plan, q.node).items():
+        for key, run in not_run_outside(p.multi.plan, q.node).items():
             runs.setdefault(key, run)
         wanted = {i.workload for i in q.items} | set(p.multi.plan.workloads)
         if gone:
-            facts = N.gone_facts(q.node, gone)
+            facts = nodes.gone_facts(q.node, gone)
         else:
-            node_obj = p.node_objects.get(q.node) or self.kube.get_or_none(f"{N.NODES}/{q.node}")
-            facts = N.facts_from_node(node_obj) if node_obj else N.gone_facts(q.node, gone_reason(q.node))
+            node_obj = p.scope.node(q.node)
+            facts = nodes.facts_from_node(node_obj) if node_obj else nodes.gone_facts(q.node, gone_reason(q.node))
         result = judge_node(p.plan, p.evaluation.spec, facts, {k: r for k, r in runs.items() if k in wanted},
                             mode="cluster")
         c = result.counts
@@ -389,19 +361,19 @@ class Reconciler:
                 self._judge(p, q)
         starts = next_items(queues, p.evaluation.spec.max_nodes_in_parallel)
         fresh = {i.node for i in starts if not p.queues[i.node].in_progress}
-        # A node's first Job is checked against its cards (cannot_host), also when operator-run checks
-        # (whose job is to report too few cards) ran on the node before it.
-        first_job = {i.node for i in starts if i.workload not in DP.OPERATOR_CHECKS
-                     and not any(w not in DP.OPERATOR_CHECKS for w in p.queues[i.node].done | p.queues[i.node].started)}
+        # A node's first item whose runner checks cards is checked against them (cannot_host), also when
+        # items of runners that do not (whose job is to report too few cards) ran on the node before it.
+        first_job = {i.node for i in starts
+                     if self.runners.of(i).checks_cards and not self._checked_cards(p.queues[i.node])}
         missing = (fresh | first_job) - set(p.node_objects)
         if missing:
             if len(missing) <= 8:
                 for n in missing:
-                    obj = self.kube.get_or_none(f"{N.NODES}/{n}")
+                    obj = self.kube.get_or_none(f"{nodes.NODES}/{n}")
                     if obj is not None:
                         p.node_objects[n] = obj
             else:
-                p.node_objects.update({o["metadata"]["name"]: o for o in self.kube.list(N.NODES)})
+                p.node_objects.update({o["metadata"]["name"]: o for o in self.kube.list(nodes.NODES)})
         spec = p.evaluation.spec
 
         def start(item: WorkItem) -> None:
@@ -411,29 +383,20 @@ class Reconciler:
                 if node_obj is None:
                     self._judge(p, q, gone=gone_reason(item.node))
                     return
-            if item.workload in DP.OPERATOR_CHECKS:  # before cannot_host: reporting too few cards is its job
-                self.device_plugin.step(item, p.evaluation, p.uid)
-                q.started.add(item.workload)
-                return
-            if item.node in first_job:
-                why = N.cannot_host(p.node_objects[item.node], spec.resource_name, item.cards)
+            runner = self.runners.of(item)
+            if runner.checks_cards and item.node in first_job:
+                why = nodes.cannot_host(p.node_objects[item.node], spec.resource_name, item.cards)
                 if why:
                     self._judge(p, q, cannot_run=why)
                     return
-            self._create_job(p, item)
+            runner.start(item, p.evaluation, p.uid)
             q.started.add(item.workload)
 
         self._each(start, starts)
 
-    def _create_job(self, p: Pass, item: WorkItem) -> None:
-        body = job_manifest(item, p.evaluation, p.uid, self.settings)
-        try:
-            self.kube.create(self.jobs_path, body)
-            metrics.JOBS_CREATED.inc()
-            log.info("created Job %s (%s on %s)", item.name, item.workload, item.node)
-        except ApiError as exc:
-            if not exc.already_exists:  # already there: ours (deterministic name), seen next pass
-                raise
+    def _checked_cards(self, q: NodeQueue) -> bool:
+        """Whether an item of ``q`` whose runner checks the node's cards has started (then they were)."""
+        return any(self.runners.of(i).checks_cards for i in q.items if i.workload in q.done | q.started)
 
     # ------------------------------------------------------------------ 5. report
     def _load_results(self, p: Pass) -> None:
@@ -535,7 +498,7 @@ def _status_extras(spec: EvaluationSpec) -> dict:
     return {"overrides": threshold_overrides(spec), "cpu_stand_in": spec.cpu_stand_in}
 
 
-def cluster_node_summary(result: NodeResult, ref) -> NodeSummary:
+def cluster_node_summary(result: NodeResult, ref: ResultsRef | None) -> NodeSummary:
     """``engine.status.node_summary``, kept small: one evaluation object holds a summary per node and must
     stay far below etcd's object limit at 1,000 nodes (about 0.6 KB per node at worst)."""
     summary = node_summary(result, ref)

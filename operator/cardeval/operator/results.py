@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from cardeval.api.models import NodeResult, ResultsRef
 from cardeval.engine.facts import WorkloadRun
-from cardeval.operator import labels as L
-from cardeval.operator.kube import ApiError, Kube
+from cardeval.operator import labels
+from cardeval.operator.kube import ApiError, KubeApi
 from cardeval_workloads.envelope import Envelope
 
 RESULT_KEY = "node-result.json"
@@ -84,13 +84,13 @@ class StoredNode:
         meta = obj.get("metadata") or {}
         ann = meta.get("annotations") or {}
         try:
-            generation = int((meta.get("labels") or {}).get(L.GENERATION, ""))
+            generation = int((meta.get("labels") or {}).get(labels.GENERATION, ""))
         except ValueError:
             generation = None
-        collected = frozenset(w for w in ann.get(L.COLLECTED, "").split(",") if w)
+        collected = frozenset(w for w in ann.get(labels.COLLECTED, "").split(",") if w)
         owners = frozenset(r.get("uid", "") for r in meta.get("ownerReferences") or [])
-        return cls(meta.get("name", ""), ann.get(L.NODE, ""), generation, collected,
-                   ann.get(L.JUDGED) == "true", meta.get("resourceVersion", ""), owners)
+        return cls(meta.get("name", ""), ann.get(labels.NODE, ""), generation, collected,
+                   ann.get(labels.JUDGED) == "true", meta.get("resourceVersion", ""), owners)
 
 
 def new_configmap(evaluation: str, uid: str, generation: int, node: str, namespace: str) -> dict:
@@ -98,10 +98,11 @@ def new_configmap(evaluation: str, uid: str, generation: int, node: str, namespa
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {
             "name": configmap_name(evaluation, node), "namespace": namespace,
-            "labels": {L.EVALUATION: evaluation, L.NODE_HASH: L.node_hash(node), L.GENERATION: str(generation),
-                       L.COMPONENT: "results", L.MANAGED_BY: L.MANAGER},
-            "annotations": {L.NODE: node, L.COLLECTED: ""},
-            "ownerReferences": [L.owner_reference(evaluation, uid)],
+            "labels": {labels.EVALUATION: evaluation, labels.NODE_HASH: labels.node_hash(node),
+                       labels.GENERATION: str(generation), labels.COMPONENT: "results",
+                       labels.MANAGED_BY: labels.MANAGER},
+            "annotations": {labels.NODE: node, labels.COLLECTED: ""},
+            "ownerReferences": [labels.owner_reference(evaluation, uid)],
         },
         "data": {},
     }
@@ -110,14 +111,14 @@ def new_configmap(evaluation: str, uid: str, generation: int, node: str, namespa
 def put_run(cm: dict, run: WorkloadRun) -> None:
     cm.setdefault("data", {})[run_key(run.workload)] = encode_run(run)
     ann = cm["metadata"].setdefault("annotations", {})
-    collected = {w for w in ann.get(L.COLLECTED, "").split(",") if w} | {run.workload}
-    ann[L.COLLECTED] = ",".join(sorted(collected))
+    collected = {w for w in ann.get(labels.COLLECTED, "").split(",") if w} | {run.workload}
+    ann[labels.COLLECTED] = ",".join(sorted(collected))
 
 
 def put_result(cm: dict, result: NodeResult) -> None:
     cm.setdefault("data", {})[RESULT_KEY] = json.dumps(result.wire(), ensure_ascii=False,
                                                        separators=(",", ":"))
-    cm["metadata"].setdefault("annotations", {})[L.JUDGED] = "true"
+    cm["metadata"].setdefault("annotations", {})[labels.JUDGED] = "true"
 
 
 def read_runs(cm: dict) -> dict[str, WorkloadRun]:
@@ -147,7 +148,7 @@ def results_ref(cm_name: str, namespace: str) -> ResultsRef:
 class ResultStore:
     """Reads and writes results ConfigMaps; full objects are cached by resourceVersion."""
 
-    def __init__(self, kube: Kube, namespace: str) -> None:
+    def __init__(self, kube: KubeApi, namespace: str) -> None:
         self.kube = kube
         self.namespace = namespace
         self._cache: dict[str, dict] = {}
@@ -160,7 +161,7 @@ class ResultStore:
 
     def scan(self, evaluation: str) -> list[StoredNode]:
         """Metadata of this evaluation's results ConfigMaps (all generations)."""
-        items = self.kube.list(self.path, label_selector=L.selector(evaluation, component="results"),
+        items = self.kube.list(self.path, label_selector=labels.selector(evaluation, component="results"),
                                metadata_only=True)
         return [StoredNode.from_meta(o) for o in items]
 

@@ -6,7 +6,7 @@ node runs its items one after another, in plan order.  Up to
 progress from its first started item until it is judged — so a large fleet is
 evaluated in waves of whole nodes, in node-name order, instead of every node
 holding a half-finished queue.  The one exception: a node *waiting* — its own
-items done, a run across nodes still to come (``multinode_runs``) — holds no
+items done, a run across nodes still to come (``multinode_runner``) — holds no
 cards and is not counted, or the members of a run and the nodes queued behind
 them could wait on each other forever.
 """
@@ -30,7 +30,7 @@ class NodeQueue:
     blocked: set[str] = field(default_factory=set)
     judged: bool = False
     #: Keys of the multi-node runs this node takes part in that are not stored on it yet: its
-    #: judging waits for them (``reconcile``/``multinode_runs``).
+    #: judging waits for them (``reconcile``/``multinode_runner``).
     across_nodes: tuple[str, ...] = ()
     #: Its own items are done and it waits for the other members of a multi-node run, holding
     #: no cards: it does not count toward ``maxNodesInParallel`` (else a run whose members fall

@@ -1,6 +1,6 @@
 """The multi-node runs of one evaluation, stepped by each reconcile pass beside the node queues.
 
-A run across nodes (``multinode.MultiNodeItem``: the inter-node clauses, cluster
+A run across nodes (``planner.MultiNodeItem``: the inter-node clauses, cluster
 linearity) takes the cards of all its member nodes, so it never overlaps their
 own work items:
 
@@ -36,53 +36,30 @@ never doubled.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import Any
 
 from cardeval.api.models import CardEvaluation, Launcher
 from cardeval.engine.facts import WorkloadRun
-from cardeval.engine.planner import Plan
-from cardeval.operator import labels as L
-from cardeval.operator import metrics
-from cardeval.operator import multinode as M
-from cardeval.operator import nodes as N
+from cardeval.engine.planner import MultiNodeItem, Plan, plan_multinode
+from cardeval.operator import labels, metrics, nodes
+from cardeval.operator.collect_k8s import collect_multinode
 from cardeval.operator.config import Settings
+from cardeval.operator.evaluation_pass import Observed, PassScope
 from cardeval.operator.events import EventRecorder
-from cardeval.operator.jobs import JobState, job_generation, job_state
-from cardeval.operator.kube import ApiError, Kube
+from cardeval.operator.jobs import job_generation, job_state
+from cardeval.operator.kube import ApiError, KubeApi
+from cardeval.operator.multinode_launch import (
+    COMPONENT, choose_launch, headless_service, indexed_job_manifest, mpijob_manifest, mpijob_path,
+)
 from cardeval.operator.results import ResultStore, put_run, read_runs
 from cardeval.operator.scheduler.queue import NodeQueue
-
-if TYPE_CHECKING:
-    from cardeval.operator.reconcile import Pass
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Observed:
-    """The multi-node side of one pass: the plan and this generation's objects."""
-
-    plan: M.MultiNodePlan
-    #: item name → (kind, the Job or MPIJob) of this generation.
-    objects: dict[str, tuple[str, dict]] = field(default_factory=dict)
-    #: item names whose older-generation object is still being deleted.
-    blocked: set[str] = field(default_factory=set)
-    #: item names with a headless Service of this generation.
-    services: set[str] = field(default_factory=set)
-
-    def in_flight(self, queues: dict[str, NodeQueue]) -> M.MultiNodeItem | None:
-        """The run that holds its members' cards now: created and not yet stored on its members."""
-        for item in self.plan.items:
-            if item.name in self.objects and any(
-                    item.key not in queues[n].done for n in item.nodes if not queues[n].judged):
-                return item
-        return None
-
-
 class MultiNodeRuns:
-    def __init__(self, kube: Kube, settings: Settings, store: ResultStore, events: EventRecorder) -> None:
+    def __init__(self, kube: KubeApi, settings: Settings, store: ResultStore, events: EventRecorder) -> None:
         self.kube = kube
         self.settings = settings
         self.store = store
@@ -99,7 +76,7 @@ class MultiNodeRuns:
     # ------------------------------------------------------------------ objects
     def _list(self, path: str, evaluation: str) -> list[dict]:
         try:
-            return self.kube.list(path, label_selector=L.selector(evaluation, component=M.COMPONENT))
+            return self.kube.list(path, label_selector=labels.selector(evaluation, component=COMPONENT))
         except ApiError as exc:
             if exc.not_found:  # no MPIJob API in this cluster: nothing of that kind to find
                 return []
@@ -109,30 +86,30 @@ class MultiNodeRuns:
         """(kind, collection path, object) of every multi-node object of the evaluation, all generations."""
         found = [("indexed-job", self.jobs_path, o) for o in self._list(self.jobs_path, evaluation)]
         if with_mpijobs:
-            path = M.mpijob_path(self.settings.namespace)
+            path = mpijob_path(self.settings.namespace)
             found += [("mpijob", path, o) for o in self._list(path, evaluation)]
         found += [("service", self.services_path, o) for o in self._list(self.services_path, evaluation)]
         return found
 
-    def _delete(self, path: str, obj: dict) -> None:
+    def _delete(self, path: str, obj: dict[str, Any]) -> None:
         if not obj["metadata"].get("deletionTimestamp"):
             self.kube.delete(f"{path}/{obj['metadata']['name']}", propagation="Background")
 
     def delete_stale(self, evaluation: str, uid: str, generation: int) -> None:
         """Delete the objects of other generations (a spec change) and of an older evaluation of the name."""
         for _, path, obj in self._owned_objects(evaluation, with_mpijobs=True):
-            if job_generation(obj) != generation or not L.owned_by(obj, uid):
+            if job_generation(obj) != generation or not labels.owned_by(obj, uid):
                 self._delete(path, obj)
 
     def observe(self, evaluation: CardEvaluation, uid: str, generation: int, the_plan: Plan) -> Observed:
-        mp = M.plan_multinode(evaluation, the_plan)
+        mp = plan_multinode(evaluation, the_plan)
         seen = Observed(mp)
         if not mp.items:
             return seen
         mpijobs = any(i.launcher == Launcher.MPIJOB.value for i in mp.items)
         for kind, path, obj in self._owned_objects(evaluation.metadata.name, with_mpijobs=mpijobs):
             name = obj["metadata"]["name"]
-            if job_generation(obj) == generation and L.owned_by(obj, uid) \
+            if job_generation(obj) == generation and labels.owned_by(obj, uid) \
                     and not obj["metadata"].get("deletionTimestamp"):
                 if kind == "service":
                     seen.services.add(name)
@@ -158,9 +135,11 @@ class MultiNodeRuns:
         return bool(q.across_nodes)
 
     # ------------------------------------------------------------------ one step
-    def step(self, p: Pass) -> set[str]:
-        """Collect, give up on, or start the runs; returns the nodes whose runs were all stored now."""
-        seen, queues = p.multi, p.queues
+    def step(self, scope: PassScope, seen: Observed, queues: dict[str, NodeQueue]) -> set[str]:
+        """Collect, give up on, or start the runs; returns the nodes whose runs were all stored now.
+
+        Writes only ``seen`` (the objects it creates and deletes) and the members' ``queues`` (the runs
+        stored on them, the runs they still wait for)."""
         freed: set[str] = set()
         start_held = False  # an earlier run that has yet to start keeps the later ones from starting
         for item in seen.plan.items:
@@ -170,39 +149,39 @@ class MultiNodeRuns:
                 continue
             stored = [n for n in item.nodes if item.key in queues[n].done]
             if stored:  # stored on some members before a restart: the others get that very result
-                self._store(p, item, waiting, self._stored_run(p, item, stored[0]), freed)
+                self._store(scope, queues, item, waiting, self._stored_run(scope, item, stored[0]), freed)
                 self._settle(item, seen)
                 continue
             lost = [n for n in item.nodes if queues[n].judged and item.key not in queues[n].done]
             current = seen.objects.get(item.name)
             if current is not None:
                 kind, obj = current
-                state: JobState = M.mpijob_state(obj) if kind == "mpijob" else job_state(obj)
+                state = job_state(obj)
                 if state.finished:
-                    run = M.collect_multinode(self.kube, self.settings.namespace, item, kind, obj, state,
+                    run = collect_multinode(self.kube, self.settings.namespace, item, kind, obj, state,
                                               self.settings.log_limit_bytes)
-                    self._finished_event(p, item, run)
-                    self._store(p, item, waiting, run, freed)
+                    self._finished_event(scope, item, run)
+                    self._store(scope, queues, item, waiting, run, freed)
                     self._tidy(item, seen)
                 elif lost:
-                    self._give_up(p, item, waiting, self._lost_reason(item, lost), freed)
+                    self._give_up(scope, queues, item, waiting, self._lost_reason(item, lost), freed)
                     self._drop(item, seen)
                 elif (overdue := self._overdue(item, kind, obj)) is not None:
                     # stored first, deleted second: after a kill in between, the stored result settles it
-                    self._give_up(p, item, waiting, overdue, freed, error=True)
+                    self._give_up(scope, queues, item, waiting, overdue, freed, error=True)
                     self._drop(item, seen)
                 continue  # running
             if lost:
-                self._give_up(p, item, waiting, self._lost_reason(item, lost), freed)
+                self._give_up(scope, queues, item, waiting, self._lost_reason(item, lost), freed)
                 continue
             if start_held or item.name in seen.blocked or seen.in_flight(queues) is not None \
                     or not all(queues[n].all_done and not queues[n].running for n in item.nodes):
                 start_held = True
                 continue
-            self._start(p, item, waiting, freed)
+            self._start(scope, seen, queues, item, waiting, freed)
         return freed
 
-    def _overdue(self, item: M.MultiNodeItem, kind: str, obj: dict) -> str | None:
+    def _overdue(self, item: MultiNodeItem, kind: str, obj: dict[str, Any]) -> str | None:
         """Why a run still unfinished past its time limit and the grace is given up on; None while in time."""
         created = obj["metadata"].get("creationTimestamp")
         if not created:
@@ -217,50 +196,51 @@ class MultiNodeRuns:
                 f"of {item.timeout_s}s and {self.settings.multinode_grace_seconds}s of grace{hint}; "
                 "the operator deleted it")
 
-    def _start(self, p: Pass, item: M.MultiNodeItem, members: list[str], freed: set[str]) -> None:
-        launch = M.choose_launch(item, self.kube)
+    def _start(self, scope: PassScope, seen: Observed, queues: dict[str, NodeQueue], item: MultiNodeItem,
+               members: list[str], freed: set[str]) -> None:
+        launch = choose_launch(item, self.kube)
         why = launch.not_run
         if why is None:
             for node in item.nodes:
-                obj = p.node_objects.get(node) or self.kube.get_or_none(f"{N.NODES}/{node}")
-                short = N.cannot_host(obj, p.evaluation.spec.resource_name, item.cards_per_node) if obj \
+                obj = scope.node(node)
+                short = nodes.cannot_host(obj, scope.evaluation.spec.resource_name, item.cards_per_node) if obj \
                     else f"node {node} no longer exists"
                 if short:
                     why = f"node {node} cannot take part in the multi-node run: {short}"
                     break
         if why is not None:
-            self._give_up(p, item, members, why, freed)
+            self._give_up(scope, queues, item, members, why, freed)
             return
         assert launch.kind is not None
-        evaluation, uid = p.evaluation, p.uid
+        evaluation, uid = scope.evaluation, scope.uid
         what = "MPIJob" if launch.kind == "mpijob" else "Indexed Job"
         self.events.post(evaluation.metadata.name, uid, "MultiNodeStarted",
                          f"multi-node run {item.key} ({what} {item.name}): {item.ranks} ranks on "
                          f"{len(item.nodes)} nodes ({', '.join(item.nodes)[:400]}), for {', '.join(item.clauses)}",
-                         key=f"{p.generation}/{item.key}")
+                         key=f"{scope.generation}/{item.key}")
         try:
             if launch.kind == "mpijob":
-                body = M.mpijob_manifest(item, evaluation, uid, self.settings)
-                made = self._create(M.mpijob_path(self.settings.namespace), body)
+                body = mpijob_manifest(item, evaluation, uid, self.settings)
+                made = self._create(mpijob_path(self.settings.namespace), body)
             else:
-                self._create(self.services_path, M.headless_service(item, evaluation, uid, self.settings))
-                p.multi.services.add(item.name)
-                body = M.indexed_job_manifest(item, evaluation, uid, self.settings)
+                self._create(self.services_path, headless_service(item, evaluation, uid, self.settings))
+                seen.services.add(item.name)
+                body = indexed_job_manifest(item, evaluation, uid, self.settings)
                 made = self._create(self.jobs_path, body)
         except ApiError as exc:
             if exc.status >= 500 or exc.status in (408, 429):
                 raise  # the API server's trouble, not the object's: the next pass tries again
-            self._tidy(item, p.multi)
-            self._give_up(p, item, members, f"the API server refused the {what} {item.name}: {exc}"[:800],
+            self._tidy(item, seen)
+            self._give_up(scope, queues, item, members, f"the API server refused the {what} {item.name}: {exc}"[:800],
                           freed, error=True)
             return
-        p.multi.objects[item.name] = (launch.kind, made or body)
+        seen.objects[item.name] = (launch.kind, made or body)
         if made is None:
             return  # ours from before a restart: read next pass
         metrics.JOBS_CREATED.inc()
         log.info("created %s %s (%s on %s)", what, item.name, item.key, ", ".join(item.nodes))
 
-    def _create(self, path: str, body: dict) -> dict | None:
+    def _create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """The created object; None when it exists already (ours: the names are deterministic)."""
         try:
             return self.kube.create(path, body)
@@ -269,13 +249,13 @@ class MultiNodeRuns:
                 raise
             return None
 
-    def _store(self, p: Pass, item: M.MultiNodeItem, members: list[str], run: WorkloadRun,
-               freed: set[str]) -> None:
+    def _store(self, scope: PassScope, queues: dict[str, NodeQueue], item: MultiNodeItem, members: list[str],
+               run: WorkloadRun, freed: set[str]) -> None:
         for node in members:
-            cm = self.store.fresh(p.evaluation.metadata.name, p.uid, p.generation, node)
+            cm = self.store.fresh(scope.name, scope.uid, scope.generation, node)
             put_run(cm, run)
             self.store.write(cm)
-            q = p.queues[node]
+            q = queues[node]
             q.done.add(item.key)
             q.across_nodes = tuple(k for k in q.across_nodes if k != item.key)
             if not q.across_nodes:
@@ -284,54 +264,55 @@ class MultiNodeRuns:
         metrics.COLLECTED.labels(outcome).inc()
         log.info("multi-node run %s stored on %s: %s", item.key, ", ".join(members), run.failure() or "ok")
 
-    def _give_up(self, p: Pass, item: M.MultiNodeItem, members: list[str], why: str, freed: set[str], *,
+    def _give_up(self, scope: PassScope, queues: dict[str, NodeQueue], item: MultiNodeItem, members: list[str],
+                 why: str, freed: set[str], *,
                  error: bool = False) -> None:
         """Store on ``members`` that the run did not take place: ``not_run``, or ``error`` where it was
         meant to run and broke (refused, overdue)."""
-        self.events.post(p.evaluation.metadata.name, p.uid, "MultiNodeFailed" if error else "MultiNodeNotRun",
+        self.events.post(scope.name, scope.uid, "MultiNodeFailed" if error else "MultiNodeNotRun",
                          f"multi-node run {item.key} (for {', '.join(item.clauses)}) "
                          f"{'failed' if error else 'did not run'}: {why}",
-                         warning=True, key=f"{p.generation}/{item.key}")
+                         warning=True, key=f"{scope.generation}/{item.key}")
         run = WorkloadRun(item.key, error=why) if error else WorkloadRun(item.key, not_run=why)
-        self._store(p, item, members, run, freed)
+        self._store(scope, queues, item, members, run, freed)
 
-    def _finished_event(self, p: Pass, item: M.MultiNodeItem, run: WorkloadRun) -> None:
+    def _finished_event(self, scope: PassScope, item: MultiNodeItem, run: WorkloadRun) -> None:
         failure = run.failure()
-        self.events.post(p.evaluation.metadata.name, p.uid, "MultiNodeFinished",
+        self.events.post(scope.name, scope.uid, "MultiNodeFinished",
                          f"multi-node run {item.key} on {', '.join(item.nodes)[:400]}: "
                          + (f"no usable result: {failure}" if failure else "result collected"),
-                         warning=failure is not None, key=f"{p.generation}/{item.key}")
+                         warning=failure is not None, key=f"{scope.generation}/{item.key}")
 
     @staticmethod
-    def _lost_reason(item: M.MultiNodeItem, lost: list[str]) -> str:
+    def _lost_reason(item: MultiNodeItem, lost: list[str]) -> str:
         return (f"node(s) {', '.join(lost)[:300]} of the multi-node run {item.key} were judged without it "
                 "(deleted, or unable to run workloads: see their results), so the run could not complete")
 
-    def _stored_run(self, p: Pass, item: M.MultiNodeItem, node: str) -> WorkloadRun:
-        cm = self.store.fresh(p.evaluation.metadata.name, p.uid, p.generation, node)
+    def _stored_run(self, scope: PassScope, item: MultiNodeItem, node: str) -> WorkloadRun:
+        cm = self.store.fresh(scope.name, scope.uid, scope.generation, node)
         return read_runs(cm).get(item.key) or WorkloadRun(item.key, error=(
             f"the multi-node run {item.key} is recorded on {node} but its result cannot be read"))
 
-    def _drop(self, item: M.MultiNodeItem, seen: Observed) -> None:
+    def _drop(self, item: MultiNodeItem, seen: Observed) -> None:
         kind, obj = seen.objects.pop(item.name)
-        path = M.mpijob_path(self.settings.namespace) if kind == "mpijob" else self.jobs_path
+        path = mpijob_path(self.settings.namespace) if kind == "mpijob" else self.jobs_path
         self._delete(path, obj)
         if item.name in seen.services:
             self.kube.delete(f"{self.services_path}/{item.name}", propagation=None)
             seen.services.discard(item.name)
 
-    def _settle(self, item: M.MultiNodeItem, seen: Observed) -> None:
+    def _settle(self, item: MultiNodeItem, seen: Observed) -> None:
         """A run stored on every member it can be: its object, if still running, was given up on (the
         operator was killed before deleting it) and must not hold the cards or start late; a finished
         one goes with its TTL. The headless Service goes either way."""
         current = seen.objects.get(item.name)
         if current is not None:
             kind, obj = current
-            if not (M.mpijob_state(obj) if kind == "mpijob" else job_state(obj)).finished:
+            if not job_state(obj).finished:
                 self._drop(item, seen)
         self._tidy(item, seen)
 
-    def _tidy(self, item: M.MultiNodeItem, seen: Observed) -> None:
+    def _tidy(self, item: MultiNodeItem, seen: Observed) -> None:
         """A stored run's headless Service is no longer needed (its Job goes with its TTL)."""
         if item.name in seen.services:
             self.kube.delete(f"{self.services_path}/{item.name}", propagation=None)
