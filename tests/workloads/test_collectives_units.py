@@ -100,21 +100,21 @@ def test_nccl_tests_factors():
 
 def test_table_formula_reproduces_the_a100_throughputs():
     """DeepSpeed's comm-bench formula on the table's A100 durations gives the table's A100 Gbps."""
-    from cardeval_workloads.suite import _comm
+    from cardeval_workloads.suite import _comm_table
 
-    assert len(_comm.A100_TABLE) == 10
-    assert sum(r.weight for r in _comm.A100_TABLE) == pytest.approx(100.4)  # as printed (6.3 × 8 + 50)
-    for row in _comm.A100_TABLE:
+    assert len(_comm_table.A100_TABLE) == 10
+    assert sum(r.weight for r in _comm_table.A100_TABLE) == pytest.approx(100.4)  # as printed (6.3 × 8 + 50)
+    for row in _comm_table.A100_TABLE:
         assert row.deepspeed_gbps(row.a100_ms / 1e3) == pytest.approx(row.a100_gbps, rel=2e-3), row
 
 
 def test_table_report_scores_only_matching_rows():
     from cardeval_workloads.harness.builder import EnvelopeBuilder
-    from cardeval_workloads.suite import _comm
+    from cardeval_workloads.suite import _comm_table
 
     out = EnvelopeBuilder("collectives")
-    row = _comm.A100_TABLE[0]  # all_reduce, 8 cards
-    _comm.report_table(out, 8, {(row.op, row.our_nbytes()): row.a100_ms / 1e3 / 2}, "n/a")
+    row = _comm_table.A100_TABLE[0]  # all_reduce, 8 cards
+    _comm_table.report_table(out, 8, {(row.op, row.our_nbytes()): row.a100_ms / 1e3 / 2}, "n/a")
     env = out.build()
     ratio = env.metric("collective.a100_ratio", op="all_reduce", cards="8")
     assert ratio.value == pytest.approx(2.0)

@@ -63,6 +63,8 @@ from cardeval_workloads.harness.device import DTYPES, Accelerator
 from cardeval_workloads.harness.errors import UsageError, describe_exception
 from cardeval_workloads.harness.params import Param, int_list, str_list
 from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
+from cardeval_workloads.harness.testhook import corrupt_one, hook_note
+from cardeval_workloads.harness.profiles import merged
 
 from . import _efficiency, _gemm
 
@@ -251,11 +253,9 @@ class _Run:
         self.ctx, self.index, self.seed = ctx, index, seed
         self.accel = ctx.accel
         self.where = ctx.accel.describe(index)
-        self.cfg = dict(ctx.sizes)
-        if ctx.params.get("repeats"):
-            self.cfg["repeats"] = int(ctx.params["repeats"])
-        self.sizes = ctx.params.get("sizes") or self.cfg["sweep"]
-        self.check_c = int(ctx.params.get("check_size") or self.cfg["check"])
+        self.cfg = merged(ctx.sizes, ctx.params, "repeats", sweep="sizes", check="check_size")
+        self.sizes = self.cfg["sweep"]
+        self.check_c = int(self.cfg["check"])
         self.static = self.accel.dtype_support(index)
         self.sampler: power.PowerSampler | None = None
         #: format → (peak, power window of the peak's size), for the efficiency metrics
@@ -299,11 +299,11 @@ class _Run:
         self.paths[fmt] = verify_paths(case)
         injected = fmt in (self.ctx.params.get("inject_error") or [])
         if injected:
-            result = _gemm.inject_fault(result)
+            result = corrupt_one(result.clone())
         v = _gemm.verify(case, result)
         what = f"{fmt}{' (' + case.note + ')' if case.note else ''} product {m}x{k}x{n} (MxKxN) on {self.where}"
         inputs = "random int8" if fmt == "int8" else "N(0,1) inputs"
-        hook = " [inject_error test hook: one element corrupted on purpose]" if injected else ""
+        hook = hook_note("inject_error") if injected else ""
         if case.fmt.exact:
             detail = (f"{what}, {inputs}, seed {seed}, vs float64 CPU reference (exact for int8 sums): "
                       f"{v.mismatches} of {m * n} elements differ, max abs err {v.max_abs_err:g}{hook}")

@@ -89,6 +89,7 @@ from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import UsageError, describe_exception
 from cardeval_workloads.harness.params import Param
 from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
+from cardeval_workloads.harness.testhook import corrupt_one, hook_note
 
 from . import _numerics
 
@@ -532,10 +533,10 @@ def run(ctx: RunContext) -> None:
                       device=index)
             return
         if inject == "corrupt-output":
-            got = _numerics.corrupt(got)
+            got = corrupt_one(got.detach().clone())
         ref, bound = reference(x, w, b)
         cmp = _numerics.compare(got, ref, bound)
-        hook = " [corrupt-output test hook: one element corrupted on purpose]" if inject == "corrupt-output" else ""
+        hook = hook_note("corrupt-output") if inject == "corrupt-output" else ""
         ratio = cmp.ratio if cmp.ratio is not None and math.isfinite(cmp.ratio) else None
         out.check("custom_op.correct", cmp.ok,
                   f"silu(x·W+b), x {m}x{k}, W {k}x{n}, fp32 on {where}, seed {seed + index}, vs float64 host "

@@ -49,6 +49,8 @@ from cardeval_workloads.envelope import InfoField
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param
 from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
+from cardeval_workloads.harness.testhook import corrupt_one, hook_note
+from cardeval_workloads.harness.profiles import merged
 
 NAME = "memory"
 DESCRIPTION = "memory capacity and bandwidth (copy and triad on buffers >= 4x the last-level cache)"
@@ -140,7 +142,7 @@ def theoretical(ctx: RunContext, index: int) -> tuple[float | None, str]:
 def array_bytes(ctx: RunContext, index: int) -> tuple[int, dict[str, str]]:
     """Bytes per array and labels saying how the size was chosen."""
     llc, llc_src = llc_bytes(ctx, index)
-    wanted = (ctx.params.get("buffer_mib") or ctx.sizes["min_mib"]) * MIB
+    wanted = merged(ctx.sizes, ctx.params, min_mib="buffer_mib")["min_mib"] * MIB
     labels = {"llc": f"{llc // MIB} MiB {llc_src}" if llc else llc_src}
     if llc and not ctx.params.get("force_small"):
         wanted = max(wanted, 4 * llc)
@@ -214,9 +216,7 @@ def triad_kernel(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
 def run_one(ctx: RunContext, index: int) -> None:
     out, accel = ctx.out, ctx.accel
     where = accel.describe(index)
-    cfg = dict(ctx.sizes)
-    if ctx.params.get("repeats"):
-        cfg["repeats"] = int(ctx.params["repeats"])
+    cfg = merged(ctx.sizes, ctx.params, "repeats")
     fields = {}
     mem = accel.memory_info(index)
     what = "device memory" if accel.is_accelerator else "host DRAM (the CPU is the device under test)"
@@ -268,10 +268,10 @@ def run_one(ctx: RunContext, index: int) -> None:
             accel.synchronize(index)
             injected = bool(ctx.params.get("inject_error"))
             if injected:
-                b[n // 3] = b[n // 3] + 1.0
+                corrupt_one(b)
             equal = bool(torch.equal(a, b))
             wrong = 0 if equal else int((a != b).sum().item())
-            hook = " [inject_error test hook: one element corrupted on purpose]" if injected else ""
+            hook = hook_note("inject_error") if injected else ""
             out.check("memory.copy_correct", equal,
                       f"{nbytes // MIB} MiB copy on {where}: {wrong} of {n} float32 elements differ from the "
                       f"source{hook}", observed=wrong, expected=0, device=index)

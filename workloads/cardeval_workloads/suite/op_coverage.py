@@ -91,6 +91,7 @@ from cardeval_workloads.envelope import InfoField
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import UsageError, describe_exception
 from cardeval_workloads.harness.params import Param, str_list
+from cardeval_workloads.harness.testhook import corrupt_one, hook_note
 
 from . import _numerics
 from ._numerics import UNIT_ROUNDOFF, compare
@@ -427,7 +428,7 @@ def run_one(ctx: RunContext, index: int, op: Op, fmt: str, seed: int, scale: int
     ref = op.ref(ref_inputs)
     injected = op.name in (ctx.params.get("inject_error") or [])
     if injected:
-        got = _numerics.corrupt(got)
+        got = corrupt_one(got.detach().clone())
     u = UNIT_ROUNDOFF[fmt]
     bound = None
     if ref.magnitude is not None:
@@ -441,7 +442,7 @@ def run_one(ctx: RunContext, index: int, op: Op, fmt: str, seed: int, scale: int
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in raw.items())
     law = ("must match bit for bit" if ref.magnitude is None else
            f"bound u·|y|+(k+√n)·u·M+(1+k+√n)·η, u=2^{int(math.log2(u))}, {op.bound_text}")
-    hook = " [inject_error test hook: one element corrupted on purpose]" if injected else ""
+    hook = hook_note("inject_error") if injected else ""
     detail = (f"{op.name} in {fmt} on {where} ({shapes}), seed {seed}, vs float64 host reference: "
               f"{cmp.summary()}; {law}{hook}")
     if cmp.exact:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,6 +42,9 @@ import torch
 from cardeval_workloads.envelope import Stats
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param, int_list
+from cardeval_workloads.harness.profiles import merged
+from cardeval_workloads.harness.testhook import corrupt_one
+from cardeval_workloads.harness.timing import WallTimer, sample
 
 NAME = "p2p"
 DESCRIPTION = "card-to-card copy bandwidth (pairs, one direction and bidirectional, node aggregate), peer access"
@@ -85,9 +88,9 @@ def _peer(accel: Any, i: int, j: int) -> bool | None:
 class _Node:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx, self.accel, self.out = ctx, ctx.accel, ctx.out
-        cfg = dict(ctx.sizes)
-        self.nbytes = int(ctx.params.get("size_mib") or cfg["size_mib"]) * MIB
-        self.repeats = int(ctx.params.get("repeats") or cfg["repeats"])
+        cfg = merged(ctx.sizes, ctx.params, "size_mib", "repeats")
+        self.nbytes = int(cfg["size_mib"]) * MIB
+        self.repeats = int(cfg["repeats"])
         self.inner = int(cfg.get("inner", 4))
         self.cards = [c for c in ctx.devices if not ctx.params.get("pairs") or c in ctx.params["pairs"]]
         self.wrong: list[str] = []
@@ -100,24 +103,16 @@ class _Node:
         for c in self.cards:
             self.accel.synchronize(c)
 
-    def timed(self, fn) -> list[float]:
-        fn()
-        self.sync()
-        samples = []
-        for _ in range(self.repeats):
-            self.sync()
-            t0 = time.perf_counter()
-            for _ in range(self.inner):
-                fn()
-            self.sync()
-            samples.append((time.perf_counter() - t0) / self.inner)
-        return samples
+    def timed(self, fn: Callable[[], Any]) -> list[float]:
+        """Per-call seconds: one warm-up call, then ``repeats`` samples of ``inner`` calls, all cards synced."""
+        timer = WallTimer(self.sync)
+        timer.time(fn)
+        return sample(fn, timer, inner=self.inner, count=self.repeats)
 
     def check(self, got: torch.Tensor, want: torch.Tensor, what: str, hook: bool = False) -> None:
         self.sync()
         if hook:
-            i = got.numel() // 2
-            got[i] = got[i] + 1
+            corrupt_one(got)
         self.verified += 1
         if not bool(torch.equal(got, want)):
             self.wrong.append(f"{what}: {int((got != want).sum().item())} elements differ")

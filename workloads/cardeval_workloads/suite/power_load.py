@@ -45,6 +45,7 @@ from cardeval_workloads.harness import power
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import UsageError
 from cardeval_workloads.harness.params import Param, int_list
+from cardeval_workloads.harness.profiles import merged
 
 from . import _burn
 
@@ -119,13 +120,14 @@ def judge_correct(under: list[tuple[str, int]], n: int, reference_ok: bool, refe
 
 
 def run_one(ctx: RunContext, index: int) -> None:
-    out, accel, p, cfg = ctx.out, ctx.accel, ctx.params, ctx.sizes
+    out, accel, p = ctx.out, ctx.accel, ctx.params
+    cfg = merged(ctx.sizes, p, "size", "idle_s", "level_s")
     where = accel.describe(index)
     out.device(ctx.identity(index))
     fmt = p.get("dtype") or _burn.default_format(accel)
-    n = int(p.get("size") or cfg["size"])
-    idle_s = float(p.get("idle_s") or cfg["idle_s"])
-    level_s = float(p.get("level_s") or cfg["level_s"])
+    n = int(cfg["size"])
+    idle_s = float(cfg["idle_s"])
+    level_s = float(cfg["level_s"])
     levels = sorted(set(p["levels"]))
     hook = p.get("inject_level")
     burner = _burn.Burner(accel, index, fmt, n)

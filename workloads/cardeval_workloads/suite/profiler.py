@@ -58,6 +58,7 @@ from cardeval_workloads.envelope import Stats
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import UsageError
 from cardeval_workloads.harness.params import Param
+from cardeval_workloads.harness.profiles import merged
 
 NAME = "profiler"
 DESCRIPTION = "a real training step under torch.profiler; the trace must hold the device's activity"
@@ -160,8 +161,8 @@ def _drop_device_events(path: Path, on_cpu: bool) -> None:
 
 def run(ctx: RunContext) -> None:
     out = ctx.out
-    sizes = dict(ctx.sizes)
-    steps = int(ctx.params.get("steps") or sizes["steps"])
+    sizes = merged(ctx.sizes, ctx.params, "steps")
+    steps = int(sizes["steps"])
     if steps < 1:
         raise UsageError("steps must be at least 1")
     inject = ctx.params.get("inject")

@@ -57,6 +57,7 @@ from cardeval_workloads.harness import power
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import describe_exception
 from cardeval_workloads.harness.params import Param
+from cardeval_workloads.harness.profiles import merged
 
 from . import _burn
 
@@ -206,12 +207,14 @@ class _Stress:
         self.ctx, self.index = ctx, index
         self.accel = ctx.accel
         self.where = ctx.accel.describe(index)
-        p, cfg = ctx.params, ctx.sizes
+        p = ctx.params
+        cfg = merged(ctx.sizes, p, "size", "check_interval_s", "power_interval_s")
         self.fmt = p.get("dtype") or _burn.default_format(ctx.accel)
-        self.n = int(p.get("size") or cfg["size"])
+        self.n = int(cfg["size"])
+        # 0 is a duration (a run that only checks the reference), not "unset"
         self.duration = float(p["duration_s"] if p.get("duration_s") is not None else cfg["duration_s"])
-        self.interval = float(p.get("check_interval_s") or cfg["check_interval_s"])
-        self.power_interval = float(p.get("power_interval_s") or cfg["power_interval_s"])
+        self.interval = float(cfg["check_interval_s"])
+        self.power_interval = float(cfg["power_interval_s"])
         self.inject = p.get("inject_error")
         # findings
         self.crashes: list[tuple[float, str]] = []

@@ -38,6 +38,7 @@ import torch
 from cardeval_workloads.harness import distributed
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param
+from cardeval_workloads.harness.profiles import merged
 
 NAME = "train-parallel"
 DESCRIPTION = "data-parallel (DDP) training to a target accuracy; card and cluster linearity V1/(N*V2)"
@@ -213,11 +214,7 @@ def _throughput(r: Any, cfg: dict[str, Any], group: Any, members: list[int], tea
 def rank_main(r: Any) -> dict[str, Any]:
     import torch.distributed as dist
 
-    cfg = dict(r.sizes)
-    if r.params.get("max_steps"):
-        cfg["max_steps"] = int(r.params["max_steps"])
-    if r.params.get("timed_steps"):
-        cfg["timed_steps"] = int(r.params["timed_steps"])
+    cfg = merged(r.sizes, r.params, "max_steps", "timed_steps")
     teacher = _teacher(cfg)
     out: dict[str, Any] = {}
     # Groups are created by every rank, in the same order, before anything runs on them.
@@ -289,21 +286,16 @@ def run(ctx: RunContext) -> None:
             ctx.out.check(name, None, why)
         ctx.out.metric("linearity.card", None, "ratio", unavailable=why)
         return
-    timeout = float(ctx.params.get("timeout_s") or ctx.sizes.get("timeout_s", 600))
+    timeout = float(merged(ctx.sizes, ctx.params, "timeout_s").get("timeout_s", 600))
     world = distributed.run_world(ctx, rank_main, procs_per_node=per_node, backend=ctx.params.get("backend"),
                                   timeout_s=timeout)
-    if not world.reporter:
-        return
-    world.raise_for_failure()
-    report(ctx, world)
+    values = distributed.results(ctx, world)
+    if values is not None:
+        report(ctx, world, values)
 
 
-def report(ctx: RunContext, world: distributed.WorldResult) -> None:
+def report(ctx: RunContext, world: distributed.WorldResult, values: list[Any]) -> None:
     out = ctx.out
-    values = world.values or []
-    for rank, err in sorted(world.errors.items()):
-        out.error(f"rank {rank}: {err}")
-        ctx.failed = True
     ok = [v for v in values if v]
     n, per_node, nnodes = world.layout.world_size, world.layout.procs_per_node, world.layout.nnodes
     target = float(ctx.params.get("target") or 0.9)

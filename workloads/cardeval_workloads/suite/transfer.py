@@ -33,7 +33,7 @@ Per card, over a sweep of sizes (profile, or ``--param sizes_mib=1,16,256``):
 On the CPU stand-in there is no host↔card link: the checks are undetermined
 (``ok`` absent) and the metrics unavailable, with that reason.
 
-Test hook: ``--param inject_error=h2d`` (or ``d2h``) flips one byte of that
+Test hook: ``--param inject_error=h2d`` (or ``d2h``) changes one byte of that
 direction's received data before the comparison; the check must fail.
 """
 
@@ -46,6 +46,8 @@ from cardeval_workloads.harness import mgmt
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param, int_list, str_list
 from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
+from cardeval_workloads.harness.testhook import corrupt_one
+from cardeval_workloads.harness.profiles import merged
 
 NAME = "transfer"
 DESCRIPTION = "host<->card copy bandwidth (pinned and pageable, size sweep), correctness and PCIe link use"
@@ -57,7 +59,7 @@ PARAMS = {
     "sizes_mib": Param(int_list, None, "transfer sizes in MiB instead of the profile's, e.g. 1,16,256"),
     "repeats": Param(int, None, "samples per size instead of the profile's"),
     "pageable": Param(bool, True, "also measure pageable (not page-locked) host memory"),
-    "inject_error": Param(str_list, None, "TEST HOOK: flip one received byte of these directions before "
+    "inject_error": Param(str_list, None, "TEST HOOK: change one received byte of these directions before "
                           "comparing, e.g. h2d", choices=DIRECTIONS),
 }
 
@@ -122,21 +124,13 @@ def directions_mean(values: dict[str, list[float]]) -> tuple[float | None, Stats
     return sum(every) / len(every), Stats.of(every), None
 
 
-def flip_byte(buf: torch.Tensor) -> None:
-    """TEST HOOK: invert one byte in the middle of ``buf``."""
-    i = buf.numel() // 2
-    buf[i] = 255 - buf[i]
-
-
 class _Card:
     def __init__(self, ctx: RunContext, index: int) -> None:
         self.ctx, self.index = ctx, index
         self.accel = ctx.accel
         self.where = ctx.accel.describe(index)
-        self.cfg = dict(ctx.sizes)
-        if ctx.params.get("repeats"):
-            self.cfg["repeats"] = int(ctx.params["repeats"])
-        self.sizes = sorted(set(ctx.params.get("sizes_mib") or self.cfg["sizes_mib"]))
+        self.cfg = merged(ctx.sizes, ctx.params, "repeats", "sizes_mib")
+        self.sizes = sorted(set(self.cfg["sizes_mib"]))
         self.inject = set(ctx.params.get("inject_error") or [])
         self.wrong: dict[str, list[str]] = {d: [] for d in DIRECTIONS}
         self.verified: dict[str, list[str]] = {d: [] for d in DIRECTIONS}
@@ -150,7 +144,7 @@ class _Card:
     def verify(self, direction: str, got: torch.Tensor, want: torch.Tensor, what: str) -> None:
         self.accel.synchronize(self.index)
         if direction in self.inject:
-            flip_byte(got)
+            corrupt_one(got)
         bad = mismatches(got, want)
         self.verified[direction].append(what)
         if bad:
@@ -232,7 +226,7 @@ class _Card:
                                + "; ".join(skipped.get((direction, kind), []))[:400])
             checked = self.verified[direction]
             wrong = self.wrong[direction]
-            hook = " [inject_error test hook: one byte flipped on purpose]" if direction in self.inject else ""
+            hook = " [inject_error test hook: one byte changed on purpose]" if direction in self.inject else ""
             what = "host→card" if direction == "h2d" else "card→host"
             if not checked:
                 out.check(f"transfer.{direction}_correct", None, f"no {what} copy completed to compare", device=index)
