@@ -42,7 +42,6 @@ from ._collective_ops import OPS
 from ._comm_table import TABLE_METRICS
 
 NAME = "collectives"
-DESCRIPTION = "collective operations (9 kinds): correct results and algbw/busbw over a size sweep"
 TOPOLOGY = "node"
 PREFIX = "collective"
 

@@ -69,9 +69,15 @@ from cardeval_workloads.harness.profiles import merged
 from . import _efficiency, _gemm
 
 NAME = "compute"
-DESCRIPTION = "matrix-product correctness and peak rate for fp32/tf32/fp16/bf16/int8/fp8"
-CLAUSES = ("6.2.1.a", "6.2.1.b", "6.3.1.a", "6.3.1.b", "6.2.2.a", "6.3.2.a")
 TOPOLOGY = "card"
+
+#: Each format's correctness: 6.2.1.a/b and 6.3.1.a/b read them, and a peak counts only beside its own.
+CHECKS = tuple(f"correct.{fmt}" for fmt in DTYPES)
+#: The formats whose peak has a floor in 6.2.2.a / 6.3.2.a.
+FLOORED = ("int8", "bf16", "fp16", "fp32")
+METRICS = tuple(f"peak.{fmt}" for fmt in FLOORED) + _efficiency.SUMS
+SHOWN = (tuple(f"peak.{fmt}" for fmt in DTYPES if fmt not in FLOORED) + tuple(f"rate.{fmt}" for fmt in DTYPES)
+         + tuple(_efficiency.metric_name(fmt)[0] for fmt in DTYPES))
 
 PARAMS = {
     "dtypes": Param(str_list, list(DTYPES), "formats to run, e.g. fp32,bf16", choices=DTYPES),

@@ -94,9 +94,11 @@ from cardeval_workloads.harness.testhook import corrupt_one, hook_note
 from . import _numerics
 
 NAME = "custom-op"
-DESCRIPTION = "compile a fused linear+bias+SiLU operator with the card's compiler and check it"
-CLAUSES = ("6.2.1.d", "6.3.1.c")
 TOPOLOGY = "card"
+
+CHECKS = ("custom_op.compiled", "custom_op.correct")
+METRICS = ()
+SHOWN = ("custom_op.call_ms", "custom_op.compile_s", "custom_op.max_abs_err")
 
 COMPILERS = ("auto", "triton", "cpp", "command")
 INJECT = ("compile-error", "corrupt-output")

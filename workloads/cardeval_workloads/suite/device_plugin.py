@@ -44,9 +44,17 @@ from cardeval_workloads.harness.params import Param
 from . import _visibility
 
 NAME = "device-plugin"
-DESCRIPTION = "the device plugin (gRPC v1beta1) and kubelet PodResources (v1) views of the cards"
-CLAUSES = ("6.1.n",)
 TOPOLOGY = "node"
+
+#: Every sub-check is judged (6.1.n) except whether NUMA affinity is reported, which the API leaves optional.
+CHECKS = ("device_plugin.socket_found", "device_plugin.options_read", "device_plugin.devices_listed",
+          "device_plugin.all_healthy", "pod_resources.reachable", "pod_resources.allocatable_matches_plugin",
+          "pod_resources.probe_devices_listed", "pod_resources.given_equals_seen")
+#: The operator compares these with the Node's capacity and allocatable; the 6.1.n rule shows them,
+#: and the visibility counts are how the probe pod's own view of its cards is judged.
+METRICS = ("device_plugin.devices", "device_plugin.healthy") + _visibility.COUNT_METRICS
+SHOWN = ("device_plugin.numa_reported", "device_plugin.numa_nodes", "pod_resources.allocatable_devices",
+         "pod_resources.given_devices") + _visibility.DETAIL_METRICS
 PARAMS = {
     "resource": Param(str, "", "the extended resource, e.g. nvidia.com/gpu (required)"),
     "plugin_dir": Param(str, "/var/lib/kubelet/device-plugins", "the kubelet's device-plugins directory"),

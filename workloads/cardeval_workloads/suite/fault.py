@@ -84,9 +84,13 @@ from cardeval_workloads.harness.params import Param, str_list
 from . import _fault_child
 
 NAME = "fault"
-DESCRIPTION = "provoke a device-side error in a child process; check it is reported and the card recovers"
-CLAUSES = ("6.1.m",)  # and ECC evidence for 6.2.4.c / 6.3.4.c (judged from info's ecc_mode)
 TOPOLOGY = "card"
+
+CHECKS = ("fault.reported", "fault.recovered", "fault.driver_events")
+METRICS = ()
+#: ECC mode and counters, remapped rows (6.2.4.c judges ECC from info's fields, not from these).
+EVIDENCE = ("ecc_enabled", "ecc_errors", "remapped_rows")
+SHOWN = ("fault.report_s", "fault.recovery_s", "fault.xid_events") + tuple(f"fault.{name}" for name in EVIDENCE)
 
 PARAMS = {
     "timeout_s": Param(float, 300.0, "time limit for each child process"),

@@ -61,7 +61,6 @@ from ._collective_ops import OPS, pattern
 from ._comm_table import TABLE_METRICS
 
 NAME = "internode"
-DESCRIPTION = "card-to-card bandwidth between servers (Gb/s, per node pair), correctness, collectives across nodes"
 TOPOLOGY = "multi-node"
 #: The collectives run across the nodes report under this prefix.
 COLLECTIVE_PREFIX = "internode.collective"

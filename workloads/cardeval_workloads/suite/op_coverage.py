@@ -97,8 +97,6 @@ from . import _numerics
 from ._numerics import UNIT_ROUNDOFF, compare
 
 NAME = "op-coverage"
-DESCRIPTION = "common operator types in fp32/fp16/bf16 against a float64 reference"
-CLAUSES = ("6.2.1.e", "6.3.1.d")
 TOPOLOGY = "card"
 
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
@@ -358,6 +356,12 @@ OPS: tuple[Op, ...] = (
 )
 
 OP_NAMES = tuple(op.name for op in OPS)
+
+CHECKS = ()
+METRICS = ("op_coverage.fraction",)
+#: Each operator in each format is a check of its own, shown beside the coverage it adds up to.
+SHOWN = tuple(f"op.{op}.{fmt}" for op in OP_NAMES for fmt in DTYPE_NAMES) + (
+    "op_coverage.fraction_by_dtype", "op_coverage.max_abs_err", "op_coverage.worst_err_over_bound")
 
 PARAMS = {
     "ops": Param(str_list, list(OP_NAMES), "operators to run, e.g. matmul,conv2d", choices=OP_NAMES),

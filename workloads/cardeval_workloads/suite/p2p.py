@@ -47,9 +47,11 @@ from cardeval_workloads.harness.testhook import corrupt_one
 from cardeval_workloads.harness.timing import WallTimer, sample
 
 NAME = "p2p"
-DESCRIPTION = "card-to-card copy bandwidth (pairs, one direction and bidirectional, node aggregate), peer access"
-CLAUSES = ("6.2.1.f", "6.2.2.d", "6.3.1.e")
 TOPOLOGY = "node"
+
+CHECKS = ("p2p.correct", "p2p.peer_access_all")
+METRICS = ("p2p.aggregate_bidir_gbps",)
+SHOWN = ("p2p.peer_access", "p2p.pair_gbps", "p2p.pair_bidir_gbps", "p2p.card_aggregate_bidir_gbps")
 
 MIB = 1 << 20
 

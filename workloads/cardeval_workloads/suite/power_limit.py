@@ -38,9 +38,12 @@ from cardeval_workloads.harness.profiles import merged
 from . import _burn
 
 NAME = "power-limit"
-DESCRIPTION = "full-load power stays within the enforced power limit; the card computes correctly afterwards"
-CLAUSES = ("6.1.k",)
 TOPOLOGY = "card"
+
+CHECKS = ("power_limit.within_limit", "power_limit.healthy_after")
+METRICS = ()
+SHOWN = ("power_limit.avg_w", "power_limit.duration_s", "power_limit.energy_j", "power_limit.limit_w",
+         "power_limit.max_fraction", "power_limit.max_temperature_c", "power_limit.max_w", "power_limit.rate")
 
 PARAMS = {
     "duration_s": Param(float, None, "seconds of full load instead of the profile's"),

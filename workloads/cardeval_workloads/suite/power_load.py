@@ -50,9 +50,12 @@ from cardeval_workloads.harness.profiles import merged
 from . import _burn
 
 NAME = "power-load"
-DESCRIPTION = "power, clock and utilisation at idle, 20/50/80 % duty-cycled load and full load"
-CLAUSES = ("6.1.l",)
 TOPOLOGY = "card"
+
+CHECKS = ("power_load.rises_with_load", "power_load.computes_correctly")
+METRICS = ()
+SHOWN = ("power_load.power_w", "power_load.clock_mhz", "power_load.utilization_pct", "power_load.duty_pct",
+         "power_load.energy_j", "power_load.max_temperature_c", "power_load.rate")
 
 PARAMS = {
     "levels": Param(int_list, [20, 50, 80], "duty-cycled load levels in percent (1-99), e.g. 20,50,80"),

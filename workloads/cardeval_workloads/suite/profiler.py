@@ -61,9 +61,12 @@ from cardeval_workloads.harness.params import Param
 from cardeval_workloads.harness.profiles import merged
 
 NAME = "profiler"
-DESCRIPTION = "a real training step under torch.profiler; the trace must hold the device's activity"
-CLAUSES = ("6.1.i",)
 TOPOLOGY = "card"
+
+CHECKS = ("profiler.trace_written", "profiler.device_activity")
+METRICS = ()
+SHOWN = ("profiler.device_events", "profiler.events", "profiler.overhead", "profiler.step_ms",
+         "profiler.step_ms_unprofiled", "profiler.trace_bytes")
 
 PARAMS = {
     "steps": Param(int, None, "profiled training steps (default: the profile's)"),

@@ -62,9 +62,16 @@ from cardeval_workloads.harness.profiles import merged
 from . import _burn
 
 NAME = "stress"
-DESCRIPTION = "sustained full load for the profile's duration with periodic result checks and error counters"
-CLAUSES = ("6.2.4.b", "6.3.4.b")
 TOPOLOGY = "card"
+
+CHECKS = ("stress.no_errors", "stress.results_correct", "stress.device_present")
+#: How long the run lasted decides between Pass and Partial (6.2.4.b / 6.3.4.b).
+METRICS = ("stress.duration_s",)
+SHOWN = ("stress.avg_power_w", "stress.comparisons", "stress.crash_score", "stress.crashes",
+         "stress.device_events", "stress.energy_j", "stress.fault_free_score", "stress.longest_fault_free_h",
+         "stress.max_power_w", "stress.max_temperature_c", "stress.power_fraction", "stress.rate",
+         "stress.stability_score", "stress.throttled_fraction", "stress.wrong_results") + tuple(
+    f"stress.{counter}_delta" for counter in power.ERROR_COUNTERS)
 
 INJECT = ("result", "exception")
 PARAMS = {

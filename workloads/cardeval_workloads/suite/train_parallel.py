@@ -41,9 +41,12 @@ from cardeval_workloads.harness.params import Param
 from cardeval_workloads.harness.profiles import merged
 
 NAME = "train-parallel"
-DESCRIPTION = "data-parallel (DDP) training to a target accuracy; card and cluster linearity V1/(N*V2)"
-CLAUSES = ("6.2.1.i", "6.2.3.b", "6.2.5.6")
 TOPOLOGY = "node"
+
+CHECKS = ("train_parallel.completed", "train_parallel.reached_target")
+#: Card linearity (6.2.5.6) from one node's cards; cluster linearity from a multi-node run.
+METRICS = ("linearity.card", "linearity.cluster")
+SHOWN = ("train_parallel.accuracy", "train_parallel.samples_per_s", "train_parallel.time_to_target_s")
 
 PARAMS = {
     "world_size": Param(int, None, "ranks on the CPU (default 2); on cards: one per selected card"),

@@ -50,11 +50,19 @@ from cardeval_workloads.harness.testhook import corrupt_one
 from cardeval_workloads.harness.profiles import merged
 
 NAME = "transfer"
-DESCRIPTION = "host<->card copy bandwidth (pinned and pageable, size sweep), correctness and PCIe link use"
-CLAUSES = ("6.1.h",)
 TOPOLOGY = "card"
 
 DIRECTIONS = ("h2d", "d2h")
+#: The PCIe link facts shown beside the bandwidth (``transfer.link_gen_current`` ...), with their units.
+LINK_FACTS = (("pcie_gen_current", "gen"), ("pcie_width_current", "lanes"), ("pcie_gen_max", "gen"),
+              ("pcie_width_max", "lanes"))
+
+CHECKS = tuple(f"transfer.{direction}_correct" for direction in DIRECTIONS)
+#: 8.2.8 e: one mean over both directions, each direction's beside it.
+METRICS = ("transfer.mean_gbps",) + tuple(f"transfer.{direction}_gbps" for direction in DIRECTIONS)
+SHOWN = ("transfer.link_fraction",) + tuple(
+    "transfer.link_" + key.replace("pcie_", "") for key, _ in LINK_FACTS)
+
 PARAMS = {
     "sizes_mib": Param(int_list, None, "transfer sizes in MiB instead of the profile's, e.g. 1,16,256"),
     "repeats": Param(int, None, "samples per size instead of the profile's"),
@@ -277,8 +285,7 @@ class _Card:
                     pass
         gen = facts.get("pcie_gen_current") or facts.get("pcie_gen_max")
         width = facts.get("pcie_width_current") or facts.get("pcie_width_max")
-        for key, unit in (("pcie_gen_current", "gen"), ("pcie_width_current", "lanes"),
-                          ("pcie_gen_max", "gen"), ("pcie_width_max", "lanes")):
+        for key, unit in LINK_FACTS:
             name = "transfer.link_" + key.replace("pcie_", "")
             if key in facts:
                 out.metric(name, facts[key][0], unit, device=index,
