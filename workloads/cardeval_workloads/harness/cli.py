@@ -82,7 +82,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _fallback(workload: str, message: str) -> Envelope:
     t = now()
-    return Envelope(workload=workload, status="error", startedAt=t, finishedAt=t, errors=[message])
+    return Envelope(workload=workload, status="error", started_at=t, finished_at=t, errors=[message])
 
 
 def _select_or_report(devmod: Any, kind: str, out: EnvelopeBuilder) -> Any | None:

@@ -183,7 +183,7 @@ class CudaBackend(TorchBackend):
         return out
 
     def dtype_support(self, index: int) -> dict[str, str | None]:
-        support = {d: None for d in DTYPES}
+        support: dict[str, str | None] = dict.fromkeys(DTYPES)
         if self.backend == "cuda":
             major, minor = self.capability(index)
             cc = f"{major}.{minor}"
@@ -235,7 +235,7 @@ class CpuBackend(Accelerator):
             return None
 
     def dtype_support(self, index: int) -> dict[str, str | None]:
-        support = {d: None for d in DTYPES}
+        support: dict[str, str | None] = dict.fromkeys(DTYPES)
         support["tf32"] = ("TF32 is a matrix-unit format (GPU tensor cores); torch has no TF32 "
                            "matmul path on this CPU")
         return support

@@ -57,6 +57,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import UsageError, describe_exception
 
 if TYPE_CHECKING:  # torch is imported only once a run starts (see the module doc)
+    from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
+
     import torch
     from torch.distributed import ProcessGroup, TCPStore
 
@@ -261,11 +263,13 @@ class Rank:
         dist.gather_object(obj, out, dst=0, group=self.control)
         return out
 
-    def subgroup(self, ranks: list[int]) -> ProcessGroup:
-        """A data-backend group of ``ranks``; every rank must call this, in the same order."""
+    def subgroup(self, ranks: list[int]) -> ProcessGroup | None:
+        """A data-backend group of ``ranks`` (None on a rank outside it); every rank must call this,
+        in the same order."""
         import torch.distributed as dist
 
-        return dist.new_group(ranks=ranks, backend=self.backend)
+        group = dist.new_group(ranks=ranks, backend=self.backend)
+        return group if isinstance(group, dist.ProcessGroup) else None
 
 
 @dataclass
@@ -320,7 +324,7 @@ def _resolve(host: str, deadline: float) -> str:
     last: Exception | None = None
     while True:
         try:
-            return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+            return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
         except OSError as exc:
             last = exc
         if time.monotonic() > deadline:
@@ -357,7 +361,11 @@ def _init(spec: dict[str, Any], rank: int, local_rank: int) -> Rank:
         kwargs["device_id"] = accel.device(index)
     dist.init_process_group(backend, store=store, rank=rank, world_size=int(spec["world_size"]),
                             timeout=timeout, **kwargs)
-    control = dist.new_group(backend="gloo") if backend != "gloo" else None
+    control = None
+    if backend != "gloo":
+        group = dist.new_group(backend="gloo")
+        assert isinstance(group, dist.ProcessGroup), "every rank is a member of the control group"
+        control = group
     r = Rank(rank=rank, world_size=int(spec["world_size"]), local_rank=local_rank,
              procs_per_node=int(spec["procs_per_node"]), node_rank=rank // int(spec["procs_per_node"]),
              nnodes=int(spec["nnodes"]), backend=backend, accel=accel, device_index=index,
@@ -465,8 +473,6 @@ def _take(result: WorldResult, gathered: list[Any] | None) -> None:
 
 def _coordinate(ctx: RunContext, fn: Callable[[Rank], Any], layout: Layout, spec: dict[str, Any],
                 result: WorldResult, timeout_s: float) -> WorldResult:
-    import multiprocessing as mp
-
     import torch.distributed as dist
 
     hosts_store = layout.node_rank == 0
@@ -481,7 +487,7 @@ def _coordinate(ctx: RunContext, fn: Callable[[Rank], Any], layout: Layout, spec
     if layout.mode == "spawn":
         os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_name())
     method = os.environ.get(ENV_START_METHOD) or ("spawn" if ctx.accel.is_accelerator else "fork")
-    mpctx = mp.get_context(method)
+    mpctx = _start_context(method)
     q = mpctx.Queue()
     procs = {}
     first = layout.node_rank * layout.procs_per_node
@@ -529,6 +535,19 @@ def _coordinate(ctx: RunContext, fn: Callable[[Rank], Any], layout: Layout, spec
     if result.values is None and hosts_store and not result.failure:
         result.failure = "rank 0 returned no results"
     return result
+
+
+def _start_context(method: str) -> ForkContext | ForkServerContext | SpawnContext:
+    """The multiprocessing context that starts the ranks (fork, forkserver or spawn)."""
+    import multiprocessing as mp
+
+    if method == "fork":
+        return mp.get_context("fork")
+    if method == "forkserver":
+        return mp.get_context("forkserver")
+    if method == "spawn":
+        return mp.get_context("spawn")
+    raise UsageError(f"{ENV_START_METHOD}={method!r}: the ranks start with fork, forkserver or spawn")
 
 
 def _drain(q: Any, result: WorldResult, done: set[int]) -> None:
