@@ -51,6 +51,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cardeval_workloads.harness import power
@@ -209,6 +210,27 @@ def run_together(workers: Sequence[Worker], duration_s: float, begin: Callable[[
     return shared.get("start"), shared.get("deadline"), outcomes
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What the card's interfaces told over its run: the sampler's window and peaks, the error
+    counters before and after, the device events."""
+
+    start: float
+    end: float
+    counters_before: dict[str, float]
+    counters_after: dict[str, float]
+    counters_why: str | None
+    events: list[tuple[float, str]]
+    events_why: str | None
+    throttle: dict[str, int]
+    reads: int
+    window: power.Window
+    max_w: float | None
+    max_t: float | None
+    power_reason: str | None
+    limit_w: float | None
+
+
 class _Stress:
     def __init__(self, ctx: RunContext, index: int) -> None:
         self.ctx, self.index = ctx, index
@@ -335,14 +357,24 @@ class _Stress:
         after, _ = source.error_counters()
         events, events_why = sampler.events_now(index)
         self.cards = cards
-        self.report(self.m_start.t, self.m_end.t, before, after, counters_why, events, events_why,
-                    *sampler.throttle_counts(index), sampler.window(self.m_start, self.m_end, index),
-                    sampler.max_watts(index), sampler.max_temperature(index),
-                    sampler.power_reason(index), source.power_limit()[0])
+        throttle, reads = sampler.throttle_counts(index)
+        self.report(Observed(
+            start=self.m_start.t, end=self.m_end.t, counters_before=before, counters_after=after,
+            counters_why=counters_why, events=events, events_why=events_why, throttle=throttle, reads=reads,
+            window=sampler.window(self.m_start, self.m_end, index), max_w=sampler.max_watts(index),
+            max_t=sampler.max_temperature(index), power_reason=sampler.power_reason(index),
+            limit_w=source.power_limit()[0]))
 
-    def report(self, start, end, before, after, counters_why, events, events_why, throttle, reads,
-               window, max_w, max_t, power_reason, limit) -> None:
+    def report(self, seen: Observed) -> None:
+        """This card's metrics, then its checks."""
+        deltas = {k: seen.counters_after[k] - v for k, v in seen.counters_before.items() if k in seen.counters_after}
+        self._report_metrics(seen, deltas)
+        self._report_results_correct(seen)
+        self._report_no_errors(seen, deltas)
+
+    def _report_metrics(self, seen: Observed, deltas: dict[str, float]) -> None:
         out, index = self.ctx.out, self.index
+        start, end, events, window, limit = seen.start, seen.end, seen.events, seen.window, seen.limit_w
         duration = end - start
         faults = [t for t, _ in self.crashes] + [t for t, _ in self.compare_faults] + [t for t, _ in events]
         longest_h = longest_gap(start, end, faults) / HOUR
@@ -368,27 +400,28 @@ class _Stress:
                 out.metric("stress.power_fraction", window.avg_w / limit, "", device=index,
                            labels={"of": f"enforced limit {limit:.4g} W"})
         else:
-            out.metric("stress.avg_power_w", None, "W", device=index, unavailable=power_reason or window.reason)
+            out.metric("stress.avg_power_w", None, "W", device=index, unavailable=seen.power_reason or window.reason)
         if window.energy_j is not None:
             out.metric("stress.energy_j", window.energy_j, "J", device=index)
-        if max_w is not None:
-            out.metric("stress.max_power_w", max_w, "W", device=index)
-        if max_t is not None:
-            out.metric("stress.max_temperature_c", max_t, "C", device=index)
-        abnormal = {k: v for k, v in throttle.items() if k in power.ABNORMAL_THROTTLE}
-        if reads and throttle:
-            for reason, count in sorted(throttle.items()):
-                out.metric("stress.throttled_fraction", count / reads, "", device=index,
+        if seen.max_w is not None:
+            out.metric("stress.max_power_w", seen.max_w, "W", device=index)
+        if seen.max_t is not None:
+            out.metric("stress.max_temperature_c", seen.max_t, "C", device=index)
+        if seen.reads and seen.throttle:
+            for reason, count in sorted(seen.throttle.items()):
+                out.metric("stress.throttled_fraction", count / seen.reads, "", device=index,
                            labels={"reason": reason, "detail": "true"})
-        deltas = {k: after[k] - before[k] for k in before if k in after}
         for k, v in deltas.items():
             out.metric(f"stress.{k}_delta", v, "count", device=index)
-        if events_why is None:
+        if seen.events_why is None:
             out.metric("stress.device_events", len(events), "count", device=index)
         else:
-            out.metric("stress.device_events", None, "count", device=index, unavailable=events_why[:500])
+            out.metric("stress.device_events", None, "count", device=index, unavailable=seen.events_why[:500])
 
-        # --- checks ---
+    def _report_results_correct(self, seen: Observed) -> None:
+        """``stress.results_correct``: every periodic comparison with the reference matched."""
+        out, index, start = self.ctx.out, self.index, seen.start
+        duration = seen.end - start
         checks = f"{self.comparisons} comparisons of the latest product with the reference every " \
                  f"{self.interval:g} s over {duration:.4g} s ({self.cards} card(s) loaded at once)"
         wrong = ", ".join(f"{n} elements at {t - start:.1f} s" for t, n in self.compare_faults[:10])
@@ -402,6 +435,11 @@ class _Stress:
                       (f"{checks}: " + (f"{len(self.compare_faults)} wrong ({wrong})" if self.compare_faults
                                         else "all matched") + f"; {self.reference_detail}{hook}")[:1024],
                       observed=len(self.compare_faults), expected=0, device=index)
+
+    def _report_no_errors(self, seen: Observed, deltas: dict[str, float]) -> None:
+        """``stress.no_errors``: no crash, device event or uncorrected ECC error, saying what was watched."""
+        out, index, events, events_why = self.ctx.out, self.index, seen.events, seen.events_why
+        duration = seen.end - seen.start
         problems, watched, unwatched = [], ["exceptions from the device"], []
         if self.crashes:
             problems.append(f"{len(self.crashes)} crash(es): " + "; ".join(m for _, m in self.crashes[:3]))
@@ -418,8 +456,9 @@ class _Stress:
             if deltas["ecc_uncorrected"] > 0:
                 problems.append(f"uncorrected ECC errors rose by {deltas['ecc_uncorrected']:g}")
         else:
-            unwatched.append(f"ECC counters ({counters_why})")
-        note = f"; abnormal clock throttling seen: {abnormal} of {reads} reads" if abnormal else ""
+            unwatched.append(f"ECC counters ({seen.counters_why})")
+        abnormal = {k: v for k, v in seen.throttle.items() if k in power.ABNORMAL_THROTTLE}
+        note = f"; abnormal clock throttling seen: {abnormal} of {seen.reads} reads" if abnormal else ""
         detail = (("; ".join(problems) if problems else f"none in {duration:.4g} s")
                   + f"; watched: {', '.join(watched)}" + (f"; not watchable: {'; '.join(unwatched)}" if unwatched
                                                           else "") + note)
