@@ -22,7 +22,7 @@ from cardeval_workloads.harness.mgmt.command import CommandReader, parse_json, p
 from cardeval_workloads.harness.mgmt.host import HostReader  # noqa: E402
 from cardeval_workloads.harness.mgmt.pci import PciSysfsReader, normalize_bus_id  # noqa: E402
 from cardeval_workloads.harness.params import Param, int_list, parse_params, str_list  # noqa: E402
-from cardeval_workloads.harness.timing import EventTimer, OverBudget, WallTimer, measure  # noqa: E402
+from cardeval_workloads.harness.timing import EventTimer, OverBudgetError, WallTimer, measure  # noqa: E402
 
 # --- statistics ---------------------------------------------------------------------
 
@@ -66,7 +66,7 @@ def test_measure_calibrates_inner_and_counts_calls() -> None:
 
 
 def test_measure_over_budget_is_reported_not_guessed() -> None:
-    with pytest.raises(OverBudget) as info:
+    with pytest.raises(OverBudgetError) as info:
         measure(Counter(sleep=0.02), WallTimer(), warmup=1, repeats=5, min_sample_s=0, budget_s=0.03)
     assert info.value.per_call_s >= 0.02 and "budget" in str(info.value)
 

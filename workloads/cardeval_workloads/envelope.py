@@ -23,7 +23,13 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Final, Literal, cast
 
 from pydantic import (
-    BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetPydanticSchema, ValidationError, field_validator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import CoreSchema

@@ -88,12 +88,12 @@ def _fallback(workload: str, message: str) -> Envelope:
 def _select_or_report(devmod: Any, kind: str, out: EnvelopeBuilder) -> Any | None:
     """The backend for ``--device kind``, or None after recording that no accelerator is visible.
 
-    Only :class:`~.device.NoAccelerator` is absorbed here (exit 0, status error);
+    Only :class:`~.device.NoAcceleratorError` is absorbed here (exit 0, status error);
     an explicitly named backend that is unusable still raises (exit 1).
     """
     try:
         return devmod.select(kind)
-    except devmod.NoAccelerator as exc:
+    except devmod.NoAcceleratorError as exc:
         log.error("%s", exc)
         out.error(str(exc))
         return None

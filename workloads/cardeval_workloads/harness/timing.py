@@ -30,7 +30,7 @@ from typing import Any
 
 from cardeval_workloads.envelope import Stats
 
-__all__ = ["EventTimer", "WallTimer", "Timing", "OverBudget", "measure", "measure_agreed", "sample",
+__all__ = ["EventTimer", "WallTimer", "Timing", "OverBudgetError", "measure", "measure_agreed", "sample",
            "timer_for", "Stats"]
 
 
@@ -90,7 +90,7 @@ def timer_for(accel: Any, index: int) -> WallTimer | EventTimer:
     return WallTimer(sync)
 
 
-class OverBudget(Exception):
+class OverBudgetError(Exception):
     """Measuring would take longer than the time allowed; nothing was measured."""
 
     def __init__(self, per_call_s: float, needed_s: float, budget_s: float) -> None:
@@ -136,7 +136,7 @@ def measure(
       ``inner`` = calls per sample so a sample lasts at least ``min_sample_s``.
     * Samples: with ``budget_s``, sampling stops once the budget is spent
       (never before ``min_repeats`` samples); if even ``min_repeats`` samples
-      cannot fit, :class:`OverBudget` is raised so the caller can report the
+      cannot fit, :class:`OverBudgetError` is raised so the caller can report the
       size as skipped instead of guessing.
     """
     if repeats < 1 or min_repeats < 1:
@@ -164,7 +164,7 @@ def measure(
     if budget_s is not None:
         needed = per_call * inner * min_repeats
         if needed > budget_s:
-            raise OverBudget(per_call, needed, budget_s)
+            raise OverBudgetError(per_call, needed, budget_s)
     per_call_s = sample(fn, timer, inner=inner, count=repeats, budget_s=budget_s, min_count=min_repeats)
     return Timing(per_call_s, inner=inner, method=timer.method, warmup_calls=calls)
 
@@ -215,7 +215,7 @@ def measure_agreed(
 
     ``agree(x)`` returns the largest ``x`` over all ranks: each rank times one call after the
     warm-up, and the slowest time decides ``inner`` and the number of samples everywhere. If
-    ``min_repeats`` samples cannot fit ``budget_s``, every rank raises :class:`OverBudget`.
+    ``min_repeats`` samples cannot fit ``budget_s``, every rank raises :class:`OverBudgetError`.
     Each sample starts after ``barrier()`` and one untimed call, which lines the ranks up
     closer than leaving the barrier does.
     """
@@ -225,7 +225,7 @@ def measure_agreed(
     one = max(agree(timer.time(fn)), 1e-7)
     inner = max(1, min(max_inner, math.ceil(min_sample_s / one)))
     if one * inner * min_repeats > budget_s:
-        raise OverBudget(one, one * inner * min_repeats, budget_s)
+        raise OverBudgetError(one, one * inner * min_repeats, budget_s)
     count = max(min_repeats, min(repeats, int(budget_s // (one * inner))))
 
     def align() -> None:

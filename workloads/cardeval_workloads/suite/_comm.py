@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import torch
 
 from cardeval_workloads.harness.testhook import corrupt_one
-from cardeval_workloads.harness.timing import OverBudget, WallTimer, measure_agreed
+from cardeval_workloads.harness.timing import OverBudgetError, WallTimer, measure_agreed
 
 from ._collective_ops import BY_OP, OPS, Span, pattern
 
@@ -151,7 +151,7 @@ def time_case(case: OpCase, r: Agreeing, *, repeats: int, min_sample_s: float, b
         timing = measure_agreed(case.call, WallTimer(r.sync), agree=r.agree_max, barrier=r.barrier,
                                 repeats=repeats, min_sample_s=min_sample_s, budget_s=budget_s,
                                 min_repeats=min_repeats, max_inner=max_inner, warmup=warmup)
-    except OverBudget as exc:
+    except OverBudgetError as exc:
         return Timed([], 0, f"one call takes {exc.per_call_s:.3g} s: {min_repeats} samples exceed the "
                             f"{budget_s:.3g} s budget")
     return Timed(timing.per_call_s, timing.inner)

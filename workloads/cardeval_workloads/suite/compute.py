@@ -62,9 +62,9 @@ from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.device import DTYPES, Accelerator
 from cardeval_workloads.harness.errors import UsageError, describe_exception
 from cardeval_workloads.harness.params import Param, int_list, str_list
-from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
-from cardeval_workloads.harness.testhook import corrupt_one, hook_note
 from cardeval_workloads.harness.profiles import merged
+from cardeval_workloads.harness.testhook import corrupt_one, hook_note
+from cardeval_workloads.harness.timing import OverBudgetError, measure, timer_for
 
 from . import _efficiency, _gemm
 
@@ -174,7 +174,7 @@ def measure_rate(accel: Accelerator, index: int, fmt: str, n: int, cfg: dict, *,
             timing = measure(case.call, timer_for(accel, index), warmup=warmup,
                              warmup_s=float(cfg.get("warmup_s", 0.0)), repeats=int(cfg["repeats"]),
                              min_sample_s=float(cfg["min_sample_s"]), budget_s=budget, min_repeats=MIN_REPEATS)
-    except OverBudget as exc:
+    except OverBudgetError as exc:
         result.skipped = f"skipped: {exc}"
         result.per_call_s = exc.per_call_s
         return result

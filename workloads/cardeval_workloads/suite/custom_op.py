@@ -89,8 +89,8 @@ from cardeval_workloads.harness import cache
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import UsageError, describe_exception
 from cardeval_workloads.harness.params import Param
-from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
 from cardeval_workloads.harness.testhook import corrupt_one, hook_note
+from cardeval_workloads.harness.timing import OverBudgetError, measure, timer_for
 
 from . import _numerics
 
@@ -584,5 +584,5 @@ def _check_build(ctx: RunContext, plan: _Plan, build: Build, index: int, device:
         stats = timing.stats_of(lambda s: s * 1e3)
         out.metric("custom_op.call_ms", stats.median, "ms", device=index, stats=stats,
                    labels={"shape": f"{m}x{k}x{n}", "timer": timing.method})
-    except OverBudget as exc:
+    except OverBudgetError as exc:
         out.metric("custom_op.call_ms", None, "ms", device=index, unavailable=f"skipped: {exc}")

@@ -277,7 +277,8 @@ def judge_driver_events(events: list[tuple[str, int | None]] | None, why: str | 
         return None, f"the driver offers no event stream for {where}: {why}", "not readable"
     text = [f"Xid {code}" if kind == "xid" else (f"{kind} {code}" if code is not None else kind)
             for kind, code in events]
-    unexpected = [t for (kind, code), t in zip(events, text) if not (kind == "xid" and code in APPLICATION_XIDS)]
+    unexpected = [t for (kind, code), t in zip(events, text, strict=True)
+                  if not (kind == "xid" and code in APPLICATION_XIDS)]
     expected = [t for t in text if t not in unexpected]
     listed = ", ".join(text) if text else "none"
     if unexpected:

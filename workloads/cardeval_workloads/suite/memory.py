@@ -48,9 +48,9 @@ import torch
 from cardeval_workloads.envelope import InfoField
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param
-from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
-from cardeval_workloads.harness.testhook import corrupt_one, hook_note
 from cardeval_workloads.harness.profiles import merged
+from cardeval_workloads.harness.testhook import corrupt_one, hook_note
+from cardeval_workloads.harness.timing import OverBudgetError, measure, timer_for
 
 NAME = "memory"
 TOPOLOGY = "card"
@@ -257,7 +257,7 @@ def run_one(ctx: RunContext, index: int) -> None:
             kl["detail"] = "true"
         try:
             value, stats, timing, threads = best_bandwidth(fn, accel, index, moved, cfg)
-        except OverBudget as exc:
+        except OverBudgetError as exc:
             reasons[kernel] = f"skipped: {exc}"
             out.metric(name, None, "GB/s", device=index, labels=kl, unavailable=reasons[kernel])
             results[kernel] = None

@@ -39,6 +39,7 @@ name it.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from cardeval_workloads.harness import power
@@ -87,7 +88,7 @@ def judge(powers: list[tuple[str, float]], tolerance_pct: float, min_rise_pct: f
     span = full - idle
     allowed = tolerance_pct / 100 * abs(span)
     dips = [f"{b} ({pb:.4g} W) is {pa - pb:.3g} W below {a} ({pa:.4g} W)"
-            for (a, pa), (b, pb) in zip(powers, powers[1:]) if pb < pa - allowed]
+            for (a, pa), (b, pb) in itertools.pairwise(powers) if pb < pa - allowed]
     ratio = full / idle if idle > 0 else float("inf")
     rise_ok = full >= idle * (1 + min_rise_pct / 100) and span > 0
     ok = rise_ok and not dips

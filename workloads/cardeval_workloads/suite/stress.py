@@ -48,6 +48,7 @@ fail); ``inject_error=exception`` raises inside the load once (a crash:
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -100,7 +101,7 @@ CHUNK_S = 0.25
 PROGRESS_EVERY_S = 300.0
 
 
-class InjectedFault(RuntimeError):
+class InjectedFaultError(RuntimeError):
     """TEST HOOK: stands for a device error raised inside the load."""
 
 
@@ -114,7 +115,7 @@ def stability(crashes: int, longest_h: float) -> tuple[float, float, float]:
 def longest_gap(start: float, end: float, faults: list[float]) -> float:
     """The longest interval of [start, end] without a fault time in it (seconds)."""
     edges = [start] + sorted(t for t in faults if start <= t <= end) + [end]
-    return max(b - a for a, b in zip(edges, edges[1:]))
+    return max(b - a for a, b in itertools.pairwise(edges))
 
 
 class Worker(Protocol):
@@ -300,7 +301,7 @@ class _Stress:
                     self.loaded_s += chunk.wall_s
                     if raise_at is not None and time.perf_counter() - start >= raise_at:
                         raise_at = None
-                        raise InjectedFault("inject_error test hook: a fault raised inside the load on purpose")
+                        raise InjectedFaultError("inject_error test hook: a fault raised inside the load on purpose")
                     if time.perf_counter() >= next_check or time.perf_counter() >= deadline:
                         self.comparisons += 1
                         corrupt = self.inject == "result" and self.comparisons == 2

@@ -121,10 +121,10 @@ class DataParallel:
         self.group, self.size, self.strategy = group, size, strategy
         self.params = [p for p in module.parameters() if p.requires_grad]
         if size > 1 and strategy == "ddp":
-            from torch.nn.parallel import DistributedDataParallel as DDP
+            from torch.nn.parallel import DistributedDataParallel
 
             ids = [r.device_index] if r.accel.is_accelerator and r.backend == "nccl" else None
-            self.module: torch.nn.Module = DDP(module, device_ids=ids, process_group=group)
+            self.module: torch.nn.Module = DistributedDataParallel(module, device_ids=ids, process_group=group)
         else:
             self.module = module
             if size > 1:

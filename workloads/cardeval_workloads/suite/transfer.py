@@ -45,9 +45,9 @@ from cardeval_workloads.envelope import Stats
 from cardeval_workloads.harness import mgmt
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param, int_list, str_list
-from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
-from cardeval_workloads.harness.testhook import corrupt_one
 from cardeval_workloads.harness.profiles import merged
+from cardeval_workloads.harness.testhook import corrupt_one
+from cardeval_workloads.harness.timing import OverBudgetError, measure, timer_for
 
 NAME = "transfer"
 TOPOLOGY = "card"
@@ -205,7 +205,7 @@ class _Card:
                     name = f"transfer.{direction}_gbps"
                     try:
                         stats, timing = self.time_copy(fn, n)
-                    except OverBudget as exc:
+                    except OverBudgetError as exc:
                         reason = f"skipped: {exc}"
                         out.metric(name, None, "GB/s", device=index, labels=labels, unavailable=reason)
                         skipped.setdefault((direction, kind), []).append(f"{mib} MiB {reason}")
