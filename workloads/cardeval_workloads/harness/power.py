@@ -331,7 +331,7 @@ def _pci_dir(accel: Any, index: int) -> tuple[Path | None, str]:
     try:
         import torch
 
-        module = getattr(torch, accel.device_type, None)
+        module = getattr(torch, accel.device_type)
         props = module.get_device_properties(index)
         bus, dev, dom = (getattr(props, a, None) for a in ("pci_bus_id", "pci_device_id", "pci_domain_id"))
     except Exception as exc:  # noqa: BLE001
@@ -424,8 +424,8 @@ class HostSource(Source):
         return self._acc_j
 
     def _clock(self) -> float | None:
-        freqs = [_read_number(p) for p in self.cpu.glob("cpu[0-9]*/cpufreq/scaling_cur_freq")]
-        freqs = [f for f in freqs if f]
+        read = [_read_number(p) for p in self.cpu.glob("cpu[0-9]*/cpufreq/scaling_cur_freq")]
+        freqs = [f for f in read if f]
         if freqs:
             return sum(freqs) / len(freqs) / 1000.0
         try:

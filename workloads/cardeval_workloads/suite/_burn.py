@@ -145,11 +145,11 @@ class Burner:
         """Keep the current product as the reference; check its first rows against float64 on the CPU."""
         self.step()
         self.sync()
-        self.reference = self.out.clone()
+        reference = self.reference = self.out.clone()
         rows = min(REFERENCE_ROWS, self.n)
         part = _gemm.Case(self.case.fmt, rows, self.n, self.n, self.case.a[:rows], self.case.b,
-                          lambda: self.reference, self.device.type)
-        verdict = _gemm.verify(part, self.reference[:rows])
+                          lambda: reference, self.device.type)
+        verdict = _gemm.verify(part, reference[:rows])
         fmt = self.case.fmt
         with torch.no_grad():
             a_abs = self.case.a.abs().float()

@@ -223,8 +223,8 @@ def sweep_paths(accel: Accelerator, index: int, fmt: str, sizes: list[int], cfg:
 
 def best_of(results: list[ShapeResult]) -> ShapeResult | None:
     """The configuration (path, size) with the best mean over its repeats — 8.3.1.1 f's average peak."""
-    measured = [r for r in results if r.stats is not None]
-    return max(measured, key=lambda r: r.stats.mean) if measured else None
+    measured = [(r, r.stats) for r in results if r.stats is not None]
+    return max(measured, key=lambda pair: pair[1].mean)[0] if measured else None
 
 
 def verify_paths(case: _gemm.Case) -> tuple[list[str], dict[str, str]]:
@@ -310,6 +310,8 @@ class _Run:
         what = f"{fmt}{' (' + case.note + ')' if case.note else ''} product {m}x{k}x{n} (MxKxN) on {self.where}"
         inputs = "random int8" if fmt == "int8" else "N(0,1) inputs"
         hook = hook_note("inject_error") if injected else ""
+        observed: int | float | str
+        expected: int | str
         if case.fmt.exact:
             detail = (f"{what}, {inputs}, seed {seed}, vs float64 CPU reference (exact for int8 sums): "
                       f"{v.mismatches} of {m * n} elements differ, max abs err {v.max_abs_err:g}{hook}")
@@ -360,11 +362,13 @@ class _Run:
             out.metric(f"peak.{fmt}", None, unit, device=self.index, labels=tried,
                        unavailable=f"no size could be measured ({reasons})")
             return
-        out.metric(f"peak.{fmt}", best.stats.mean, unit, device=self.index, stats=best.stats,
+        stats = best.stats
+        assert stats is not None, "best_of picks among the measured sizes"
+        out.metric(f"peak.{fmt}", stats.mean, unit, device=self.index, stats=stats,
                    labels={"shape": best.shape, "path": best.path, "reduction": PEAK_REDUCTION, **tried})
-        self.peaks[fmt] = (best.stats.mean, best.power)
+        self.peaks[fmt] = (stats.mean, best.power)
         self.ctx.log.info("%s %s: peak %.4g %s (mean of %d repeats) at %s via %s", self.where, fmt,
-                          best.stats.mean, unit, best.stats.n, best.shape, best.path)
+                          stats.mean, unit, stats.n, best.shape, best.path)
 
     def unsupported(self, fmt: str, reason: str) -> None:
         self.ctx.out.check(f"correct.{fmt}", None, reason, device=self.index)

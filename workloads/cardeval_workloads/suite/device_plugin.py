@@ -67,7 +67,7 @@ PARAMS = {
     "namespace": Param(str, "", "this pod's namespace (default $POD_NAMESPACE)"),
     "timeout_s": Param(float, 10.0, "time limit of each gRPC call"),
 }
-PROFILES = {p: {} for p in ("quick", "standard", "full")}
+PROFILES: dict[str, dict[str, Any]] = {p: {} for p in ("quick", "standard", "full")}
 
 KUBELET_SOCKET = "kubelet.sock"
 

@@ -17,6 +17,8 @@ it asked for. It needs no privilege and reads only its own environment:
 
 from __future__ import annotations
 
+from typing import Any
+
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param
 
@@ -34,7 +36,7 @@ PARAMS = {
     "expected": Param(int, -1, "cards the pod asked for (-1: only observe)"),
     "resource": Param(str, "", "the extended resource the pod asked for (for the report)"),
 }
-PROFILES = {p: {} for p in ("quick", "standard", "full")}
+PROFILES: dict[str, dict[str, Any]] = {p: {} for p in ("quick", "standard", "full")}
 
 
 def run(ctx: RunContext) -> None:

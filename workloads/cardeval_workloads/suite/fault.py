@@ -97,7 +97,7 @@ PARAMS = {
     "inject": Param(str_list, None, "TEST HOOK: swallow and/or corrupt-recovery, e.g. swallow,corrupt-recovery",
                     choices=("swallow", "corrupt-recovery")),
 }
-PROFILES = {p: {} for p in ("quick", "standard", "full")}
+PROFILES: dict[str, dict[str, Any]] = {p: {} for p in ("quick", "standard", "full")}
 
 #: The package root, so the child finds ``cardeval_workloads`` however the parent was started.
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])

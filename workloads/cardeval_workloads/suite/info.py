@@ -36,6 +36,8 @@ Also, per card:
 
 from __future__ import annotations
 
+from typing import Any
+
 import re
 
 from cardeval_workloads.envelope import InfoField
@@ -54,7 +56,7 @@ CHECKS = ("info.readable", "info.ecc_counters_readable")
 METRICS = ()
 SHOWN = ("info.consistent", "device_count") + tuple(name for name, _ in FIELD_METRICS)
 PARAMS: dict = {}
-PROFILES = {p: {} for p in ("quick", "standard", "full")}
+PROFILES: dict[str, dict[str, Any]] = {p: {} for p in ("quick", "standard", "full")}
 
 MEMORY_TOLERANCE = 0.05
 

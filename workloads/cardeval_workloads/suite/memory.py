@@ -191,7 +191,7 @@ def thread_options(accel) -> list[int | None]:
     one); on an accelerator: the device's own parallelism only."""
     if accel.is_accelerator:
         return [None]
-    return sorted({torch.get_num_threads(), 1}, reverse=True)
+    return [count for count in sorted({torch.get_num_threads(), 1}, reverse=True)]
 
 
 def best_bandwidth(fn, accel, index: int, nbytes: float, cfg: dict) -> tuple:
@@ -282,7 +282,7 @@ def run_one(ctx: RunContext, index: int) -> None:
                       f"source{hook}", observed=wrong, expected=0, device=index)
     measured = {k: v for k, v in results.items() if v is not None}
     if measured:
-        best = max(measured, key=measured.get)
+        best = max(measured, key=measured.__getitem__)
         out.metric("memory.bandwidth_gbps", measured[best], "GB/s", device=index,
                    labels=dict(labels, kernel=best, memory=what[:60]))
     else:

@@ -449,6 +449,8 @@ def run_one(ctx: RunContext, index: int, op: Op, fmt: str, seed: int, scale: int
     hook = hook_note("inject_error") if injected else ""
     detail = (f"{op.name} in {fmt} on {where} ({shapes}), seed {seed}, vs float64 host reference: "
               f"{cmp.summary()}; {law}{hook}")
+    observed: int | float | str
+    expected: int | str
     if cmp.exact:
         observed, expected = cmp.mismatches, 0
     else:

@@ -141,12 +141,18 @@ class _Node:
         self.out.check("p2p.peer_access_all", peer_all,
                        "peer (direct) access between every pair of cards" if peer_all else
                        "peer access is not enabled between every pair (copies are staged through the host)")
+        def expected(s: int, d: int) -> torch.Tensor:
+            """What a copy from card ``s`` must hold, computed on card ``d`` (kept up to 4 cards)."""
+            return want[(s, d)] if want else fill(torch.empty(n, dtype=torch.int32, device=dev[d]), 1000 + s)
+
         for s, d in itertools.permutations(self.cards, 2):
             dst = inbox[(s, d)]
-            samples = self.timed(lambda s=s, d=d, dst=dst: dst.copy_(src[s], non_blocking=True))
+
+            def copy(s: int = s, dst: torch.Tensor = dst) -> None:
+                dst.copy_(src[s], non_blocking=True)
+            samples = self.timed(copy)
             self._metric("p2p.pair_gbps", samples, self.nbytes, {"src": str(s), "dst": str(d), "detail": "true"})
-            self.check(dst, want.get((s, d)) if want else fill(torch.empty_like(dst), 1000 + s), f"{s}→{d}",
-                       hook and not self.verified)
+            self.check(dst, expected(s, d), f"{s}→{d}", hook and not self.verified)
         for a, b in itertools.combinations(self.cards, 2):
             def both(a=a, b=b) -> None:
                 self._on(a, streams, lambda: inbox[(b, a)].copy_(src[b], non_blocking=True))
@@ -154,8 +160,7 @@ class _Node:
             samples = self.timed(both)
             self._metric("p2p.pair_bidir_gbps", samples, 2 * self.nbytes, {"a": str(a), "b": str(b), "detail": "true"})
             for s, d in ((a, b), (b, a)):
-                self.check(inbox[(s, d)], want.get((s, d)) if want else fill(torch.empty(n, dtype=torch.int32,
-                           device=dev[d]), 1000 + s), f"{s}⇄{d}")
+                self.check(inbox[(s, d)], expected(s, d), f"{s}⇄{d}")
         per_card = []
         for c in self.cards:
             peers = [p for p in self.cards if p != c]

@@ -183,16 +183,16 @@ def run_one(ctx: RunContext, index: int) -> None:
                 out.metric(name, None, unit, device=index, labels=lab,
                            unavailable=f"{what} not readable from {sampler.source_name(index)} on {where}")
         out.metric("power_load.duty_pct", 100 * duty, "%", device=index, labels=lab)
-        detail = dict(lab, detail="true")
-        out.metric("power_load.rate", rate, unit_rate, device=index, labels=dict(detail, dtype=fmt, shape=f"{n}^3"))
+        shown = dict(lab, detail="true")
+        out.metric("power_load.rate", rate, unit_rate, device=index, labels=dict(shown, dtype=fmt, shape=f"{n}^3"))
         if w.energy_j is not None:
-            out.metric("power_load.energy_j", w.energy_j, "J", device=index, labels=detail)
+            out.metric("power_load.energy_j", w.energy_j, "J", device=index, labels=shown)
         if w.max_temperature_c is not None:
-            out.metric("power_load.max_temperature_c", w.max_temperature_c, "C", device=index, labels=detail)
+            out.metric("power_load.max_temperature_c", w.max_temperature_c, "C", device=index, labels=shown)
 
-    powers = [(level, w.avg_w) for level, w, _, _ in phases]
-    missing = [level for level, value in powers if value is None]
-    if missing:
+    read = [(level, w.avg_w) for level, w, _, _ in phases]
+    powers = [(level, value) for level, value in read if value is not None]
+    if len(powers) < len(read):
         reason = next((w.reason for _, w, _, _ in phases if w.reason), "no power reading")
         out.check("power_load.rises_with_load", None, f"power not readable on {where}: {reason}"[:1000],
                   device=index)

@@ -149,10 +149,12 @@ def device_events(events: list[dict], on_cpu: bool) -> list[dict]:
 
 
 def _top(events: list[dict], n: int = 3) -> str:
-    total: Counter[str] = Counter()
+    total: dict[str, float] = {}  # microseconds by name
     for e in events:
-        total[str(e.get("name", "?"))[:60]] += float(e.get("dur", 0) or 0)
-    return ", ".join(f"{name} {us / 1000:.2f} ms" for name, us in total.most_common(n))
+        name = str(e.get("name", "?"))[:60]
+        total[name] = total.get(name, 0.0) + float(e.get("dur", 0) or 0)
+    ranked = sorted(total.items(), key=lambda item: item[1], reverse=True)[:n]
+    return ", ".join(f"{name} {us / 1000:.2f} ms" for name, us in ranked)
 
 
 def _drop_device_events(path: Path, on_cpu: bool) -> None:

@@ -142,7 +142,7 @@ class DataParallel:
 
         if self.size < 2 or self.strategy == "ddp":
             return
-        grads = [p.grad for p in self.params]
+        grads = [p.grad for p in self.params if p.grad is not None]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, group=self.group)
         flat.div_(self.size)

@@ -259,7 +259,7 @@ class _Card:
         if value is None:
             detail = "; ".join(s for d in DIRECTIONS for s in skipped.get((d, kind), []))
             self.ctx.out.metric("transfer.mean_gbps", None, "GB/s", device=self.index, labels=labels,
-                                unavailable=(why + (f" ({detail})" if detail else ""))[:500])
+                                unavailable=((why or "") + (f" ({detail})" if detail else ""))[:500])
             return
         self.ctx.out.metric("transfer.mean_gbps", value, "GB/s", device=self.index, stats=stats, labels=labels)
 
