@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 import torch
+from torch.distributed import ProcessGroup
 
 from cardeval_workloads.harness import distributed
 from cardeval_workloads.harness.context import RunContext
@@ -101,7 +102,7 @@ def model_for(cfg: dict[str, Any], device: Any) -> torch.nn.Module:
     ).to(device)
 
 
-def strategy_of(r: Any) -> str:
+def strategy_of(r: distributed.Rank) -> str:
     return str(r.params.get("strategy") or ("ddp" if r.accel.is_accelerator else "allreduce"))
 
 
@@ -115,7 +116,8 @@ class DataParallel:
     host), so the CPU stand-in uses ``allreduce`` unless told otherwise.
     """
 
-    def __init__(self, r: Any, module: torch.nn.Module, group: Any, size: int, strategy: str) -> None:
+    def __init__(self, r: distributed.Rank, module: torch.nn.Module, group: ProcessGroup | None, size: int,
+                 strategy: str) -> None:
         import torch.distributed as dist
 
         self.group, self.size, self.strategy = group, size, strategy
@@ -181,7 +183,7 @@ class SGD:
             p.add_(buf, alpha=-self.lr)
 
 
-def _first(group: Any, r: Any) -> int:
+def _first(group: ProcessGroup | None, r: distributed.Rank) -> int:
     import torch.distributed as dist
 
     if group is None:
@@ -189,7 +191,8 @@ def _first(group: Any, r: Any) -> int:
     return dist.get_global_rank(group, 0)
 
 
-def _throughput(r: Any, cfg: dict[str, Any], group: Any, members: list[int], teacher: torch.Tensor) -> float | None:
+def _throughput(r: distributed.Rank, cfg: dict[str, Any], group: ProcessGroup | None, members: list[int],
+                teacher: torch.Tensor) -> float | None:
     """Seconds of ``timed_steps`` training steps over ``members``; None off ``members``."""
     if r.rank not in members:
         return None
@@ -214,7 +217,7 @@ def _throughput(r: Any, cfg: dict[str, Any], group: Any, members: list[int], tea
     return time.perf_counter() - t0
 
 
-def rank_main(r: Any) -> dict[str, Any]:
+def rank_main(r: distributed.Rank) -> dict[str, Any]:
     import torch.distributed as dist
 
     cfg = merged(r.sizes, r.params, "max_steps", "timed_steps")
