@@ -222,19 +222,7 @@ def run_one(ctx: RunContext, index: int) -> None:
     out, accel = ctx.out, ctx.accel
     where = accel.describe(index)
     cfg = merged(ctx.sizes, ctx.params, "repeats")
-    fields = {}
-    mem = accel.memory_info(index)
-    what = "device memory" if accel.is_accelerator else "host DRAM (the CPU is the device under test)"
-    if mem is not None:
-        source = "torch mem_get_info" if accel.is_accelerator else "/proc/meminfo MemTotal"
-        out.metric("memory.capacity_gb", mem[1] / 1e9, "GB", device=index,
-                   labels={"bytes": str(mem[1]), "source": source})
-        fields["memory_total_bytes"] = InfoField(value=str(mem[1]), source=source[:64])
-    else:
-        out.metric("memory.capacity_gb", None, "GB", device=index,
-                   unavailable=f"the {accel.backend} runtime reports no memory size")
-    out.device(ctx.identity(index, fields))
-
+    _report_capacity(ctx, index)
     nbytes, labels = array_bytes(ctx, index)
     labels["convention"] = CONVENTION
     labels["memory"] = "device" if accel.is_accelerator else "host DRAM"
@@ -269,18 +257,49 @@ def run_one(ctx: RunContext, index: int) -> None:
         results[kernel] = value
         ctx.log.info("%s %s: %.4g GB/s (%s, %d MiB arrays)", where, kernel, value, CONVENTION, nbytes // MIB)
         if kernel == "copy":
-            # the copy's destination must now equal its source, bit for bit
-            accel.synchronize(index)
-            injected = bool(ctx.params.get("inject_error"))
-            if injected:
-                corrupt_one(b)
-            equal = bool(torch.equal(a, b))
-            wrong = 0 if equal else int((a != b).sum().item())
-            hook = hook_note("inject_error") if injected else ""
-            out.check("memory.copy_correct", equal,
-                      f"{nbytes // MIB} MiB copy on {where}: {wrong} of {n} float32 elements differ from the "
-                      f"source{hook}", observed=wrong, expected=0, device=index)
+            _check_copy(ctx, index, a, b, nbytes)
     measured = {k: v for k, v in results.items() if v is not None}
+    if "copy" not in measured:
+        out.check("memory.copy_correct", None, f"copy not run: {reasons.get('copy')}", device=index)
+    _report_bandwidth(ctx, index, labels, measured, reasons)
+    del a, b, c
+
+
+def _report_capacity(ctx: RunContext, index: int) -> None:
+    """``memory.capacity_gb``, and the card's identity with its memory size."""
+    out, accel = ctx.out, ctx.accel
+    fields = {}
+    mem = accel.memory_info(index)
+    if mem is not None:
+        source = "torch mem_get_info" if accel.is_accelerator else "/proc/meminfo MemTotal"
+        out.metric("memory.capacity_gb", mem[1] / 1e9, "GB", device=index,
+                   labels={"bytes": str(mem[1]), "source": source})
+        fields["memory_total_bytes"] = InfoField(value=str(mem[1]), source=source[:64])
+    else:
+        out.metric("memory.capacity_gb", None, "GB", device=index,
+                   unavailable=f"the {accel.backend} runtime reports no memory size")
+    out.device(ctx.identity(index, fields))
+
+
+def _check_copy(ctx: RunContext, index: int, a: torch.Tensor, b: torch.Tensor, nbytes: int) -> None:
+    """``memory.copy_correct``: the timed copy's destination equals its source, bit for bit."""
+    ctx.accel.synchronize(index)
+    injected = bool(ctx.params.get("inject_error"))
+    if injected:
+        corrupt_one(b)
+    equal = bool(torch.equal(a, b))
+    wrong = 0 if equal else int((a != b).sum().item())
+    hook = hook_note("inject_error") if injected else ""
+    ctx.out.check("memory.copy_correct", equal,
+                  f"{nbytes // MIB} MiB copy on {ctx.accel.describe(index)}: {wrong} of {a.numel()} float32 elements "
+                  f"differ from the source{hook}", observed=wrong, expected=0, device=index)
+
+
+def _report_bandwidth(ctx: RunContext, index: int, labels: dict[str, str], measured: dict[str, float],
+                      reasons: dict[str, str]) -> None:
+    """``memory.bandwidth_gbps`` (the better kernel's), and the fraction of the theoretical figure."""
+    out = ctx.out
+    what = "device memory" if ctx.accel.is_accelerator else "host DRAM (the CPU is the device under test)"
     if measured:
         best = max(measured, key=measured.__getitem__)
         out.metric("memory.bandwidth_gbps", measured[best], "GB/s", device=index,
@@ -288,8 +307,6 @@ def run_one(ctx: RunContext, index: int) -> None:
     else:
         out.metric("memory.bandwidth_gbps", None, "GB/s", device=index,
                    unavailable="; ".join(f"{k}: {v}" for k, v in reasons.items()))
-    if "copy" not in measured:
-        out.check("memory.copy_correct", None, f"copy not run: {reasons.get('copy')}", device=index)
     peak, source = theoretical(ctx, index)
     if peak is not None:
         out.metric("memory.theoretical_gbps", peak / 1e9, "GB/s", device=index,
@@ -300,7 +317,6 @@ def run_one(ctx: RunContext, index: int) -> None:
     else:
         out.metric("memory.theoretical_gbps", None, "GB/s", device=index,
                    labels={"detail": "true"}, unavailable=source)
-    del a, b, c
 
 
 def run(ctx: RunContext) -> None:
