@@ -218,34 +218,40 @@ class _Card:
 
         sizes_text = ",".join(str(s) for s in self.sizes)
         for direction in DIRECTIONS:
-            for kind in kinds:
-                values = medians.get((direction, kind), [])
-                labels = {"memory": kind, "sizes_mib": sizes_text, "average_of": "per-size medians (8.2.8 e)"}
-                if kind != kinds[0]:
-                    labels["detail"] = "true"
-                elif pinned_reason:
-                    labels["note"] = pinned_reason[:200]
-                if values:
-                    out.metric(f"transfer.{direction}_gbps", sum(values) / len(values), "GB/s", device=index,
-                               stats=Stats.of(values), labels=labels)
-                else:
-                    out.metric(f"transfer.{direction}_gbps", None, "GB/s", device=index, labels=labels,
-                               unavailable="no size could be measured: "
-                               + "; ".join(skipped.get((direction, kind), []))[:400])
-            checked = self.verified[direction]
-            wrong = self.wrong[direction]
-            hook = " [inject_error test hook: one byte changed on purpose]" if direction in self.inject else ""
-            what = "host→card" if direction == "h2d" else "card→host"
-            if not checked:
-                out.check(f"transfer.{direction}_correct", None, f"no {what} copy completed to compare", device=index)
-            else:
-                out.check(f"transfer.{direction}_correct", not wrong,
-                          (f"{what} copies compared byte for byte with an independently computed pattern: "
-                           + ("; ".join(wrong) if wrong else f"all {len(checked)} equal ({', '.join(checked)})")
-                           + hook)[:1000],
-                          observed=len(wrong), expected=0, device=index)
+            self.summarize(direction, kinds, medians, skipped, sizes_text, pinned_reason)
         self.mean(medians, kinds[0], sizes_text, skipped)
         self.link(medians, src_host, dst_dev, kinds[0])
+
+    def summarize(self, direction: str, kinds: list[str], medians: dict[tuple[str, str], list[float]],
+                  skipped: dict[tuple[str, str], list[str]], sizes_text: str, pinned_reason: str | None) -> None:
+        """One direction's mean over the sizes per kind of host memory, and its byte-for-byte check."""
+        out, index = self.ctx.out, self.index
+        for kind in kinds:
+            values = medians.get((direction, kind), [])
+            labels = {"memory": kind, "sizes_mib": sizes_text, "average_of": "per-size medians (8.2.8 e)"}
+            if kind != kinds[0]:
+                labels["detail"] = "true"
+            elif pinned_reason:
+                labels["note"] = pinned_reason[:200]
+            if values:
+                out.metric(f"transfer.{direction}_gbps", sum(values) / len(values), "GB/s", device=index,
+                           stats=Stats.of(values), labels=labels)
+            else:
+                out.metric(f"transfer.{direction}_gbps", None, "GB/s", device=index, labels=labels,
+                           unavailable="no size could be measured: "
+                           + "; ".join(skipped.get((direction, kind), []))[:400])
+        checked = self.verified[direction]
+        wrong = self.wrong[direction]
+        hook = " [inject_error test hook: one byte changed on purpose]" if direction in self.inject else ""
+        what = "host→card" if direction == "h2d" else "card→host"
+        if not checked:
+            out.check(f"transfer.{direction}_correct", None, f"no {what} copy completed to compare", device=index)
+        else:
+            out.check(f"transfer.{direction}_correct", not wrong,
+                      (f"{what} copies compared byte for byte with an independently computed pattern: "
+                       + ("; ".join(wrong) if wrong else f"all {len(checked)} equal ({', '.join(checked)})")
+                       + hook)[:1000],
+                      observed=len(wrong), expected=0, device=index)
 
     def mean(self, medians: dict, kind: str, sizes_text: str, skipped: dict) -> None:
         """``transfer.mean_gbps``: one mean over both directions' recorded values (8.2.8 e)."""
