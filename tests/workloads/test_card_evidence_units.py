@@ -46,11 +46,11 @@ class NVMLError(Exception):
     pass
 
 
-class NVMLError_Timeout(NVMLError):  # noqa: N801 - pynvml's naming
+class NVMLError_Timeout(NVMLError):  # noqa: N801, N818 - pynvml's naming
     pass
 
 
-class NVMLError_NotSupported(NVMLError):  # noqa: N801
+class NVMLError_NotSupported(NVMLError):  # noqa: N801, N818 - pynvml's naming
     pass
 
 
@@ -385,18 +385,18 @@ def test_run_together_starts_every_card_at_one_moment() -> None:
 def test_run_together_stops_every_card_when_the_run_is_ended() -> None:
     """SIGTERM's exception in the waiting thread stops all workers, waits for them, is re-raised."""
 
-    class Ended(Exception):
+    class EndedError(Exception):
         pass
 
     def on_alarm(signum, frame):
-        raise Ended()
+        raise EndedError()
 
     workers = [FakeWorker(0, work_s=30), FakeWorker(1, work_s=30)]
     outcomes: dict = {}
     previous = signal.signal(signal.SIGALRM, on_alarm)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.3)
-        with pytest.raises(Ended):
+        with pytest.raises(EndedError):
             stress.run_together(workers, 30.0, poll_s=0.05, outcomes=outcomes)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)

@@ -16,14 +16,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "workloads"))
 
-from cardeval_workloads.harness import distributed as D  # noqa: E402
+from cardeval_workloads.harness import distributed  # noqa: E402
 from cardeval_workloads.harness.errors import UsageError  # noqa: E402
 
 
 # --- layout ------------------------------------------------------------------------------
 
 def test_spawn_layout_without_launcher_variables():
-    lay = D.detect({}, local_default=4)
+    lay = distributed.detect({}, local_default=4)
     assert (lay.mode, lay.world_size, lay.nnodes, lay.procs_per_node, lay.coordinator) == ("spawn", 4, 1, 4, True)
     assert lay.master_addr == "127.0.0.1" and lay.master_port == 0
 
@@ -31,21 +31,21 @@ def test_spawn_layout_without_launcher_variables():
 def test_openmpi_layout():
     env = {"OMPI_COMM_WORLD_RANK": "5", "OMPI_COMM_WORLD_SIZE": "8", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
            "OMPI_COMM_WORLD_LOCAL_SIZE": "4", "MASTER_ADDR": "job-worker-0.job.ns.svc", "MASTER_PORT": "29500"}
-    lay = D.detect(env, local_default=1)
+    lay = distributed.detect(env, local_default=1)
     assert (lay.mode, lay.rank, lay.local_rank, lay.world_size, lay.nnodes, lay.node_rank) == \
         ("launched", 5, 1, 8, 2, 1)
     assert lay.master_addr == "job-worker-0.job.ns.svc" and lay.master_port == 29500
-    assert not D.reports_envelope(env)
-    assert D.reports_envelope({**env, "OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_LOCAL_RANK": "0"})
+    assert not distributed.reports_envelope(env)
+    assert distributed.reports_envelope({**env, "OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_LOCAL_RANK": "0"})
 
 
 def test_openmpi_across_nodes_needs_master_addr():
     env = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "0",
            "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
     with pytest.raises(UsageError, match="MASTER_ADDR"):
-        D.detect(env, local_default=1)
+        distributed.detect(env, local_default=1)
     one_node = {**env, "OMPI_COMM_WORLD_LOCAL_SIZE": "4"}
-    assert D.detect(one_node, local_default=1).master_addr == "127.0.0.1"
+    assert distributed.detect(one_node, local_default=1).master_addr == "127.0.0.1"
 
 
 @pytest.mark.parametrize("env, expect", [
@@ -54,33 +54,33 @@ def test_openmpi_across_nodes_needs_master_addr():
     ({"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "h"}, (2, 4, 0)),
 ])
 def test_other_launchers(env, expect):
-    lay = D.detect(env, local_default=1)
+    lay = distributed.detect(env, local_default=1)
     assert (lay.rank, lay.world_size, lay.local_rank) == expect and lay.mode == "launched"
 
 
 def test_pmix_without_size_is_an_invocation_error():
     with pytest.raises(UsageError, match="world size"):
-        D.detect({"PMIX_RANK": "0"}, local_default=1)
-    assert D.reports_envelope({"PMIX_RANK": "1"})  # the invalid invocation is reported, not swallowed
+        distributed.detect({"PMIX_RANK": "0"}, local_default=1)
+    assert distributed.reports_envelope({"PMIX_RANK": "1"})  # the invalid invocation is reported, not swallowed
 
 
 def test_indexed_job_layout():
     env = {"JOB_COMPLETION_INDEX": "1", "CARDEVAL_NNODES": "3", "CARDEVAL_PROCS_PER_NODE": "8",
            "MASTER_ADDR": "ev-internode-0.ev-internode.ns.svc"}
-    lay = D.detect(env, local_default=1)
+    lay = distributed.detect(env, local_default=1)
     assert (lay.mode, lay.node_rank, lay.nnodes, lay.world_size, lay.procs_per_node, lay.coordinator) == \
         ("indexed", 1, 3, 24, 8, True)
-    assert lay.master_port == D.DEFAULT_PORT
-    assert D.reports_envelope(env)  # every pod has its own log
+    assert lay.master_port == distributed.DEFAULT_PORT
+    assert distributed.reports_envelope(env)  # every pod has its own log
     with pytest.raises(UsageError, match="MASTER_ADDR"):
-        D.detect({k: v for k, v in env.items() if k != "MASTER_ADDR"}, local_default=1)
+        distributed.detect({k: v for k, v in env.items() if k != "MASTER_ADDR"}, local_default=1)
     with pytest.raises(UsageError, match="outside"):
-        D.detect({**env, "JOB_COMPLETION_INDEX": "3"}, local_default=1)
+        distributed.detect({**env, "JOB_COMPLETION_INDEX": "3"}, local_default=1)
 
 
 def test_backend_per_device():
-    assert D.default_backend("cuda") == "nccl" and D.default_backend("rocm") == "nccl"
-    assert D.default_backend("npu") == "hccl" and D.default_backend("cpu") == "gloo"
+    assert distributed.default_backend("cuda") == "nccl" and distributed.default_backend("rocm") == "nccl"
+    assert distributed.default_backend("npu") == "hccl" and distributed.default_backend("cpu") == "gloo"
 
 
 # --- factors, patterns, seed 003 -----------------------------------------------------------
@@ -100,21 +100,21 @@ def test_nccl_tests_factors():
 
 def test_table_formula_reproduces_the_a100_throughputs():
     """DeepSpeed's comm-bench formula on the table's A100 durations gives the table's A100 Gbps."""
-    from cardeval_workloads.suite import _comm
+    from cardeval_workloads.suite import _comm_table
 
-    assert len(_comm.A100_TABLE) == 10
-    assert sum(r.weight for r in _comm.A100_TABLE) == pytest.approx(100.4)  # as printed (6.3 × 8 + 50)
-    for row in _comm.A100_TABLE:
+    assert len(_comm_table.A100_TABLE) == 10
+    assert sum(r.weight for r in _comm_table.A100_TABLE) == pytest.approx(100.4)  # as printed (6.3 × 8 + 50)
+    for row in _comm_table.A100_TABLE:
         assert row.deepspeed_gbps(row.a100_ms / 1e3) == pytest.approx(row.a100_gbps, rel=2e-3), row
 
 
 def test_table_report_scores_only_matching_rows():
     from cardeval_workloads.harness.builder import EnvelopeBuilder
-    from cardeval_workloads.suite import _comm
+    from cardeval_workloads.suite import _comm_table
 
     out = EnvelopeBuilder("collectives")
-    row = _comm.A100_TABLE[0]  # all_reduce, 8 cards
-    _comm.report_table(out, 8, {(row.op, row.our_nbytes()): row.a100_ms / 1e3 / 2}, "n/a")
+    row = _comm_table.A100_TABLE[0]  # all_reduce, 8 cards
+    _comm_table.report_table(out, 8, {(row.op, row.our_nbytes()): row.a100_ms / 1e3 / 2}, "n/a")
     env = out.build()
     ratio = env.metric("collective.a100_ratio", op="all_reduce", cards="8")
     assert ratio.value == pytest.approx(2.0)

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "workloads"))
 
 from cardeval_workloads.envelope import Stats, find_envelope_in_output  # noqa: E402
+from cardeval_workloads.harness.testhook import corrupt_one  # noqa: E402
 from cardeval_workloads.suite import _gemm, compute  # noqa: E402
 
 
@@ -47,7 +48,7 @@ def test_a_path_that_computes_wrong_or_cannot_run_is_excluded(monkeypatch: pytes
 
     def path_call(fmt, path, a, b):
         if path == "broken":
-            return lambda: _gemm.inject_fault(torch.mm(a, b))
+            return lambda: corrupt_one(torch.mm(a, b))
         if path == "absent":
             raise RuntimeError("this install has no such library")
         return real(fmt, path, a, b)
@@ -64,7 +65,7 @@ def test_an_excluded_path_is_named_and_never_rated(monkeypatch: pytest.MonkeyPat
 
     real = _gemm.path_call
     monkeypatch.setattr(_gemm, "path_call", lambda fmt, path, a, b: (
-        (lambda: _gemm.inject_fault(torch.mm(a, b))) if path == "numpy.matmul" else real(fmt, path, a, b)))
+        (lambda: corrupt_one(torch.mm(a, b))) if path == "numpy.matmul" else real(fmt, path, a, b)))
     env, code = cli.run(["compute", "--profile", "quick", "--device", "cpu", "--param", "dtypes=fp32",
                          "--param", "sizes=64", "--param", "repeats=3"])
     assert code == 0 and env.status == "ok", env.errors

@@ -84,7 +84,7 @@ def test_select_accelerator_raises_without_a_card(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(device, "_backend_module", lambda name: None)
-    with pytest.raises(device.NoAccelerator, match="torch.xpu: no backend") as caught:
+    with pytest.raises(device.NoAcceleratorError, match="torch.xpu: no backend") as caught:
         device.select("accelerator")
     assert str(caught.value).startswith(PREFIX)
     assert isinstance(device.select("auto"), device.CpuBackend)

@@ -14,6 +14,7 @@ test's.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -173,7 +174,7 @@ def test_rapl_energy_counter_with_wraparound_and_limit(tmp_path: Path) -> None:
     assert len(samples) >= 10 and all(s.device == 0 for s in samples)
     assert [s.t for s in samples] == sorted(s.t for s in samples) and samples[0].t >= 0
     energies = [s.energy_j for s in samples]
-    assert all(e2 >= e1 for e1, e2 in zip(energies, energies[1:]))
+    assert all(e2 >= e1 for e1, e2 in itertools.pairwise(energies))
 
 
 class SteppedSource(power.Source):

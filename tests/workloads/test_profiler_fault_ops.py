@@ -329,24 +329,24 @@ def test_op_coverage_corrupted_operators_are_caught() -> None:
 def test_op_references_agree_with_torch_float64() -> None:
     """The references are written from the definitions; they must agree with torch's float64 kernels."""
     import torch
-    import torch.nn.functional as F
+    from torch.nn import functional
 
     from cardeval_workloads.suite import op_coverage as oc
 
     g = torch.Generator().manual_seed(0)
     by = {op.name: op for op in oc.OPS}
     for name, torch_fn in {
-        "conv2d": lambda t: F.conv2d(t["x"], t["w"], t["b"], padding=1),
-        "conv_transpose2d": lambda t: F.conv_transpose2d(t["x"], t["w"], t["b"], stride=2, padding=1,
+        "conv2d": lambda t: functional.conv2d(t["x"], t["w"], t["b"], padding=1),
+        "conv_transpose2d": lambda t: functional.conv_transpose2d(t["x"], t["w"], t["b"], stride=2, padding=1,
                                                          output_padding=1),
-        "batch_norm": lambda t: F.batch_norm(t["x"], None, None, t["w"], t["b"], training=True, eps=1e-5),
-        "layer_norm": lambda t: F.layer_norm(t["x"], (64,), t["w"], t["b"], eps=1e-5),
-        "attention": lambda t: F.scaled_dot_product_attention(t["q"], t["k"], t["v"]),
-        "gelu": lambda t: F.gelu(t["x"]),
+        "batch_norm": lambda t: functional.batch_norm(t["x"], None, None, t["w"], t["b"], training=True, eps=1e-5),
+        "layer_norm": lambda t: functional.layer_norm(t["x"], (64,), t["w"], t["b"], eps=1e-5),
+        "attention": lambda t: functional.scaled_dot_product_attention(t["q"], t["k"], t["v"]),
+        "gelu": lambda t: functional.gelu(t["x"]),
         "softmax": lambda t: torch.softmax(t["x"], -1),
         "scatter": lambda t: t["x"].scatter(1, t["idx"], t["src"]),
-        "max_pool2d": lambda t: F.max_pool2d(t["x"], 2),
-        "avg_pool2d": lambda t: F.avg_pool2d(t["x"], 2),
+        "max_pool2d": lambda t: functional.max_pool2d(t["x"], 2),
+        "avg_pool2d": lambda t: functional.avg_pool2d(t["x"], 2),
     }.items():
         inputs = {k: (v.double() if v.is_floating_point() else v) for k, v in by[name].inputs(g, 2).items()}
         ref = by[name].ref(inputs)

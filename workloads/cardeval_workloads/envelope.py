@@ -20,12 +20,22 @@ import json
 import math
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema
 
 #: Bump the suffix on any incompatible change; the engine refuses other versions.
-ENVELOPE_VERSION = "cardeval.io/envelope/v1"
+ENVELOPE_VERSION: Final = "cardeval.io/envelope/v1"
 
 #: Prefix of the stdout line that carries the full envelope.
 ENVELOPE_MARKER = "::cardeval-envelope::"
@@ -47,10 +57,12 @@ _OVERFLOW_RE = re.compile(re.escape(COMPACT_OVERFLOW_ERROR)
                           .replace(re.escape("{limit}"), r"(?P<limit>\d+)"))
 
 
-def _one_scalar_error(source: object, handler):
+def _one_scalar_error(source: object, handler: GetCoreSchemaHandler) -> CoreSchema:
     """A scalar that is none of its types gives one error at its own path, not one per type."""
     schema = handler(source)
-    union = schema["schema"] if schema["type"] == "nullable" else schema
+    # The union's schema, inside the nullable one: plain dicts, edited in place (pydantic's way).
+    outer = cast(dict[str, Any], schema)
+    union = cast(dict[str, Any], outer["schema"]) if outer["type"] == "nullable" else outer
     union["custom_error_type"] = "scalar_type"
     union["custom_error_message"] = "Input should be a string, number, boolean or null"
     return schema
@@ -225,25 +237,25 @@ class Envelope(_Strict):
             detail = worst.detail if len(group) == 1 else f"{len(group)} cards, {bad} not ok; worst: {worst.detail}"
             out.checks.append(Check(name=name, ok=worst.ok, device=worst.device, detail=detail[:120],
                                     observed=worst.observed if len(group) == 1 else bad))
-        metrics: dict[tuple, list[Metric]] = {}
+        metrics: dict[tuple[str, tuple[tuple[str, str], ...]], list[Metric]] = {}
         for m in self.metrics:
             if m.labels.get("detail") == "true":
                 continue
             metrics.setdefault((m.name, tuple(sorted(m.labels.items()))), []).append(m)
         out.metrics = []
-        for (name, labels), group in metrics.items():
-            valued = [m for m in group if m.value is not None]
-            if len(group) == 1:
-                out.metrics.append(group[0].model_copy(update={"stats": None}))
+        for (name, labels), same in metrics.items():
+            valued = [m for m in same if m.value is not None]
+            if len(same) == 1:
+                out.metrics.append(same[0].model_copy(update={"stats": None}))
             elif not valued:
-                out.metrics.append(Metric(name=name, unit=group[0].unit, labels=dict(labels),
-                                          unavailable=(group[0].unavailable or "")[:200]))
+                out.metrics.append(Metric(name=name, unit=same[0].unit, labels=dict(labels),
+                                          unavailable=(same[0].unavailable or "")[:200]))
             else:
                 for tag, pick in (("min", min), ("max", max)):
-                    m = pick(valued, key=lambda m: m.value)
-                    unavailable = len(group) - len(valued)
+                    chosen = pick(valued, key=_value)
+                    unavailable = len(same) - len(valued)
                     out.metrics.append(Metric(
-                        name=name, value=m.value, unit=m.unit, device=m.device,
+                        name=name, value=chosen.value, unit=chosen.unit, device=chosen.device,
                         labels={**dict(labels), "aggregate": tag,
                                 **({"unavailable_cards": str(unavailable)} if unavailable else {})}))
         out.aggregated = True
@@ -275,17 +287,8 @@ class Envelope(_Strict):
         for m in slim.metrics:
             if m.stats is not None:
                 m.stats = m.stats.model_copy(update={"samples": []})
-        steps = [
-            lambda e: setattr(e, "versions", {}),
-            lambda e: [setattr(m, "stats", None) for m in e.metrics],
-            lambda e: [d.fields.clear() for d in e.devices],
-            lambda e: [setattr(c, "detail", c.detail[:80]) for c in e.checks],
-            lambda e: setattr(e, "metrics", [m for m in e.metrics if m.labels.get("detail") != "true"]),
-            lambda e: setattr(e, "devices", []),
-            _fold_per_card,
-        ]
         text = slim.to_json()
-        for step in steps:
+        for step in _SHEDDING:
             if len(text.encode()) <= limit:
                 return text
             step(slim)
@@ -293,8 +296,8 @@ class Envelope(_Strict):
         if len(text.encode()) <= limit:
             return text
         overflow = Envelope(
-            workload=self.workload, status="error", startedAt=self.started_at,
-            finishedAt=self.finished_at, host=self.host, backend=self.backend, compact=True,
+            workload=self.workload, status="error", started_at=self.started_at,
+            finished_at=self.finished_at, host=self.host, backend=self.backend, compact=True,
             errors=[COMPACT_OVERFLOW_ERROR.format(size=len(text.encode()), limit=limit)],
         )
         return overflow.to_json()
@@ -311,8 +314,8 @@ def is_compact_overflow(env: Envelope) -> bool:
     match = _OVERFLOW_RE.fullmatch(env.errors[0])
     if match is None or int(match["size"]) <= int(match["limit"]):
         return False
-    bare = Envelope(workload=env.workload, status="error", startedAt=env.started_at,
-                    finishedAt=env.finished_at, host=env.host, backend=env.backend,
+    bare = Envelope(workload=env.workload, status="error", started_at=env.started_at,
+                    finished_at=env.finished_at, host=env.host, backend=env.backend,
                     compact=True, errors=env.errors)
     return env == bare
 
@@ -330,6 +333,46 @@ def _fold_per_card(env: Envelope) -> None:
     """
     folded = env.aggregated_copy()
     env.checks, env.metrics, env.aggregated = folded.checks, folded.metrics, True
+
+
+def _value(m: Metric) -> float:
+    """The value of a metric that has one (the min/max of a fold)."""
+    assert m.value is not None
+    return m.value
+
+
+# --- what ``to_compact_json`` sheds, in order, until the envelope fits ---------------------
+
+
+def _drop_versions(env: Envelope) -> None:
+    env.versions = {}
+
+
+def _drop_stats(env: Envelope) -> None:
+    for m in env.metrics:
+        m.stats = None
+
+
+def _drop_device_fields(env: Envelope) -> None:
+    for d in env.devices:
+        d.fields.clear()
+
+
+def _shorten_details(env: Envelope) -> None:
+    for c in env.checks:
+        c.detail = c.detail[:80]
+
+
+def _drop_detail_metrics(env: Envelope) -> None:
+    env.metrics = [m for m in env.metrics if m.labels.get("detail") != "true"]
+
+
+def _drop_devices(env: Envelope) -> None:
+    env.devices = []
+
+
+_SHEDDING = (_drop_versions, _drop_stats, _drop_device_fields, _shorten_details, _drop_detail_metrics,
+             _drop_devices, _fold_per_card)
 
 
 class EnvelopeError(ValueError):

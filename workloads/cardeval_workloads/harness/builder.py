@@ -92,9 +92,9 @@ class EnvelopeBuilder:
                   for k, v in self.params.items()}
         return Envelope(
             workload=self.workload,
-            status=status,  # type: ignore[arg-type]
-            startedAt=self.started_at,
-            finishedAt=max(now(), self.started_at),
+            status=status,
+            started_at=self.started_at,
+            finished_at=max(now(), self.started_at),
             host=socket.gethostname()[:253],
             backend=self.backend,
             profile=self.profile,

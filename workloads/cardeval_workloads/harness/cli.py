@@ -82,18 +82,18 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _fallback(workload: str, message: str) -> Envelope:
     t = now()
-    return Envelope(workload=workload, status="error", startedAt=t, finishedAt=t, errors=[message])
+    return Envelope(workload=workload, status="error", started_at=t, finished_at=t, errors=[message])
 
 
 def _select_or_report(devmod: Any, kind: str, out: EnvelopeBuilder) -> Any | None:
     """The backend for ``--device kind``, or None after recording that no accelerator is visible.
 
-    Only :class:`~.device.NoAccelerator` is absorbed here (exit 0, status error);
+    Only :class:`~.device.NoAcceleratorError` is absorbed here (exit 0, status error);
     an explicitly named backend that is unusable still raises (exit 1).
     """
     try:
         return devmod.select(kind)
-    except devmod.NoAccelerator as exc:
+    except devmod.NoAcceleratorError as exc:
         log.error("%s", exc)
         out.error(str(exc))
         return None

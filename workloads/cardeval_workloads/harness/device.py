@@ -46,7 +46,7 @@ DTYPES = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 DEVICE_CHOICES = ("auto", "accelerator", "cpu", "cuda", "rocm") + OTHER_BACKENDS
 
 
-class NoAccelerator(RuntimeError):
+class NoAcceleratorError(RuntimeError):
     """``--device accelerator`` found no card: a finding about the node, reported, not raised past the CLI.
 
     The message names every backend that was tried and why it gave nothing, so
@@ -183,7 +183,7 @@ class CudaBackend(TorchBackend):
         return out
 
     def dtype_support(self, index: int) -> dict[str, str | None]:
-        support = {d: None for d in DTYPES}
+        support: dict[str, str | None] = dict.fromkeys(DTYPES)
         if self.backend == "cuda":
             major, minor = self.capability(index)
             cc = f"{major}.{minor}"
@@ -235,7 +235,7 @@ class CpuBackend(Accelerator):
             return None
 
     def dtype_support(self, index: int) -> dict[str, str | None]:
-        support = {d: None for d in DTYPES}
+        support: dict[str, str | None] = dict.fromkeys(DTYPES)
         support["tf32"] = ("TF32 is a matrix-unit format (GPU tensor cores); torch has no TF32 "
                            "matmul path on this CPU")
         return support
@@ -315,7 +315,7 @@ def select(kind: str) -> Accelerator:
 
     ``accelerator`` searches in the same order but never falls back to the
     host CPU: a card Job whose pod sees no card must say so in seconds, not
-    benchmark the CPU for hours. It raises :class:`NoAccelerator`, naming what
+    benchmark the CPU for hours. It raises :class:`NoAcceleratorError`, naming what
     was tried. Asking explicitly for a backend that is not usable is a
     RuntimeError (exit 1): on a node that should have cards, that is a finding
     about the node, not a mistake in the invocation.
@@ -331,7 +331,7 @@ def select(kind: str) -> Accelerator:
         if kind == "auto":
             return CpuBackend()
         tried = [_cuda_absence()] + [_other_absence(name) for name in OTHER_BACKENDS]
-        raise NoAccelerator("no accelerator is visible to this process (--device accelerator): "
+        raise NoAcceleratorError("no accelerator is visible to this process (--device accelerator): "
                             + "; ".join(tried))
     if kind in ("cuda", "rocm"):
         is_hip = bool(getattr(torch.version, "hip", None))

@@ -52,9 +52,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError, describe_exception
+
+if TYPE_CHECKING:  # torch is imported only once a run starts (see the module doc)
+    from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
+
+    import torch
+    from torch.distributed import ProcessGroup, TCPStore
+
+    from .context import RunContext
+    from .device import Accelerator
 
 log = logging.getLogger("cardeval.distributed")
 
@@ -211,16 +220,18 @@ class Rank:
     node_rank: int
     nnodes: int
     backend: str
-    accel: Any
+    accel: Accelerator
     device_index: int
     params: dict[str, Any]
     sizes: dict[str, Any]
     profile: str
-    control: Any = None     # gloo group for objects, barriers and agreements (None: the world is gloo)
+    control: ProcessGroup | None = None  # gloo group for objects, barriers and agreements (None: the world is gloo)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("cardeval"))
+    #: The rendezvous store's client (the server on rank 0), kept alive as long as the rank.
+    store: TCPStore | None = field(default=None, repr=False)
 
     @property
-    def device(self) -> Any:
+    def device(self) -> torch.device:
         return self.accel.device(self.device_index)
 
     def sync(self) -> None:
@@ -244,19 +255,21 @@ class Rank:
         """True only if ``flag`` is true on every rank."""
         return self.agree_max(0.0 if flag else 1.0) == 0.0
 
-    def gather(self, obj: Any) -> list[Any] | None:
+    def gather(self, obj: object) -> list[Any] | None:
         """Every rank's ``obj`` on rank 0 (None elsewhere)."""
         import torch.distributed as dist
 
-        out = [None] * self.world_size if self.rank == 0 else None
+        out: list[Any] | None = [None] * self.world_size if self.rank == 0 else None
         dist.gather_object(obj, out, dst=0, group=self.control)
         return out
 
-    def subgroup(self, ranks: list[int]) -> Any:
-        """A data-backend group of ``ranks``; every rank must call this, in the same order."""
+    def subgroup(self, ranks: list[int]) -> ProcessGroup | None:
+        """A data-backend group of ``ranks`` (None on a rank outside it); every rank must call this,
+        in the same order."""
         import torch.distributed as dist
 
-        return dist.new_group(ranks=ranks, backend=self.backend)
+        group = dist.new_group(ranks=ranks, backend=self.backend)
+        return group if isinstance(group, dist.ProcessGroup) else None
 
 
 @dataclass
@@ -284,6 +297,25 @@ class WorldResult:
                                f"{self.failure}")
 
 
+def results(ctx: RunContext, world: WorldResult) -> list[Any] | None:
+    """The end of every distributed run: every rank's value on the reporting process, else None.
+
+    A process that does not report (a launched rank other than 0, the coordinator of another
+    node) gets None: its ranks' results travel to the reporter. On the reporter, a run that gave
+    no results raises with the reason; a rank that raised or died is an error of the envelope
+    (and fails the run) while the others' results are still reported; a rank without a value
+    has None in its place.
+    """
+    if not world.reporter:
+        ctx.log.info("rank results are reported by %s", "rank 0" if world.layout.rank is not None else "node 0")
+        return None
+    world.raise_for_failure()
+    for rank, err in sorted(world.errors.items()):
+        ctx.out.error(f"rank {rank}: {err}")
+        ctx.failed = True
+    return world.values or []
+
+
 # --- the rank process -------------------------------------------------------------
 
 
@@ -292,7 +324,7 @@ def _resolve(host: str, deadline: float) -> str:
     last: Exception | None = None
     while True:
         try:
-            return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+            return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
         except OSError as exc:
             last = exc
         if time.monotonic() > deadline:
@@ -329,12 +361,16 @@ def _init(spec: dict[str, Any], rank: int, local_rank: int) -> Rank:
         kwargs["device_id"] = accel.device(index)
     dist.init_process_group(backend, store=store, rank=rank, world_size=int(spec["world_size"]),
                             timeout=timeout, **kwargs)
-    control = dist.new_group(backend="gloo") if backend != "gloo" else None
+    control = None
+    if backend != "gloo":
+        group = dist.new_group(backend="gloo")
+        assert isinstance(group, dist.ProcessGroup), "every rank is a member of the control group"
+        control = group
     r = Rank(rank=rank, world_size=int(spec["world_size"]), local_rank=local_rank,
              procs_per_node=int(spec["procs_per_node"]), node_rank=rank // int(spec["procs_per_node"]),
              nnodes=int(spec["nnodes"]), backend=backend, accel=accel, device_index=index,
-             params=dict(spec["params"]), sizes=dict(spec["sizes"]), profile=spec["profile"], control=control)
-    r._store = store  # keep the client (or the server on rank 0) alive with the rank
+             params=dict(spec["params"]), sizes=dict(spec["sizes"]), profile=spec["profile"], control=control,
+             store=store)
     return r
 
 
@@ -379,7 +415,7 @@ def _child(fn: Callable[[Rank], Any], spec: dict[str, Any], rank: int, local_ran
 # --- the coordinator --------------------------------------------------------------
 
 
-def run_world(ctx: Any, fn: Callable[[Rank], Any], *, procs_per_node: int, backend: str | None = None,
+def run_world(ctx: RunContext, fn: Callable[[Rank], Any], *, procs_per_node: int, backend: str | None = None,
               timeout_s: float = 300.0, threads: int | None = None,
               env: Mapping[str, str] | None = None) -> WorldResult:
     """Run ``fn`` on every rank of the run this process belongs to (see the module doc).
@@ -435,10 +471,8 @@ def _take(result: WorldResult, gathered: list[Any] | None) -> None:
             result.errors[rank] = f"{error} (on {host})"
 
 
-def _coordinate(ctx: Any, fn: Callable[[Rank], Any], layout: Layout, spec: dict[str, Any],
+def _coordinate(ctx: RunContext, fn: Callable[[Rank], Any], layout: Layout, spec: dict[str, Any],
                 result: WorldResult, timeout_s: float) -> WorldResult:
-    import multiprocessing as mp
-
     import torch.distributed as dist
 
     hosts_store = layout.node_rank == 0
@@ -453,7 +487,7 @@ def _coordinate(ctx: Any, fn: Callable[[Rank], Any], layout: Layout, spec: dict[
     if layout.mode == "spawn":
         os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_name())
     method = os.environ.get(ENV_START_METHOD) or ("spawn" if ctx.accel.is_accelerator else "fork")
-    mpctx = mp.get_context(method)
+    mpctx = _start_context(method)
     q = mpctx.Queue()
     procs = {}
     first = layout.node_rank * layout.procs_per_node
@@ -503,6 +537,19 @@ def _coordinate(ctx: Any, fn: Callable[[Rank], Any], layout: Layout, spec: dict[
     return result
 
 
+def _start_context(method: str) -> ForkContext | ForkServerContext | SpawnContext:
+    """The multiprocessing context that starts the ranks (fork, forkserver or spawn)."""
+    import multiprocessing as mp
+
+    if method == "fork":
+        return mp.get_context("fork")
+    if method == "forkserver":
+        return mp.get_context("forkserver")
+    if method == "spawn":
+        return mp.get_context("spawn")
+    raise UsageError(f"{ENV_START_METHOD}={method!r}: the ranks start with fork, forkserver or spawn")
+
+
 def _drain(q: Any, result: WorldResult, done: set[int]) -> None:
     while True:
         try:
@@ -541,7 +588,7 @@ def _loopback_name() -> str:
 # --- helpers shared by workloads ---------------------------------------------------
 
 
-def world_default(ctx: Any) -> int:
+def world_default(ctx: RunContext) -> int:
     """Ranks per node by default: one per selected card; on the CPU ``--param world_size`` (default 2)."""
     if ctx.accel.is_accelerator:
         return len(ctx.devices)

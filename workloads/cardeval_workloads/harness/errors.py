@@ -13,7 +13,7 @@ class UsageError(Exception):
     """The invocation is invalid; nothing was measured. Exit code 2."""
 
 
-class Unsupported(Exception):
+class UnsupportedError(Exception):
     """The device cannot do what was asked (a dtype, an operation).
 
     Not an error: workloads turn it into ``ok=None`` checks and ``unavailable``

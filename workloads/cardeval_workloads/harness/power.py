@@ -64,6 +64,8 @@ DEFAULT_INTERVAL_S = 0.1
 #: Stored samples per sampler; beyond it every other sample is dropped (running
 #: maxima and energy counters are unaffected), so a 72-hour run stays bounded.
 DEFAULT_MAX_SAMPLES = 20_000
+#: The cumulative error counters a source may report (:meth:`Source.error_counters`).
+ERROR_COUNTERS = ("ecc_uncorrected", "ecc_corrected")
 
 
 def default_interval() -> float:
@@ -225,8 +227,8 @@ class NvmlSource(Source):
         if self.handle is None:
             return {}, self.power_reason
         nv, out, why = self.nvml, {}, []
-        for label, kind in (("ecc_uncorrected", nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
-                            ("ecc_corrected", nv.NVML_MEMORY_ERROR_TYPE_CORRECTED)):
+        kinds = (nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_MEMORY_ERROR_TYPE_CORRECTED)
+        for label, kind in zip(ERROR_COUNTERS, kinds, strict=True):
             try:
                 out[label] = float(nv.nvmlDeviceGetTotalEccErrors(self.handle, kind, nv.NVML_VOLATILE_ECC))
             except Exception as exc:  # noqa: BLE001 - ECC off or not supported
@@ -329,7 +331,7 @@ def _pci_dir(accel: Any, index: int) -> tuple[Path | None, str]:
     try:
         import torch
 
-        module = getattr(torch, accel.device_type, None)
+        module = getattr(torch, accel.device_type)
         props = module.get_device_properties(index)
         bus, dev, dom = (getattr(props, a, None) for a in ("pci_bus_id", "pci_device_id", "pci_domain_id"))
     except Exception as exc:  # noqa: BLE001
@@ -422,8 +424,8 @@ class HostSource(Source):
         return self._acc_j
 
     def _clock(self) -> float | None:
-        freqs = [_read_number(p) for p in self.cpu.glob("cpu[0-9]*/cpufreq/scaling_cur_freq")]
-        freqs = [f for f in freqs if f]
+        read = [_read_number(p) for p in self.cpu.glob("cpu[0-9]*/cpufreq/scaling_cur_freq")]
+        freqs = [f for f in read if f]
         if freqs:
             return sum(freqs) / len(freqs) / 1000.0
         try:
@@ -494,7 +496,7 @@ class HostSource(Source):
         mcs = sorted(Path("/sys/devices/system/edac/mc").glob("mc*"))
         if not mcs:
             return {}, "no EDAC memory controller in sysfs: host memory errors are not readable"
-        out = {"ecc_uncorrected": 0.0, "ecc_corrected": 0.0}
+        out = dict.fromkeys(ERROR_COUNTERS, 0.0)
         for mc in mcs:
             out["ecc_uncorrected"] += _read_number(mc / "ue_count") or 0.0
             out["ecc_corrected"] += _read_number(mc / "ce_count") or 0.0

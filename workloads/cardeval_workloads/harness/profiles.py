@@ -10,6 +10,7 @@ device is an accelerator, and this module picks the row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 PROFILES = ("quick", "standard", "full")
@@ -23,3 +24,19 @@ def select(table: dict[str, dict[str, Any]], profile: str, is_accelerator: bool)
     if "accelerator" in row or "cpu" in row:
         return dict(row["accelerator" if is_accelerator else "cpu"])
     return dict(row)
+
+
+def merged(sizes: Mapping[str, Any], params: Mapping[str, Any], *names: str, **renamed: str) -> dict[str, Any]:
+    """The profile's sizes with the given ``--param`` values in their place.
+
+    Each of ``names`` is both a parameter and a size; ``renamed`` maps a size to the parameter
+    that replaces it (``sweep="sizes"``: ``--param sizes`` replaces the size ``sweep``). A
+    parameter replaces its size only when it is set: None (every optional parameter's
+    default), 0 and an empty list leave the profile's value.
+    """
+    out = dict(sizes)
+    for size, param in [(n, n) for n in names] + list(renamed.items()):
+        value = params.get(param)
+        if value:
+            out[size] = value
+    return out

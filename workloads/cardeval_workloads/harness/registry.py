@@ -8,8 +8,13 @@ Adding a workload is adding one file; nothing else lists them.
 A workload module defines:
 
 * ``NAME`` — the command-line name;
-* ``DESCRIPTION`` — one line; ``CLAUSES`` — the T/ISC 0056 items it serves;
-* ``TOPOLOGY`` — ``"card"`` (each card measured in turn) or ``"node"``;
+* ``TOPOLOGY`` — ``"card"`` (each card measured in turn), ``"node"`` (all of a
+  node's cards together) or ``"multi-node"``; ``bench/card_checks.sh`` runs
+  the ``"card"`` ones on a leased card;
+* ``CHECKS``, ``METRICS`` — every check and metric name the workload can put in
+  its envelope that a verdict rule may read; ``SHOWN`` — the names (checks or
+  metrics) it emits only to be shown beside a verdict. Which clauses a
+  workload serves is the engine's catalog's to say, not the workload's;
 * ``PARAMS`` — ``{name: Param}`` accepted via ``--param`` (may be empty);
 * ``PROFILES`` — sizes per profile (see :mod:`.profiles`);
 * ``run(ctx)`` — measures and adds to ``ctx.out``; returns nothing.
@@ -42,7 +47,7 @@ def load(name: str) -> ModuleType:
         known = ", ".join(available())
         raise UsageError(f"unknown workload {name!r} (available: {known})")
     module = importlib.import_module(f"{SUITE}.{name.replace('-', '_')}")
-    missing = [a for a in ("NAME", "run", "PARAMS", "PROFILES") if not hasattr(module, a)]
+    missing = [a for a in ("NAME", "run", "PARAMS", "PROFILES", "CHECKS", "METRICS", "SHOWN") if not hasattr(module, a)]
     if missing or module.NAME != name:
         raise RuntimeError(f"workload module {module.__name__} is malformed: missing {missing} or NAME mismatch")
     return module

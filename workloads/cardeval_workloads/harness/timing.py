@@ -12,6 +12,12 @@ One *sample* is ``inner`` back-to-back calls divided by ``inner``, where
 small operations that keeps timer resolution and launch overhead out of the
 number. Warm-up calls (first-call costs: kernel selection, allocator growth,
 library handles, clock ramp-up) are never measured.
+
+One routine, :func:`sample`, takes the samples for every workload (as
+nccl-tests keeps one timing routine); what differs is how ``inner`` and the
+number of samples are chosen: calibrated on one process (:func:`measure`),
+agreed by every rank of a distributed run (:func:`measure_agreed`: a rank that
+made one call more than the others would hang them), or fixed by the profile.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import Any
 
 from cardeval_workloads.envelope import Stats
 
-__all__ = ["EventTimer", "WallTimer", "Timing", "OverBudget", "measure", "timer_for", "Stats"]
+__all__ = ["EventTimer", "WallTimer", "Timing", "OverBudgetError", "measure", "measure_agreed", "sample",
+           "timer_for", "Stats"]
 
 
 class WallTimer:
@@ -83,7 +90,7 @@ def timer_for(accel: Any, index: int) -> WallTimer | EventTimer:
     return WallTimer(sync)
 
 
-class OverBudget(Exception):
+class OverBudgetError(Exception):
     """Measuring would take longer than the time allowed; nothing was measured."""
 
     def __init__(self, per_call_s: float, needed_s: float, budget_s: float) -> None:
@@ -129,7 +136,7 @@ def measure(
       ``inner`` = calls per sample so a sample lasts at least ``min_sample_s``.
     * Samples: with ``budget_s``, sampling stops once the budget is spent
       (never before ``min_repeats`` samples); if even ``min_repeats`` samples
-      cannot fit, :class:`OverBudget` is raised so the caller can report the
+      cannot fit, :class:`OverBudgetError` is raised so the caller can report the
       size as skipped instead of guessing.
     """
     if repeats < 1 or min_repeats < 1:
@@ -157,14 +164,73 @@ def measure(
     if budget_s is not None:
         needed = per_call * inner * min_repeats
         if needed > budget_s:
-            raise OverBudget(per_call, needed, budget_s)
-    out = Timing(inner=inner, method=timer.method, warmup_calls=calls)
+            raise OverBudgetError(per_call, needed, budget_s)
+    per_call_s = sample(fn, timer, inner=inner, count=repeats, budget_s=budget_s, min_count=min_repeats)
+    return Timing(per_call_s, inner=inner, method=timer.method, warmup_calls=calls)
+
+
+def sample(
+    fn: Callable[[], Any],
+    timer: WallTimer | EventTimer,
+    *,
+    inner: int,
+    count: int,
+    before: Callable[[], Any] | None = None,
+    budget_s: float | None = None,
+    min_count: int = 1,
+) -> list[float]:
+    """Per-call seconds of up to ``count`` samples of ``inner`` back-to-back calls each.
+
+    ``before`` runs ahead of every sample, untimed (the ranks of a distributed run meet at a
+    barrier there). With ``budget_s``, sampling stops once one more sample would take the time
+    sampled so far past it, never before ``min_count`` samples.
+    """
+    out: list[float] = []
     sampled = 0.0
-    while len(out.per_call_s) < repeats:
+    while len(out) < count:
+        if before is not None:
+            before()
         elapsed = timer.time(fn, inner)
         sampled += elapsed
-        out.per_call_s.append(elapsed / inner)
-        if budget_s is not None and len(out.per_call_s) >= min_repeats:
-            if sampled + sampled / len(out.per_call_s) > budget_s:
-                break
+        out.append(elapsed / inner)
+        if budget_s is not None and len(out) >= min_count and sampled + sampled / len(out) > budget_s:
+            break
     return out
+
+
+def measure_agreed(
+    fn: Callable[[], Any],
+    timer: WallTimer | EventTimer,
+    *,
+    agree: Callable[[float], float],
+    barrier: Callable[[], None],
+    repeats: int,
+    min_sample_s: float,
+    budget_s: float,
+    min_repeats: int = 2,
+    max_inner: int = 1000,
+    warmup: int = 2,
+) -> Timing:
+    """Time ``fn`` on every rank of a distributed run, every rank making the same calls.
+
+    ``agree(x)`` returns the largest ``x`` over all ranks: each rank times one call after the
+    warm-up, and the slowest time decides ``inner`` and the number of samples everywhere. If
+    ``min_repeats`` samples cannot fit ``budget_s``, every rank raises :class:`OverBudgetError`.
+    Each sample starts after ``barrier()`` and one untimed call, which lines the ranks up
+    closer than leaving the barrier does.
+    """
+    for _ in range(max(1, warmup)):
+        fn()
+    barrier()
+    one = max(agree(timer.time(fn)), 1e-7)
+    inner = max(1, min(max_inner, math.ceil(min_sample_s / one)))
+    if one * inner * min_repeats > budget_s:
+        raise OverBudgetError(one, one * inner * min_repeats, budget_s)
+    count = max(min_repeats, min(repeats, int(budget_s // (one * inner))))
+
+    def align() -> None:
+        barrier()
+        fn()
+
+    per_call_s = sample(fn, timer, inner=inner, count=count, before=align)
+    return Timing(per_call_s, inner=inner, method=timer.method, warmup_calls=max(1, warmup) + 1)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from cardeval_workloads.harness.device import Accelerator
+from cardeval_workloads.harness.testhook import corrupt_one, hook_note
 
 from . import _gemm
 
@@ -144,11 +145,11 @@ class Burner:
         """Keep the current product as the reference; check its first rows against float64 on the CPU."""
         self.step()
         self.sync()
-        self.reference = self.out.clone()
+        reference = self.reference = self.out.clone()
         rows = min(REFERENCE_ROWS, self.n)
         part = _gemm.Case(self.case.fmt, rows, self.n, self.n, self.case.a[:rows], self.case.b,
-                          lambda: self.reference, self.device.type)
-        verdict = _gemm.verify(part, self.reference[:rows])
+                          lambda: reference, self.device.type)
+        verdict = _gemm.verify(part, reference[:rows])
         fmt = self.case.fmt
         with torch.no_grad():
             a_abs = self.case.a.abs().float()
@@ -166,7 +167,7 @@ class Burner:
         assert self.reference is not None and self.bound is not None, "set_reference() first"
         self.sync()
         if corrupt:  # TEST HOOK: a data-sized error in one element of the latest product
-            self.out.copy_(_gemm.inject_fault(self.out))
+            corrupt_one(self.out)
         with torch.no_grad():
             diff = (self.out.float() - self.reference.float()).abs()
             bad = (diff > self.bound) | ~torch.isfinite(self.out.float())
@@ -185,9 +186,9 @@ def healthy(accel: Accelerator, index: int, c: int = 128, seed: int = 0, corrupt
     result = case.run()
     accel.synchronize(index)
     if corrupt:
-        result = _gemm.inject_fault(result)
+        result = corrupt_one(result.clone())
     v = _gemm.verify(case, result)
-    hook = " [inject_error test hook: one element corrupted on purpose]" if corrupt else ""
+    hook = hook_note("inject_error") if corrupt else ""
     return v.ok, (f"fp32 product {c}x{2 * c}x{c // 2} (seed {seed}) vs float64 CPU reference: max err/bound "
                   f"{v.ratio:.3g} (pass if <= 1), {v.mismatches} elements over bound, {v.nonfinite} "
                   f"non-finite{hook}")

@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 UNITS = {"int8": ("efficiency.int8_tops_per_w", "TOPS/W")}
+#: 6.2.5.5's sums over the supported formats, by the unit class that computes them: (name, unit).
+SUM_METRICS = {"tensor": ("efficiency.tensor_sum", "GOPS/W"), "vector": ("efficiency.vector_sum", "GFLOPS/W")}
+SUMS = tuple(name for name, _ in SUM_METRICS.values())
 AMX_FLAGS = {"bf16": "amx_bf16", "int8": "amx_int8", "fp16": "amx_fp16"}
 
 
@@ -74,8 +77,7 @@ def report(out: Any, accel: Any, index: int, peaks: dict[str, tuple[float, Any]]
         out.metric(name, peak / avg, unit, device=index, labels={"peak": f"{peak:.6g}", "avg_w": f"{avg:.4g}"})
         sums[kind].append((fmt, peak * 1000 / avg))
         methods.add(window.method.split(" over ")[0][:60])
-    for kind, metric, unit in (("tensor", "efficiency.tensor_sum", "GOPS/W"),
-                               ("vector", "efficiency.vector_sum", "GFLOPS/W")):
+    for kind, (metric, unit) in SUM_METRICS.items():
         parts = sums[kind]
         if missing[kind]:  # a sum over "all supported formats" with one missing would understate it
             by_reason: dict[str, list[str]] = {}

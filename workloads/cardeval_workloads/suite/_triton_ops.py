@@ -15,9 +15,9 @@ import triton.language as tl
 
 
 @triton.jit
-def fused_linear_silu_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K,
+def fused_linear_silu_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K,  # noqa: N803 - Triton's matmul names
                              stride_xm, stride_xk, stride_wk, stride_wn, stride_ym, stride_yn,
-                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # noqa: N803
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

@@ -116,7 +116,14 @@ def count_check(seen: Seen, expected: int) -> tuple[bool | None, str]:
     return True, f"{shown}"
 
 
-def report(out, seen: Seen, prefix: str = "visibility") -> None:
+PREFIX = "visibility"
+#: The counts of cards a pod sees, by source: what the operator compares with what the pod was given.
+COUNT_METRICS = tuple(f"{PREFIX}.{name}" for name in ("framework_devices", "env_devices", "assigned_devices"))
+#: The device files the pod sees, shown only.
+DETAIL_METRICS = (f"{PREFIX}.device_nodes",)
+
+
+def report(out, seen: Seen, prefix: str = PREFIX) -> None:
     """Metrics for every source (value or the reason there is none)."""
     if seen.framework_count is not None:
         out.metric(f"{prefix}.framework_devices", seen.framework_count, "cards", labels={"backend": seen.backend})

@@ -62,14 +62,22 @@ from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.device import DTYPES, Accelerator
 from cardeval_workloads.harness.errors import UsageError, describe_exception
 from cardeval_workloads.harness.params import Param, int_list, str_list
-from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
+from cardeval_workloads.harness.profiles import merged
+from cardeval_workloads.harness.testhook import corrupt_one, hook_note
+from cardeval_workloads.harness.timing import OverBudgetError, measure, timer_for
 
 from . import _efficiency, _gemm
 
 NAME = "compute"
-DESCRIPTION = "matrix-product correctness and peak rate for fp32/tf32/fp16/bf16/int8/fp8"
-CLAUSES = ("6.2.1.a", "6.2.1.b", "6.3.1.a", "6.3.1.b", "6.2.2.a", "6.3.2.a")
 TOPOLOGY = "card"
+
+#: Each format's correctness: 6.2.1.a/b and 6.3.1.a/b read them, and a peak counts only beside its own.
+CHECKS = tuple(f"correct.{fmt}" for fmt in DTYPES)
+#: The formats whose peak has a floor in 6.2.2.a / 6.3.2.a.
+FLOORED = ("int8", "bf16", "fp16", "fp32")
+METRICS = tuple(f"peak.{fmt}" for fmt in FLOORED) + _efficiency.SUMS
+SHOWN = (tuple(f"peak.{fmt}" for fmt in DTYPES if fmt not in FLOORED) + tuple(f"rate.{fmt}" for fmt in DTYPES)
+         + tuple(_efficiency.metric_name(fmt)[0] for fmt in DTYPES))
 
 PARAMS = {
     "dtypes": Param(str_list, list(DTYPES), "formats to run, e.g. fp32,bf16", choices=DTYPES),
@@ -166,7 +174,7 @@ def measure_rate(accel: Accelerator, index: int, fmt: str, n: int, cfg: dict, *,
             timing = measure(case.call, timer_for(accel, index), warmup=warmup,
                              warmup_s=float(cfg.get("warmup_s", 0.0)), repeats=int(cfg["repeats"]),
                              min_sample_s=float(cfg["min_sample_s"]), budget_s=budget, min_repeats=MIN_REPEATS)
-    except OverBudget as exc:
+    except OverBudgetError as exc:
         result.skipped = f"skipped: {exc}"
         result.per_call_s = exc.per_call_s
         return result
@@ -215,8 +223,8 @@ def sweep_paths(accel: Accelerator, index: int, fmt: str, sizes: list[int], cfg:
 
 def best_of(results: list[ShapeResult]) -> ShapeResult | None:
     """The configuration (path, size) with the best mean over its repeats — 8.3.1.1 f's average peak."""
-    measured = [r for r in results if r.stats is not None]
-    return max(measured, key=lambda r: r.stats.mean) if measured else None
+    measured = [(r, r.stats) for r in results if r.stats is not None]
+    return max(measured, key=lambda pair: pair[1].mean)[0] if measured else None
 
 
 def verify_paths(case: _gemm.Case) -> tuple[list[str], dict[str, str]]:
@@ -251,11 +259,9 @@ class _Run:
         self.ctx, self.index, self.seed = ctx, index, seed
         self.accel = ctx.accel
         self.where = ctx.accel.describe(index)
-        self.cfg = dict(ctx.sizes)
-        if ctx.params.get("repeats"):
-            self.cfg["repeats"] = int(ctx.params["repeats"])
-        self.sizes = ctx.params.get("sizes") or self.cfg["sweep"]
-        self.check_c = int(ctx.params.get("check_size") or self.cfg["check"])
+        self.cfg = merged(ctx.sizes, ctx.params, "repeats", sweep="sizes", check="check_size")
+        self.sizes = self.cfg["sweep"]
+        self.check_c = int(self.cfg["check"])
         self.static = self.accel.dtype_support(index)
         self.sampler: power.PowerSampler | None = None
         #: format → (peak, power window of the peak's size), for the efficiency metrics
@@ -299,11 +305,13 @@ class _Run:
         self.paths[fmt] = verify_paths(case)
         injected = fmt in (self.ctx.params.get("inject_error") or [])
         if injected:
-            result = _gemm.inject_fault(result)
+            result = corrupt_one(result.clone())
         v = _gemm.verify(case, result)
         what = f"{fmt}{' (' + case.note + ')' if case.note else ''} product {m}x{k}x{n} (MxKxN) on {self.where}"
         inputs = "random int8" if fmt == "int8" else "N(0,1) inputs"
-        hook = " [inject_error test hook: one element corrupted on purpose]" if injected else ""
+        hook = hook_note("inject_error") if injected else ""
+        observed: int | float | str
+        expected: int | str
         if case.fmt.exact:
             detail = (f"{what}, {inputs}, seed {seed}, vs float64 CPU reference (exact for int8 sums): "
                       f"{v.mismatches} of {m * n} elements differ, max abs err {v.max_abs_err:g}{hook}")
@@ -354,11 +362,13 @@ class _Run:
             out.metric(f"peak.{fmt}", None, unit, device=self.index, labels=tried,
                        unavailable=f"no size could be measured ({reasons})")
             return
-        out.metric(f"peak.{fmt}", best.stats.mean, unit, device=self.index, stats=best.stats,
+        stats = best.stats
+        assert stats is not None, "best_of picks among the measured sizes"
+        out.metric(f"peak.{fmt}", stats.mean, unit, device=self.index, stats=stats,
                    labels={"shape": best.shape, "path": best.path, "reduction": PEAK_REDUCTION, **tried})
-        self.peaks[fmt] = (best.stats.mean, best.power)
+        self.peaks[fmt] = (stats.mean, best.power)
         self.ctx.log.info("%s %s: peak %.4g %s (mean of %d repeats) at %s via %s", self.where, fmt,
-                          best.stats.mean, unit, best.stats.n, best.shape, best.path)
+                          stats.mean, unit, stats.n, best.shape, best.path)
 
     def unsupported(self, fmt: str, reason: str) -> None:
         self.ctx.out.check(f"correct.{fmt}", None, reason, device=self.index)

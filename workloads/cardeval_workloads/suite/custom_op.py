@@ -79,6 +79,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,14 +89,17 @@ from cardeval_workloads.harness import cache
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import UsageError, describe_exception
 from cardeval_workloads.harness.params import Param
-from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
+from cardeval_workloads.harness.testhook import corrupt_one, hook_note
+from cardeval_workloads.harness.timing import OverBudgetError, measure, timer_for
 
 from . import _numerics
 
 NAME = "custom-op"
-DESCRIPTION = "compile a fused linear+bias+SiLU operator with the card's compiler and check it"
-CLAUSES = ("6.2.1.d", "6.3.1.c")
 TOPOLOGY = "card"
+
+CHECKS = ("custom_op.compiled", "custom_op.correct")
+METRICS = ()
+SHOWN = ("custom_op.call_ms", "custom_op.compile_s", "custom_op.max_abs_err")
 
 COMPILERS = ("auto", "triton", "cpp", "command")
 INJECT = ("compile-error", "corrupt-output")
@@ -180,6 +184,10 @@ SETUPTOOLS_FLAGS = ("-g0",)
 BROKEN_INCLUDE = "#include <cardeval_no_such_header_for_the_compile_error_test_hook.h>\n"
 
 
+#: A built operator: (x, w, b) -> silu(x·w + b), on the device.
+Operator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 @dataclass
 class Build:
     """What building produced: a callable operator, or why not."""
@@ -188,7 +196,7 @@ class Build:
     compile_s: float | None = None
     cold: bool = True
     detail: str = ""
-    call: object = None  # (x, w, b) -> y on the device
+    call: Operator | None = None
     notes: dict[str, str] = field(default_factory=dict)
     #: A fresh build's directory, removed once the operator has been checked (a loaded library
     #: stays mapped after its file is gone).
@@ -294,7 +302,7 @@ def build_cpp(fresh: bool, broken: bool, builder: str, timeout_s: float, log) ->
     if error is not None or library is None:
         return Build(False, elapsed, True, f"the C++ build ({builder}) with {compiler} failed after {elapsed:.1f} s: "
                      f"{(error or 'no library')[:700]}", scratch=scratch)
-    op = getattr(getattr(torch.ops, namespace), "fused_linear_silu")
+    op = getattr(torch.ops, namespace).fused_linear_silu
     size = library.stat().st_size if library.exists() else 0
     previous = None
     if cold:
@@ -457,9 +465,20 @@ def _choose(ctx: RunContext) -> tuple[str, str | None]:
     return choice, None
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What ``run`` decides once for every card: the compiler, the seed, the hook."""
+
+    compiler: str
+    unusable: str | None  # why the compiler cannot be used here
+    seed: int
+    fresh: bool
+    inject: str | None
+    command: CommandOp | None  # the vendor's commands (compiler "command")
+
+
 def run(ctx: RunContext) -> None:
     out = ctx.out
-    sizes = ctx.sizes
     seed = ctx.params.get("seed")
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
@@ -467,7 +486,6 @@ def run(ctx: RunContext) -> None:
     compiler, unusable = _choose(ctx)
     out.params["compiler_used"] = compiler
     fresh = ctx.params.get("fresh_build")
-    fresh = bool(sizes["fresh"]) if fresh is None else fresh
     inject = ctx.params.get("inject")
     command = None
     if compiler == "command" and unusable is None:
@@ -480,84 +498,91 @@ def run(ctx: RunContext) -> None:
             raise UsageError("inject=compile-error applies to the triton and cpp paths; give the command "
                              "path a failing build_command instead")
         command = CommandOp(build_cmd, run_cmd, float(ctx.params["command_timeout_s"]))
-
-    def one(index: int) -> None:
-        where = ctx.accel.describe(index)
-        out.device(ctx.identity(index))
-        if unusable:
-            out.check("custom_op.compiled", None, f"{compiler} on {where}: {unusable}", device=index)
-            out.check("custom_op.correct", None, "not run: no operator was built", device=index)
-            out.metric("custom_op.compile_s", None, "s", device=index, unavailable=unusable)
-            return
-        device = ctx.accel.device(index)
-        if compiler == "cpp":
-            build = build_cpp(fresh, inject == "compile-error", cpp_builder(ctx.params["cpp_builder"]),
-                              float(ctx.params["command_timeout_s"]), ctx.log)
-        elif compiler == "triton":
-            build = build_triton(device, lambda: ctx.accel.synchronize(index), fresh, inject == "compile-error",
-                                 ctx.log)
-        else:
-            build = command.build(index)
-        try:
-            check_build(build, index, where, device)
-        finally:
-            if build.scratch is not None:
-                shutil.rmtree(build.scratch, ignore_errors=True)
-
-    def check_build(build: Build, index: int, where: str, device: torch.device) -> None:
-        observed = round(build.compile_s, 3) if build.compile_s is not None else None
-        out.check("custom_op.compiled", build.ok, f"{compiler} on {where}: {build.detail}",
-                  observed=observed, expected="compiles and loads", device=index)
-        label = {"build": "cold" if build.cold else "warm", "compiler": compiler}
-        if build.compile_s is not None:
-            out.metric("custom_op.compile_s", build.compile_s, "s", device=index, labels=label)
-        else:
-            out.metric("custom_op.compile_s", None, "s", device=index, labels=label,
-                       unavailable="the build did not run to completion")
-        if not build.ok:
-            out.check("custom_op.correct", None, "not run: the operator did not compile", device=index)
-            return
-        m, k, n = int(sizes["m"]), int(sizes["k"]), int(sizes["n"])
-        gen = torch.Generator(device="cpu").manual_seed(seed + index)
-        x = torch.randn(m, k, generator=gen)
-        w = torch.randn(k, n, generator=gen) / math.sqrt(k)
-        b = torch.randn(n, generator=gen)
-        dx, dw, db = x.to(device), w.to(device), b.to(device)
-        try:
-            got = build.call(dx, dw, db)
-            ctx.accel.synchronize(index)
-            got = got.to("cpu")
-        except Exception as exc:  # noqa: BLE001 - a built operator that cannot run is a failure
-            out.check("custom_op.correct", False, f"the built operator raised {describe_exception(exc)}",
-                      device=index)
-            return
-        if inject == "corrupt-output":
-            got = _numerics.corrupt(got)
-        ref, bound = reference(x, w, b)
-        cmp = _numerics.compare(got, ref, bound)
-        hook = " [corrupt-output test hook: one element corrupted on purpose]" if inject == "corrupt-output" else ""
-        ratio = cmp.ratio if cmp.ratio is not None and math.isfinite(cmp.ratio) else None
-        out.check("custom_op.correct", cmp.ok,
-                  f"silu(x·W+b), x {m}x{k}, W {k}x{n}, fp32 on {where}, seed {seed + index}, vs float64 host "
-                  f"reference: {cmp.summary()}; bound L·E + u(8+2|z|)(|y|+L·E) + η with E = γ_(k+1)(|x||W|+|b|), "
-                  f"u = 2^-24, L = {LIPSCHITZ}{hook}",
-                  observed=round(ratio, 6) if ratio is not None else "inf", expected="<= 1", device=index)
-        out.metric("custom_op.max_abs_err", cmp.max_abs_err if math.isfinite(cmp.max_abs_err) else None, "abs",
-                   device=index, labels={"detail": "true"},
-                   unavailable=None if math.isfinite(cmp.max_abs_err) else "non-finite output")
-        if compiler == "command":
-            return  # the vendor program's run time includes file I/O and process start: not an op time
-        try:
-            timing = measure(lambda: build.call(dx, dw, db), timer_for(ctx.accel, index), warmup=2,
-                             repeats=int(sizes["repeats"]), min_sample_s=0.01, budget_s=float(sizes["budget_s"]))
-            stats = timing.stats_of(lambda s: s * 1e3)
-            out.metric("custom_op.call_ms", stats.median, "ms", device=index, stats=stats,
-                       labels={"shape": f"{m}x{k}x{n}", "timer": timing.method})
-        except OverBudget as exc:
-            out.metric("custom_op.call_ms", None, "ms", device=index, unavailable=f"skipped: {exc}")
-
+    plan = _Plan(compiler, unusable, seed, bool(ctx.sizes["fresh"]) if fresh is None else fresh, inject, command)
     try:
-        ctx.per_device(one)
+        ctx.per_device(lambda index: _one_card(ctx, plan, index))
     finally:
         if command is not None:
             shutil.rmtree(command.workdir, ignore_errors=True)
+
+
+def _one_card(ctx: RunContext, plan: _Plan, index: int) -> None:
+    out, where = ctx.out, ctx.accel.describe(index)
+    out.device(ctx.identity(index))
+    if plan.unusable:
+        out.check("custom_op.compiled", None, f"{plan.compiler} on {where}: {plan.unusable}", device=index)
+        out.check("custom_op.correct", None, "not run: no operator was built", device=index)
+        out.metric("custom_op.compile_s", None, "s", device=index, unavailable=plan.unusable)
+        return
+    device = ctx.accel.device(index)
+    if plan.compiler == "cpp":
+        build = build_cpp(plan.fresh, plan.inject == "compile-error", cpp_builder(ctx.params["cpp_builder"]),
+                          float(ctx.params["command_timeout_s"]), ctx.log)
+    elif plan.compiler == "triton":
+        build = build_triton(device, lambda: ctx.accel.synchronize(index), plan.fresh,
+                             plan.inject == "compile-error", ctx.log)
+    else:
+        assert plan.command is not None, "a usable command compiler has its commands"
+        build = plan.command.build(index)
+    try:
+        _check_build(ctx, plan, build, index, device)
+    finally:
+        if build.scratch is not None:
+            shutil.rmtree(build.scratch, ignore_errors=True)
+
+
+def _check_build(ctx: RunContext, plan: _Plan, build: Build, index: int, device: torch.device) -> None:
+    """``custom_op.compiled``, then the built operator against the float64 reference, then its time."""
+    out, where = ctx.out, ctx.accel.describe(index)
+    observed = round(build.compile_s, 3) if build.compile_s is not None else None
+    out.check("custom_op.compiled", build.ok, f"{plan.compiler} on {where}: {build.detail}",
+              observed=observed, expected="compiles and loads", device=index)
+    label = {"build": "cold" if build.cold else "warm", "compiler": plan.compiler}
+    if build.compile_s is not None:
+        out.metric("custom_op.compile_s", build.compile_s, "s", device=index, labels=label)
+    else:
+        out.metric("custom_op.compile_s", None, "s", device=index, labels=label,
+                   unavailable="the build did not run to completion")
+    if not build.ok:
+        out.check("custom_op.correct", None, "not run: the operator did not compile", device=index)
+        return
+    call = build.call
+    assert call is not None, "a build that succeeded has its operator"
+    m, k, n = int(ctx.sizes["m"]), int(ctx.sizes["k"]), int(ctx.sizes["n"])
+    gen = torch.Generator(device="cpu").manual_seed(plan.seed + index)
+    x = torch.randn(m, k, generator=gen)
+    w = torch.randn(k, n, generator=gen) / math.sqrt(k)
+    b = torch.randn(n, generator=gen)
+    dx, dw, db = x.to(device), w.to(device), b.to(device)
+    try:
+        got = call(dx, dw, db)
+        ctx.accel.synchronize(index)
+        got = got.to("cpu")
+    except Exception as exc:  # noqa: BLE001 - a built operator that cannot run is a failure
+        out.check("custom_op.correct", False, f"the built operator raised {describe_exception(exc)}",
+                  device=index)
+        return
+    if plan.inject == "corrupt-output":
+        got = corrupt_one(got.detach().clone())
+    ref, bound = reference(x, w, b)
+    cmp = _numerics.compare(got, ref, bound)
+    hook = hook_note("corrupt-output") if plan.inject == "corrupt-output" else ""
+    ratio = cmp.ratio if cmp.ratio is not None and math.isfinite(cmp.ratio) else None
+    out.check("custom_op.correct", cmp.ok,
+              f"silu(x·W+b), x {m}x{k}, W {k}x{n}, fp32 on {where}, seed {plan.seed + index}, vs float64 host "
+              f"reference: {cmp.summary()}; bound L·E + u(8+2|z|)(|y|+L·E) + η with E = γ_(k+1)(|x||W|+|b|), "
+              f"u = 2^-24, L = {LIPSCHITZ}{hook}",
+              observed=round(ratio, 6) if ratio is not None else "inf", expected="<= 1", device=index)
+    out.metric("custom_op.max_abs_err", cmp.max_abs_err if math.isfinite(cmp.max_abs_err) else None, "abs",
+               device=index, labels={"detail": "true"},
+               unavailable=None if math.isfinite(cmp.max_abs_err) else "non-finite output")
+    if plan.compiler == "command":
+        return  # the vendor program's run time includes file I/O and process start: not an op time
+    try:
+        timing = measure(lambda: call(dx, dw, db), timer_for(ctx.accel, index), warmup=2,
+                         repeats=int(ctx.sizes["repeats"]), min_sample_s=0.01, budget_s=float(ctx.sizes["budget_s"]))
+        stats = timing.stats_of(lambda s: s * 1e3)
+        out.metric("custom_op.call_ms", stats.median, "ms", device=index, stats=stats,
+                   labels={"shape": f"{m}x{k}x{n}", "timer": timing.method})
+    except OverBudgetError as exc:
+        out.metric("custom_op.call_ms", None, "ms", device=index, unavailable=f"skipped: {exc}")

@@ -37,16 +37,26 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
+from cardeval_workloads.harness.builder import EnvelopeBuilder
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param
 
 from . import _visibility
 
 NAME = "device-plugin"
-DESCRIPTION = "the device plugin (gRPC v1beta1) and kubelet PodResources (v1) views of the cards"
-CLAUSES = ("6.1.n",)
 TOPOLOGY = "node"
+
+#: Every sub-check is judged (6.1.n) except whether NUMA affinity is reported, which the API leaves optional.
+CHECKS = ("device_plugin.socket_found", "device_plugin.options_read", "device_plugin.devices_listed",
+          "device_plugin.all_healthy", "pod_resources.reachable", "pod_resources.allocatable_matches_plugin",
+          "pod_resources.probe_devices_listed", "pod_resources.given_equals_seen")
+#: The operator compares these with the Node's capacity and allocatable; the 6.1.n rule shows them,
+#: and the visibility counts are how the probe pod's own view of its cards is judged.
+METRICS = ("device_plugin.devices", "device_plugin.healthy") + _visibility.COUNT_METRICS
+SHOWN = ("device_plugin.numa_reported", "device_plugin.numa_nodes", "pod_resources.allocatable_devices",
+         "pod_resources.given_devices") + _visibility.DETAIL_METRICS
 PARAMS = {
     "resource": Param(str, "", "the extended resource, e.g. nvidia.com/gpu (required)"),
     "plugin_dir": Param(str, "/var/lib/kubelet/device-plugins", "the kubelet's device-plugins directory"),
@@ -57,15 +67,22 @@ PARAMS = {
     "namespace": Param(str, "", "this pod's namespace (default $POD_NAMESPACE)"),
     "timeout_s": Param(float, 10.0, "time limit of each gRPC call"),
 }
-PROFILES = {p: {} for p in ("quick", "standard", "full")}
+PROFILES: dict[str, dict[str, Any]] = {p: {} for p in ("quick", "standard", "full")}
 
 KUBELET_SOCKET = "kubelet.sock"
+
+
+class PluginOptions(Protocol):
+    """What is read of the plugin's ``DevicePluginOptions`` (a generated protobuf message)."""
+
+    pre_start_required: bool
+    get_preferred_allocation_available: bool
 
 
 @dataclass
 class PluginView:
     socket: Path
-    options: object | None = None
+    options: PluginOptions | None = None
     devices: list = field(default_factory=list)  # dp.Device
     error: str = ""
 
@@ -126,23 +143,29 @@ def ask_plugin(socket: Path, timeout: float) -> PluginView:
     return view
 
 
-def ask_kubelet(directory: Path, resource: str, timeout: float):
+#: The kubelet's allocatable devices of a resource: (device ID, its NUMA nodes).
+Allocatable = list[tuple[str, list[int]]]
+#: Each container's devices of a resource: (namespace, pod, container, device IDs).
+PodDevices = list[tuple[str, str, str, list[str]]]
+
+
+def ask_kubelet(directory: Path, resource: str, timeout: float) -> tuple[Allocatable | None, PodDevices, str]:
     """(allocatable [(id, numa)], pods [(ns, name, container, [ids])], error)."""
     from cardeval_workloads.deviceapi import channel, pr, pr_grpc
 
     socket = directory / KUBELET_SOCKET
     if not socket.exists():
-        return None, None, f"no PodResources socket at {socket}"
+        return None, [], f"no PodResources socket at {socket}"
     try:
         with channel(socket) as ch:
             stub = pr_grpc.PodResourcesListerStub(ch)
             alloc = stub.GetAllocatableResources(pr.AllocatableResourcesRequest(), timeout=timeout)
             listed = stub.List(pr.ListPodResourcesRequest(), timeout=timeout)
     except Exception as exc:  # noqa: BLE001
-        return None, None, f"PodResources at {socket}: {_rpc_error(exc)}"
+        return None, [], f"PodResources at {socket}: {_rpc_error(exc)}"
     allocatable = [(i, [n.ID for n in cd.topology.nodes]) for cd in alloc.devices if cd.resource_name == resource
                    for i in cd.device_ids]
-    pods = []
+    pods: PodDevices = []
     for p in listed.pod_resources:
         for c in p.containers:
             ids = [i for cd in c.devices if cd.resource_name == resource for i in cd.device_ids]
@@ -150,7 +173,8 @@ def ask_kubelet(directory: Path, resource: str, timeout: float):
     return allocatable, pods, ""
 
 
-def choose(views: list[PluginView], kubelet_ids: set[str] | None, resource: str, given: str) -> tuple[PluginView | None, str]:
+def choose(views: list[PluginView], kubelet_ids: set[str] | None, resource: str, given: str
+           ) -> tuple[PluginView | None, str]:
     if given:
         match = [v for v in views if v.socket.name == given]
         if match:
@@ -172,8 +196,6 @@ def choose(views: list[PluginView], kubelet_ids: set[str] | None, resource: str,
 
 
 def run(ctx: RunContext) -> None:
-    from cardeval_workloads.deviceapi import HEALTHY
-
     out, p = ctx.out, ctx.params
     resource = p["resource"]
     if not resource:
@@ -182,9 +204,6 @@ def run(ctx: RunContext) -> None:
         raise UsageError("--param resource=<extended resource> is required")
     timeout = p["timeout_s"]
     plugin_dir, pr_dir = Path(p["plugin_dir"]), Path(p["pod_resources_dir"])
-    pod = p["pod"] or os.environ.get("POD_NAME", "")
-    namespace = p["namespace"] or os.environ.get("POD_NAMESPACE", "")
-    requested = p["requested"]
 
     # --- the kubelet (PodResources) first: it tells which plugin socket is the resource's
     allocatable, pods, pr_error = ask_kubelet(pr_dir, resource, timeout)
@@ -204,81 +223,105 @@ def run(ctx: RunContext) -> None:
                f"{why}; {view.error}" if view is not None else why) + (f"; sockets: {listing}" if listing else ""),
               observed=str(view.socket) if view is not None else ",".join(s.name for s in sockets) or "none",
               expected=f"a device plugin socket serving {resource}")
-    if view is not None and not view.error:
-        opts = view.options
-        out.check("device_plugin.options_read", opts is not None,
-                  f"pre_start_required={opts.pre_start_required}, get_preferred_allocation_available="
-                  f"{opts.get_preferred_allocation_available}" if opts is not None else "no options")
-        total = len(view.devices)
-        healthy = [d.ID for d in view.devices if d.health == HEALTHY]
-        unhealthy = [f"{d.ID}={d.health or 'unset'}" for d in view.devices if d.health != HEALTHY]
-        out.check("device_plugin.devices_listed", total > 0,
-                  f"ListAndWatch listed {total} device(s): " + ", ".join(d.ID for d in view.devices)[:700],
-                  observed=total)
-        out.check("device_plugin.all_healthy", total > 0 and not unhealthy,
-                  f"{len(healthy)}/{total} Healthy" + (f"; not healthy: {', '.join(unhealthy)}" if unhealthy else ""),
-                  observed=len(healthy), expected=total)
-        with_topo = [d for d in view.devices if d.HasField("topology") and len(d.topology.nodes) > 0]
-        numa = sorted({n.ID for d in with_topo for n in d.topology.nodes})
-        out.check("device_plugin.numa_reported", True if total and len(with_topo) == total else None,
-                  (f"NUMA node(s) {numa}: " + ", ".join(f"{d.ID}@{[n.ID for n in d.topology.nodes]}"
-                                                         for d in with_topo)[:600]) if with_topo else
-                  "the plugin reports no NUMA affinity (allowed by the API: no topology preference)",
-                  observed=",".join(map(str, numa)) or "none")
-        out.metric("device_plugin.devices", total, "cards", labels={"socket": view.socket.name})
-        out.metric("device_plugin.healthy", len(healthy), "cards", labels={"socket": view.socket.name})
-        out.metric("device_plugin.numa_nodes", len(numa), "nodes", labels={"detail": "true"})
-    else:
-        why_not = "no device plugin socket for the resource was found"
-        for name in ("device_plugin.options_read", "device_plugin.devices_listed", "device_plugin.all_healthy"):
-            out.check(name, False, why_not)
-        out.metric("device_plugin.devices", None, "cards", unavailable=why_not)
+    usable = view if view is not None and not view.error else None
+    _report_plugin(out, usable)
 
-    # --- the kubelet's view against the plugin's
-    if allocatable is not None:
+    # --- the kubelet's view against the plugin's, then what this pod sees against what it was given
+    if allocatable is not None and kubelet_ids is not None:
         out.metric("pod_resources.allocatable_devices", len(allocatable), "cards", labels={"resource": resource})
-        if view is not None and not view.error:
-            missing = sorted(view.ids - kubelet_ids)
-            extra = sorted(kubelet_ids - view.ids)
-            out.check("pod_resources.allocatable_matches_plugin", not missing and not extra and bool(kubelet_ids),
-                      f"kubelet {len(kubelet_ids)} device(s), plugin {len(view.ids)}"
-                      + (f"; not in the kubelet's: {missing}" if missing else "")
-                      + (f"; unknown to the plugin: {extra}" if extra else ""),
-                      observed=len(kubelet_ids), expected=len(view.ids))
-        else:
-            out.check("pod_resources.allocatable_matches_plugin", None,
-                      f"the kubelet lists {len(kubelet_ids)} device(s) of {resource}; no plugin view to compare")
-        mine = [ids for ns, name, _c, ids in pods if (ns, name) == (namespace, pod)]
-        if not pod or not namespace:
-            out.check("pod_resources.probe_devices_listed", None,
-                      "this pod's name and namespace are unknown (set POD_NAME/POD_NAMESPACE)")
-            given = None
-        elif not mine:
-            out.check("pod_resources.probe_devices_listed", False,
-                      f"List does not show this pod {namespace}/{pod} ({len(pods)} container(s) listed)")
-            given = None
-        else:
-            given = sorted({i for ids in mine for i in ids})
-            out.check("pod_resources.probe_devices_listed", len(given) == requested,
-                      f"List shows {namespace}/{pod} with {resource} {given or 'none'}",
-                      observed=len(given), expected=requested)
-            out.metric("pod_resources.given_devices", len(given), "cards",
-                       labels={"ids": ",".join(given)[:200]})
+        _report_kubelet_against_plugin(out, kubelet_ids, usable, resource)
+        given = _report_given(out, pods, resource, p)
     else:
         for name in ("pod_resources.allocatable_matches_plugin", "pod_resources.probe_devices_listed"):
             out.check(name, False, pr_error)
         given = None
+    _report_seen(ctx, given)
 
-    # --- what this pod sees against what the kubelet gave it
-    seen = _visibility.observe(ctx.accel)
-    _visibility.report(out, seen)
-    if given is None:
-        out.check("pod_resources.given_equals_seen", None,
-                  "the devices given to this pod are unknown (PodResources did not list it); "
-                  f"inside: {seen.describe()}"[:1000])
+
+def _report_plugin(out: EnvelopeBuilder, view: PluginView | None) -> None:
+    """The plugin's own answers: options, devices, health, NUMA affinity (``view``: None if none answered)."""
+    from cardeval_workloads.deviceapi import HEALTHY
+
+    if view is None:
+        why_not = "no device plugin socket for the resource was found"
+        for name in ("device_plugin.options_read", "device_plugin.devices_listed", "device_plugin.all_healthy"):
+            out.check(name, False, why_not)
+        out.metric("device_plugin.devices", None, "cards", unavailable=why_not)
         return
-    out.check("pod_resources.given_equals_seen", *given_vs_seen(given, seen),
-              observed=seen.describe()[:500], expected=",".join(given) or "none")
+    opts = view.options
+    out.check("device_plugin.options_read", opts is not None,
+              f"pre_start_required={opts.pre_start_required}, get_preferred_allocation_available="
+              f"{opts.get_preferred_allocation_available}" if opts is not None else "no options")
+    total = len(view.devices)
+    healthy = [d.ID for d in view.devices if d.health == HEALTHY]
+    unhealthy = [f"{d.ID}={d.health or 'unset'}" for d in view.devices if d.health != HEALTHY]
+    out.check("device_plugin.devices_listed", total > 0,
+              f"ListAndWatch listed {total} device(s): " + ", ".join(d.ID for d in view.devices)[:700],
+              observed=total)
+    out.check("device_plugin.all_healthy", total > 0 and not unhealthy,
+              f"{len(healthy)}/{total} Healthy" + (f"; not healthy: {', '.join(unhealthy)}" if unhealthy else ""),
+              observed=len(healthy), expected=total)
+    with_topo = [d for d in view.devices if d.HasField("topology") and len(d.topology.nodes) > 0]
+    numa = sorted({n.ID for d in with_topo for n in d.topology.nodes})
+    out.check("device_plugin.numa_reported", True if total and len(with_topo) == total else None,
+              (f"NUMA node(s) {numa}: " + ", ".join(f"{d.ID}@{[n.ID for n in d.topology.nodes]}"
+                                                     for d in with_topo)[:600]) if with_topo else
+              "the plugin reports no NUMA affinity (allowed by the API: no topology preference)",
+              observed=",".join(map(str, numa)) or "none")
+    out.metric("device_plugin.devices", total, "cards", labels={"socket": view.socket.name})
+    out.metric("device_plugin.healthy", len(healthy), "cards", labels={"socket": view.socket.name})
+    out.metric("device_plugin.numa_nodes", len(numa), "nodes", labels={"detail": "true"})
+
+
+def _report_kubelet_against_plugin(out: EnvelopeBuilder, kubelet_ids: set[str], view: PluginView | None,
+                                   resource: str) -> None:
+    """The kubelet's allocatable devices of the resource are exactly the plugin's."""
+    if view is None:
+        out.check("pod_resources.allocatable_matches_plugin", None,
+                  f"the kubelet lists {len(kubelet_ids)} device(s) of {resource}; no plugin view to compare")
+        return
+    missing = sorted(view.ids - kubelet_ids)
+    extra = sorted(kubelet_ids - view.ids)
+    out.check("pod_resources.allocatable_matches_plugin", not missing and not extra and bool(kubelet_ids),
+              f"kubelet {len(kubelet_ids)} device(s), plugin {len(view.ids)}"
+              + (f"; not in the kubelet's: {missing}" if missing else "")
+              + (f"; unknown to the plugin: {extra}" if extra else ""),
+              observed=len(kubelet_ids), expected=len(view.ids))
+
+
+def _report_given(out: EnvelopeBuilder, pods: PodDevices, resource: str,
+                  p: dict[str, Any]) -> list[str] | None:
+    """The devices the kubelet lists for this pod (None when it does not list the pod)."""
+    pod = p["pod"] or os.environ.get("POD_NAME", "")
+    namespace = p["namespace"] or os.environ.get("POD_NAMESPACE", "")
+    if not pod or not namespace:
+        out.check("pod_resources.probe_devices_listed", None,
+                  "this pod's name and namespace are unknown (set POD_NAME/POD_NAMESPACE)")
+        return None
+    mine = [ids for ns, name, _c, ids in pods if (ns, name) == (namespace, pod)]
+    if not mine:
+        out.check("pod_resources.probe_devices_listed", False,
+                  f"List does not show this pod {namespace}/{pod} ({len(pods)} container(s) listed)")
+        return None
+    given = sorted({i for ids in mine for i in ids})
+    out.check("pod_resources.probe_devices_listed", len(given) == p["requested"],
+              f"List shows {namespace}/{pod} with {resource} {given or 'none'}",
+              observed=len(given), expected=p["requested"])
+    out.metric("pod_resources.given_devices", len(given), "cards", labels={"ids": ",".join(given)[:200]})
+    return given
+
+
+def _report_seen(ctx: RunContext, given: list[str] | None) -> None:
+    """What this pod sees of its cards, against what the kubelet gave it."""
+    seen = _visibility.observe(ctx.accel)
+    _visibility.report(ctx.out, seen)
+    if given is None:
+        ctx.out.check("pod_resources.given_equals_seen", None,
+                      "the devices given to this pod are unknown (PodResources did not list it); "
+                      f"inside: {seen.describe()}"[:1000])
+        return
+    ctx.out.check("pod_resources.given_equals_seen", *given_vs_seen(given, seen),
+                  observed=seen.describe()[:500], expected=",".join(given) or "none")
 
 
 def given_vs_seen(given: list[str], seen: _visibility.Seen) -> tuple[bool | None, str]:

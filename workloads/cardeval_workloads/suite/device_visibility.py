@@ -17,20 +17,26 @@ it asked for. It needs no privilege and reads only its own environment:
 
 from __future__ import annotations
 
+from typing import Any
+
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param
 
 from . import _visibility
 
 NAME = "device-visibility"
-DESCRIPTION = "what a pod sees of its cards: framework count, visible-devices variables"
-CLAUSES = ("6.1.n",)
 TOPOLOGY = "node"
+
+#: No rule reads this workload's envelope directly: the operator's device-plugin check reads the
+#: visibility counts of its isolation pods and judges them as the isolation.* sub-checks of 6.1.n.
+CHECKS = ("visibility.count_matches",)
+METRICS = _visibility.COUNT_METRICS
+SHOWN = _visibility.DETAIL_METRICS
 PARAMS = {
     "expected": Param(int, -1, "cards the pod asked for (-1: only observe)"),
     "resource": Param(str, "", "the extended resource the pod asked for (for the report)"),
 }
-PROFILES = {p: {} for p in ("quick", "standard", "full")}
+PROFILES: dict[str, dict[str, Any]] = {p: {} for p in ("quick", "standard", "full")}
 
 
 def run(ctx: RunContext) -> None:

@@ -84,16 +84,20 @@ from cardeval_workloads.harness.params import Param, str_list
 from . import _fault_child
 
 NAME = "fault"
-DESCRIPTION = "provoke a device-side error in a child process; check it is reported and the card recovers"
-CLAUSES = ("6.1.m",)  # and ECC evidence for 6.2.4.c / 6.3.4.c (judged from info's ecc_mode)
 TOPOLOGY = "card"
+
+CHECKS = ("fault.reported", "fault.recovered", "fault.driver_events")
+METRICS = ()
+#: ECC mode and counters, remapped rows (6.2.4.c judges ECC from info's fields, not from these).
+EVIDENCE = ("ecc_enabled", "ecc_errors", "remapped_rows")
+SHOWN = ("fault.report_s", "fault.recovery_s", "fault.xid_events") + tuple(f"fault.{name}" for name in EVIDENCE)
 
 PARAMS = {
     "timeout_s": Param(float, 300.0, "time limit for each child process"),
     "inject": Param(str_list, None, "TEST HOOK: swallow and/or corrupt-recovery, e.g. swallow,corrupt-recovery",
                     choices=("swallow", "corrupt-recovery")),
 }
-PROFILES = {p: {} for p in ("quick", "standard", "full")}
+PROFILES: dict[str, dict[str, Any]] = {p: {} for p in ("quick", "standard", "full")}
 
 #: The package root, so the child finds ``cardeval_workloads`` however the parent was started.
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -273,7 +277,8 @@ def judge_driver_events(events: list[tuple[str, int | None]] | None, why: str | 
         return None, f"the driver offers no event stream for {where}: {why}", "not readable"
     text = [f"Xid {code}" if kind == "xid" else (f"{kind} {code}" if code is not None else kind)
             for kind, code in events]
-    unexpected = [t for (kind, code), t in zip(events, text) if not (kind == "xid" and code in APPLICATION_XIDS)]
+    unexpected = [t for (kind, code), t in zip(events, text, strict=True)
+                  if not (kind == "xid" and code in APPLICATION_XIDS)]
     expected = [t for t in text if t not in unexpected]
     listed = ", ".join(text) if text else "none"
     if unexpected:

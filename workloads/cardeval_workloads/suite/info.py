@@ -36,6 +36,8 @@ Also, per card:
 
 from __future__ import annotations
 
+from typing import Any
+
 import re
 
 from cardeval_workloads.envelope import InfoField
@@ -43,11 +45,18 @@ from cardeval_workloads.harness import mgmt
 from cardeval_workloads.harness.context import RunContext
 
 NAME = "info"
-DESCRIPTION = "vendor, model, serial, firmware, memory and link facts per card"
-CLAUSES = ("6.1.a",)
 TOPOLOGY = "card"
+
+#: The device fields also reported as metrics, with their units.
+FIELD_METRICS = (("memory_total_bytes", "bytes"), ("pcie_gen_max", "gen"), ("pcie_gen_card", "gen"),
+                 ("pcie_width_max", "lanes"))
+#: 6.1.a falls back on ``info.readable`` when a compact envelope carries no fields; ECC (6.2.4.c)
+#: needs the counters readable.
+CHECKS = ("info.readable", "info.ecc_counters_readable")
+METRICS = ()
+SHOWN = ("info.consistent", "device_count") + tuple(name for name, _ in FIELD_METRICS)
 PARAMS: dict = {}
-PROFILES = {p: {} for p in ("quick", "standard", "full")}
+PROFILES: dict[str, dict[str, Any]] = {p: {} for p in ("quick", "standard", "full")}
 
 MEMORY_TOLERANCE = 0.05
 
@@ -125,8 +134,7 @@ def run(ctx: RunContext) -> None:
                       host + ("all of vendor, model, serial, firmware, memory read" if not absent else
                               "; ".join(f"{f}: {fields[f].unavailable}" for f in absent)),
                       observed=",".join(absent) or "none missing", expected="none missing", device=index)
-            for name, unit in (("memory_total_bytes", "bytes"), ("pcie_gen_max", "gen"), ("pcie_gen_card", "gen"),
-                               ("pcie_width_max", "lanes")):
+            for name, unit in FIELD_METRICS:
                 f = fields.get(name)
                 if f is not None and f.value is not None:
                     labels = {"source": f.source} if ctx.accel.is_accelerator else {"source": f.source,

@@ -43,7 +43,6 @@ import os
 import re
 import statistics
 import tempfile
-import time
 from typing import Any
 
 import torch
@@ -53,13 +52,26 @@ from cardeval_workloads.envelope import Stats
 from cardeval_workloads.harness import distributed
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param, str_list
+from cardeval_workloads.harness.profiles import merged
+from cardeval_workloads.harness.testhook import corrupt_one
+from cardeval_workloads.harness.timing import WallTimer, sample
 
-from . import _comm, collectives
+from . import _collective_sweep
+from ._collective_ops import OPS, pattern
+from ._comm_table import TABLE_METRICS
 
 NAME = "internode"
-DESCRIPTION = "card-to-card bandwidth between servers (Gb/s, per node pair), correctness, collectives across nodes"
-CLAUSES = ("6.2.1.g", "6.3.1.f")
 TOPOLOGY = "multi-node"
+#: The collectives run across the nodes report under this prefix.
+COLLECTIVE_PREFIX = "internode.collective"
+#: (mode, metric) of the exchanges between node pairs: one direction, and both ways at once.
+EXCHANGES = (("one_way", "internode.gbps"), ("both_ways", "internode.bidir_gbps"))
+
+CHECKS = ("internode.correct", "internode.transport") + tuple(
+    f"{COLLECTIVE_PREFIX}.{op}.{check}" for op in OPS for check in _collective_sweep.OP_CHECKS)
+METRICS = tuple(metric for _, metric in EXCHANGES) + ("internode.hosts",) + tuple(
+    f"{COLLECTIVE_PREFIX}.{op}.{metric}" for op in OPS for metric in _collective_sweep.OP_METRICS)
+SHOWN = tuple(f"{COLLECTIVE_PREFIX}.{metric}" for metric in _collective_sweep.RUN_METRICS + TABLE_METRICS)
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -67,7 +79,7 @@ KIB = 1 << 10
 PARAMS = {
     "size_mib": Param(int, None, "bytes per exchange in MiB instead of the profile's"),
     "repeats": Param(int, None, "samples instead of the profile's"),
-    "ops": Param(str_list, ["all_reduce"], "collectives to run across the nodes", choices=_comm.OPS),
+    "ops": Param(str_list, ["all_reduce"], "collectives to run across the nodes", choices=OPS),
     "backend": Param(str, None, "collective backend instead of the device's"),
     "timeout_s": Param(float, None, "time limit of the distributed run"),
     "corrupt_rank": Param(int, None, "TEST HOOK: this rank corrupts what it received"),
@@ -90,7 +102,7 @@ PROFILES = {
 }
 
 
-def _exchange(r: Any, peer: int, send: bool, recv: bool, x: torch.Tensor, y: torch.Tensor) -> None:
+def _exchange(peer: int, send: bool, recv: bool, x: torch.Tensor, y: torch.Tensor) -> None:
     ops = []
     if send:
         ops.append(dist.P2POp(dist.isend, x, peer))
@@ -100,55 +112,53 @@ def _exchange(r: Any, peer: int, send: bool, recv: bool, x: torch.Tensor, y: tor
         req.wait()
 
 
-def rank_main(r: Any) -> dict[str, Any]:
-    cfg = dict(r.sizes)
-    nbytes = int(r.params.get("size_mib") or cfg["size_mib"]) * MIB
-    repeats = int(r.params.get("repeats") or cfg["repeats"])
-    inner = int(cfg.get("inner", 2))
-    hook = r.params.get("corrupt_rank") == r.rank
-    n = nbytes // 4
-    x = _comm.pattern(r.rank, 0, n, r.device)
-    y = torch.empty(n, dtype=torch.float32, device=r.device)
+def rank_main(r: distributed.Rank) -> dict[str, Any]:
+    cfg = merged(r.sizes, r.params, "size_mib", "repeats")
+    nbytes = int(cfg["size_mib"]) * MIB
     host_id, id_kind = host_identity()
     out: dict[str, Any] = {"pairs": {}, "verified": [], "host": os.uname().nodename, "host_id": host_id,
                            "host_id_kind": id_kind}
-    local = r.rank % r.procs_per_node
     for k in range(1, r.nnodes):
-        peer_of = {local: None}
-        if r.node_rank == 0:
-            peer_of[local] = k * r.procs_per_node + local
-        elif r.node_rank == k:
-            peer_of[local] = local
-        peer = peer_of[local]
-        for mode in ("one_way", "both_ways"):
-            samples: list[float] = []
-            sends = peer is not None and (mode == "both_ways" or r.node_rank == 0)
-            recvs = peer is not None and (mode == "both_ways" or r.node_rank == k)
-            for i in range(repeats + 1):  # the first exchange warms up and is verified
-                r.barrier()
-                if peer is not None:
-                    t0 = time.perf_counter()
-                    for _ in range(1 if i == 0 else inner):
-                        _exchange(r, peer, sends, recvs, x, y)
-                    r.sync()
-                    if i == 0 and recvs:
-                        if hook:
-                            _comm.corrupt(y)
-                        want = _comm.pattern(peer, 0, n, r.device)
-                        bad = 0 if bool(torch.equal(y, want)) else int((y != want).sum().item())
-                        out["verified"].append((k, mode, peer, bad, n))
-                    elif i > 0:
-                        samples.append((time.perf_counter() - t0) / inner)
-            if peer is not None:
-                moved = nbytes * (2 if mode == "both_ways" else 1)
-                out["pairs"][(k, mode)] = (peer, moved, samples)
+        _node_pair(r, k, nbytes, int(cfg["repeats"]), int(cfg.get("inner", 2)), out)
     r.barrier()
-    sub = dict(r.params)
-    sub["ops"] = list(r.params.get("ops") or ["all_reduce"])
-    r.params = sub
-    out["collectives"] = collectives.rank_main(r)
+    r.params = dict(r.params, ops=list(r.params.get("ops") or ["all_reduce"]))
+    out["collectives"] = _collective_sweep.sweep(r)
     out["transport"] = _transport()
     return out
+
+
+def _node_pair(r: distributed.Rank, k: int, nbytes: int, repeats: int, inner: int, out: dict[str, Any]) -> None:
+    """Card ``l`` of node 0 and card ``l`` of node ``k`` exchange, one way and both ways; every rank
+    meets the same barriers (one per sample and one for the verified first exchange)."""
+    local = r.rank % r.procs_per_node
+    peer = k * r.procs_per_node + local if r.node_rank == 0 else local if r.node_rank == k else None
+    n = nbytes // 4
+    x = pattern(r.rank, 0, n, r.device)
+    y = torch.empty(n, dtype=torch.float32, device=r.device)
+    hook = r.params.get("corrupt_rank") == r.rank
+    for mode, _ in EXCHANGES:
+        if peer is None:
+            for _ in range(repeats + 1):
+                r.barrier()
+            continue
+        sends = mode == "both_ways" or r.node_rank == 0
+        recvs = mode == "both_ways" or r.node_rank == k
+
+        def exchange(peer: int = peer, sends: bool = sends, recvs: bool = recvs) -> None:
+            _exchange(peer, sends, recvs, x, y)
+
+        r.barrier()  # the first exchange warms up and is verified
+        exchange()
+        r.sync()
+        if recvs:
+            if hook:
+                corrupt_one(y)
+            want = pattern(peer, 0, n, r.device)
+            bad = 0 if bool(torch.equal(y, want)) else int((y != want).sum().item())
+            out["verified"].append((k, mode, peer, bad, n))
+        samples = sample(exchange, WallTimer(r.sync), inner=inner, count=repeats, before=r.barrier)
+        moved = nbytes * (2 if mode == "both_ways" else 1)
+        out["pairs"][(k, mode)] = (peer, moved, samples)
 
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -269,21 +279,16 @@ def run(ctx: RunContext) -> None:
         os.environ.setdefault("NCCL_DEBUG", "INFO")
         os.environ.setdefault("NCCL_DEBUG_SUBSYS", "INIT,NET")
         os.environ["NCCL_DEBUG_FILE"] = os.path.join(tempfile.mkdtemp(prefix="cardeval-nccl-"), "nccl.%h.%p.log")
-    timeout = float(ctx.params.get("timeout_s") or ctx.sizes.get("timeout_s", 600))
+    timeout = float(merged(ctx.sizes, ctx.params, "timeout_s").get("timeout_s", 600))
     world = distributed.run_world(ctx, rank_main, procs_per_node=per_node, backend=backend, timeout_s=timeout)
-    if not world.reporter:
-        return
-    world.raise_for_failure()
-    report(ctx, world)
+    values = distributed.results(ctx, world)
+    if values is not None:
+        report(ctx, values, world.layout, world.backend)
 
 
-def report(ctx: RunContext, world: distributed.WorldResult) -> None:
+def report(ctx: RunContext, values: list[Any], layout: distributed.Layout, backend: str) -> None:
+    """Checks and metrics from every rank's :func:`rank_main` (None for a rank without results)."""
     out = ctx.out
-    values = world.values or []
-    layout = world.layout
-    for rank, err in sorted(world.errors.items()):
-        out.error(f"rank {rank}: {err}")
-        ctx.failed = True
     wrong, checked = [], 0
     pair_rates: dict[str, list[float]] = {"one_way": [], "both_ways": []}
     for rank, v in enumerate(values):
@@ -295,14 +300,14 @@ def report(ctx: RunContext, world: distributed.WorldResult) -> None:
                 wrong.append(f"rank {rank} from rank {peer} ({mode}, node 0↔{k}): {bad} of {total} elements differ")
     hosts = sorted({v["host"] for v in values if v})
     for k in range(1, layout.nnodes):
-        for mode, name in (("one_way", "internode.gbps"), ("both_ways", "internode.bidir_gbps")):
+        for mode, name in EXCHANGES:
             per_pair = []
             for rank, v in enumerate(values):
                 if not v or rank >= layout.procs_per_node or (k, mode) not in v["pairs"]:
                     continue  # node 0's ranks hold one entry per pair
                 peer, moved, samples = v["pairs"][(k, mode)]
                 partner = values[peer]["pairs"].get((k, mode)) if values[peer] else None
-                both = [max(a, b) for a, b in zip(samples, partner[2])] if partner else samples
+                both = [max(a, b) for a, b in zip(samples, partner[2], strict=False)] if partner else samples
                 if not both:
                     continue
                 rates = [moved * 8 / s / 1e9 for s in both]
@@ -315,7 +320,7 @@ def report(ctx: RunContext, world: distributed.WorldResult) -> None:
                            labels={"detail": "true", "scope": "node_pair", "nodes": f"0-{k}",
                                    "card_pairs": str(len(per_pair))})
                 pair_rates[mode].extend(per_pair)
-    for mode, name in (("one_way", "internode.gbps"), ("both_ways", "internode.bidir_gbps")):
+    for mode, name in EXCHANGES:
         rates = pair_rates[mode]
         if rates:
             out.metric(name, statistics.mean(rates), "Gbit/s",
@@ -327,7 +332,7 @@ def report(ctx: RunContext, world: distributed.WorldResult) -> None:
     out.check("internode.correct", (not wrong) if checked else None,
               ((("; ".join(wrong)) if wrong else
                 f"{checked} inter-node transfers equal the sender's pattern ({layout.nnodes} nodes: "
-                f"{', '.join(hosts)[:200]}; {world.backend})") + note)[:1000],
+                f"{', '.join(hosts)[:200]}; {backend})") + note)[:1000],
               observed=len(wrong), expected=0)
     reported = [v for v in values if v]
     if reported:
@@ -335,10 +340,9 @@ def report(ctx: RunContext, world: distributed.WorldResult) -> None:
         out.metric("internode.hosts", float(n_hosts), "hosts", labels=labels)
     else:
         out.metric("internode.hosts", None, "hosts", unavailable="no rank reported its host")
-    ok, detail = judge_transport(world.backend, [(v.get("host_id") or v["host"], *(v.get("transport") or ("", "")))
+    ok, detail = judge_transport(backend, [(v.get("host_id") or v["host"], *(v.get("transport") or ("", "")))
                                                  for v in reported])
     out.check("internode.transport", ok, detail)
-    coll = [v["collectives"] if v else None for v in values]
-    sub = distributed.WorldResult(layout=layout, backend=world.backend, values=coll)
-    collectives.report(ctx, sub, prefix="internode.collective", ops=list(ctx.params.get("ops") or ["all_reduce"]),
-                       table=bool(ctx.sizes.get("a100_table")))
+    _collective_sweep.report(ctx, [v["collectives"] if v else None for v in values], layout, backend,
+                             prefix=COLLECTIVE_PREFIX, ops=list(ctx.params.get("ops") or ["all_reduce"]),
+                             table=bool(ctx.sizes.get("a100_table")))

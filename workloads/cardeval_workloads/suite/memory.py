@@ -48,12 +48,19 @@ import torch
 from cardeval_workloads.envelope import InfoField
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param
-from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
+from cardeval_workloads.harness.profiles import merged
+from cardeval_workloads.harness.testhook import corrupt_one, hook_note
+from cardeval_workloads.harness.timing import OverBudgetError, measure, timer_for
 
 NAME = "memory"
-DESCRIPTION = "memory capacity and bandwidth (copy and triad on buffers >= 4x the last-level cache)"
-CLAUSES = ("6.2.2.b", "6.2.2.c", "6.3.2.b", "6.3.2.c")
 TOPOLOGY = "card"
+
+#: Each kernel's bandwidth metric; the better of them is ``memory.bandwidth_gbps``.
+KERNEL_METRICS = (("copy", "memory.d2d_gbps"), ("triad", "memory.triad_gbps"))
+CHECKS = ()
+METRICS = ("memory.capacity_gb", "memory.bandwidth_gbps")
+SHOWN = ("memory.copy_correct", "memory.theoretical_gbps", "memory.bandwidth_fraction") + tuple(
+    name for _, name in KERNEL_METRICS)
 
 PARAMS = {
     "buffer_mib": Param(int, None, "MiB per array instead of the profile's minimum (4x the last-level cache "
@@ -140,7 +147,7 @@ def theoretical(ctx: RunContext, index: int) -> tuple[float | None, str]:
 def array_bytes(ctx: RunContext, index: int) -> tuple[int, dict[str, str]]:
     """Bytes per array and labels saying how the size was chosen."""
     llc, llc_src = llc_bytes(ctx, index)
-    wanted = (ctx.params.get("buffer_mib") or ctx.sizes["min_mib"]) * MIB
+    wanted = merged(ctx.sizes, ctx.params, min_mib="buffer_mib")["min_mib"] * MIB
     labels = {"llc": f"{llc // MIB} MiB {llc_src}" if llc else llc_src}
     if llc and not ctx.params.get("force_small"):
         wanted = max(wanted, 4 * llc)
@@ -184,7 +191,7 @@ def thread_options(accel) -> list[int | None]:
     one); on an accelerator: the device's own parallelism only."""
     if accel.is_accelerator:
         return [None]
-    return sorted({torch.get_num_threads(), 1}, reverse=True)
+    return [count for count in sorted({torch.get_num_threads(), 1}, reverse=True)]
 
 
 def best_bandwidth(fn, accel, index: int, nbytes: float, cfg: dict) -> tuple:
@@ -214,22 +221,8 @@ def triad_kernel(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
 def run_one(ctx: RunContext, index: int) -> None:
     out, accel = ctx.out, ctx.accel
     where = accel.describe(index)
-    cfg = dict(ctx.sizes)
-    if ctx.params.get("repeats"):
-        cfg["repeats"] = int(ctx.params["repeats"])
-    fields = {}
-    mem = accel.memory_info(index)
-    what = "device memory" if accel.is_accelerator else "host DRAM (the CPU is the device under test)"
-    if mem is not None:
-        source = "torch mem_get_info" if accel.is_accelerator else "/proc/meminfo MemTotal"
-        out.metric("memory.capacity_gb", mem[1] / 1e9, "GB", device=index,
-                   labels={"bytes": str(mem[1]), "source": source})
-        fields["memory_total_bytes"] = InfoField(value=str(mem[1]), source=source[:64])
-    else:
-        out.metric("memory.capacity_gb", None, "GB", device=index,
-                   unavailable=f"the {accel.backend} runtime reports no memory size")
-    out.device(ctx.identity(index, fields))
-
+    cfg = merged(ctx.sizes, ctx.params, "repeats")
+    _report_capacity(ctx, index)
     nbytes, labels = array_bytes(ctx, index)
     labels["convention"] = CONVENTION
     labels["memory"] = "device" if accel.is_accelerator else "host DRAM"
@@ -246,13 +239,13 @@ def run_one(ctx: RunContext, index: int) -> None:
     reasons: dict[str, str] = {}
     for kernel, fn, moved in (("copy", copy_kernel(a, b), 2.0 * nbytes),
                               ("triad", triad_kernel(c, a, b), 3.0 * nbytes)):
-        name = "memory.d2d_gbps" if kernel == "copy" else "memory.triad_gbps"
+        name = dict(KERNEL_METRICS)[kernel]
         kl = dict(labels, kernel=kernel, bytes_per_call=str(int(moved)))
         if kernel == "triad":
             kl["detail"] = "true"
         try:
             value, stats, timing, threads = best_bandwidth(fn, accel, index, moved, cfg)
-        except OverBudget as exc:
+        except OverBudgetError as exc:
             reasons[kernel] = f"skipped: {exc}"
             out.metric(name, None, "GB/s", device=index, labels=kl, unavailable=reasons[kernel])
             results[kernel] = None
@@ -264,27 +257,56 @@ def run_one(ctx: RunContext, index: int) -> None:
         results[kernel] = value
         ctx.log.info("%s %s: %.4g GB/s (%s, %d MiB arrays)", where, kernel, value, CONVENTION, nbytes // MIB)
         if kernel == "copy":
-            # the copy's destination must now equal its source, bit for bit
-            accel.synchronize(index)
-            injected = bool(ctx.params.get("inject_error"))
-            if injected:
-                b[n // 3] = b[n // 3] + 1.0
-            equal = bool(torch.equal(a, b))
-            wrong = 0 if equal else int((a != b).sum().item())
-            hook = " [inject_error test hook: one element corrupted on purpose]" if injected else ""
-            out.check("memory.copy_correct", equal,
-                      f"{nbytes // MIB} MiB copy on {where}: {wrong} of {n} float32 elements differ from the "
-                      f"source{hook}", observed=wrong, expected=0, device=index)
+            _check_copy(ctx, index, a, b, nbytes)
     measured = {k: v for k, v in results.items() if v is not None}
+    if "copy" not in measured:
+        out.check("memory.copy_correct", None, f"copy not run: {reasons.get('copy')}", device=index)
+    _report_bandwidth(ctx, index, labels, measured, reasons)
+    del a, b, c
+
+
+def _report_capacity(ctx: RunContext, index: int) -> None:
+    """``memory.capacity_gb``, and the card's identity with its memory size."""
+    out, accel = ctx.out, ctx.accel
+    fields = {}
+    mem = accel.memory_info(index)
+    if mem is not None:
+        source = "torch mem_get_info" if accel.is_accelerator else "/proc/meminfo MemTotal"
+        out.metric("memory.capacity_gb", mem[1] / 1e9, "GB", device=index,
+                   labels={"bytes": str(mem[1]), "source": source})
+        fields["memory_total_bytes"] = InfoField(value=str(mem[1]), source=source[:64])
+    else:
+        out.metric("memory.capacity_gb", None, "GB", device=index,
+                   unavailable=f"the {accel.backend} runtime reports no memory size")
+    out.device(ctx.identity(index, fields))
+
+
+def _check_copy(ctx: RunContext, index: int, a: torch.Tensor, b: torch.Tensor, nbytes: int) -> None:
+    """``memory.copy_correct``: the timed copy's destination equals its source, bit for bit."""
+    ctx.accel.synchronize(index)
+    injected = bool(ctx.params.get("inject_error"))
+    if injected:
+        corrupt_one(b)
+    equal = bool(torch.equal(a, b))
+    wrong = 0 if equal else int((a != b).sum().item())
+    hook = hook_note("inject_error") if injected else ""
+    ctx.out.check("memory.copy_correct", equal,
+                  f"{nbytes // MIB} MiB copy on {ctx.accel.describe(index)}: {wrong} of {a.numel()} float32 elements "
+                  f"differ from the source{hook}", observed=wrong, expected=0, device=index)
+
+
+def _report_bandwidth(ctx: RunContext, index: int, labels: dict[str, str], measured: dict[str, float],
+                      reasons: dict[str, str]) -> None:
+    """``memory.bandwidth_gbps`` (the better kernel's), and the fraction of the theoretical figure."""
+    out = ctx.out
+    what = "device memory" if ctx.accel.is_accelerator else "host DRAM (the CPU is the device under test)"
     if measured:
-        best = max(measured, key=measured.get)
+        best = max(measured, key=measured.__getitem__)
         out.metric("memory.bandwidth_gbps", measured[best], "GB/s", device=index,
                    labels=dict(labels, kernel=best, memory=what[:60]))
     else:
         out.metric("memory.bandwidth_gbps", None, "GB/s", device=index,
                    unavailable="; ".join(f"{k}: {v}" for k, v in reasons.items()))
-    if "copy" not in measured:
-        out.check("memory.copy_correct", None, f"copy not run: {reasons.get('copy')}", device=index)
     peak, source = theoretical(ctx, index)
     if peak is not None:
         out.metric("memory.theoretical_gbps", peak / 1e9, "GB/s", device=index,
@@ -295,7 +317,6 @@ def run_one(ctx: RunContext, index: int) -> None:
     else:
         out.metric("memory.theoretical_gbps", None, "GB/s", device=index,
                    labels={"detail": "true"}, unavailable=source)
-    del a, b, c
 
 
 def run(ctx: RunContext) -> None:

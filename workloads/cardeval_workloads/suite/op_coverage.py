@@ -85,19 +85,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 from cardeval_workloads.envelope import InfoField
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import UsageError, describe_exception
 from cardeval_workloads.harness.params import Param, str_list
+from cardeval_workloads.harness.testhook import corrupt_one, hook_note
 
 from . import _numerics
 from ._numerics import UNIT_ROUNDOFF, compare
 
 NAME = "op-coverage"
-DESCRIPTION = "common operator types in fp32/fp16/bf16 against a float64 reference"
-CLAUSES = ("6.2.1.e", "6.3.1.d")
 TOPOLOGY = "card"
 
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
@@ -152,7 +151,7 @@ def _away_from_zero(t: torch.Tensor) -> torch.Tensor:
 
 def _conv2d_ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     n, _, h, wd = x.shape
-    cols = F.unfold(x, kernel_size=w.shape[-2:], padding=1)            # (N, C·kh·kw, L)
+    cols = functional.unfold(x, kernel_size=w.shape[-2:], padding=1)            # (N, C·kh·kw, L)
     out = w.reshape(w.shape[0], -1) @ cols + b.view(1, -1, 1)          # (N, O, L)
     return out.view(n, w.shape[0], h, wd)
 
@@ -161,7 +160,7 @@ def _conv_t_ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out_hw: tuple
     n, cin, h, wd = x.shape
     cout = w.shape[1]
     cols = w.reshape(cin, -1).t() @ x.reshape(n, cin, h * wd)           # (N, Cout·kh·kw, H·W)
-    out = F.fold(cols, output_size=out_hw, kernel_size=w.shape[-2:], stride=2, padding=1)
+    out = functional.fold(cols, output_size=out_hw, kernel_size=w.shape[-2:], stride=2, padding=1)
     return out + b.view(1, cout, 1, 1)
 
 
@@ -225,39 +224,39 @@ OPS: tuple[Op, ...] = (
        "M=|A|·|B|, n=64, k=4"),
     Op("linear", "linear algebra",
        lambda g, s: {"x": _randn(g, 8 * s, 64), "w": _randn(g, 48, 64), "b": _randn(g, 48)},
-       lambda t: F.linear(t["x"], t["w"], t["b"]),
+       lambda t: functional.linear(t["x"], t["w"], t["b"]),
        lambda t: Ref(t["x"] @ t["w"].t() + t["b"], t["x"].abs() @ t["w"].abs().t() + t["b"].abs(), n=65, k=4),
        "M=|x|·|W|ᵀ+|b|, n=65, k=4"),
     Op("conv2d", "convolution",
        lambda g, s: {"x": _randn(g, 2 * s, 4, 10, 10), "w": _randn(g, 8, 4, 3, 3), "b": _randn(g, 8)},
-       lambda t: F.conv2d(t["x"], t["w"], t["b"], padding=1),
+       lambda t: functional.conv2d(t["x"], t["w"], t["b"], padding=1),
        lambda t: Ref(_conv2d_ref(t["x"], t["w"], t["b"]), _conv2d_ref(t["x"].abs(), t["w"].abs(), t["b"].abs()),
                      n=37, k=4),
        "unfold+product reference; M=conv(|x|,|w|)+|b|, n=37, k=4"),
     Op("conv_transpose2d", "convolution",
        lambda g, s: {"x": _randn(g, 2 * s, 4, 6, 6), "w": _randn(g, 4, 6, 3, 3), "b": _randn(g, 6)},
-       lambda t: F.conv_transpose2d(t["x"], t["w"], t["b"], stride=2, padding=1, output_padding=1),
+       lambda t: functional.conv_transpose2d(t["x"], t["w"], t["b"], stride=2, padding=1, output_padding=1),
        lambda t: Ref(_conv_t_ref(t["x"], t["w"], t["b"], (12, 12)),
                      _conv_t_ref(t["x"].abs(), t["w"].abs(), t["b"].abs(), (12, 12)), n=37, k=4),
        "product+fold reference; M=convT(|x|,|w|)+|b|, n=37, k=4"),
     Op("max_pool2d", "pooling",
        lambda g, s: {"x": _randn(g, 2 * s, 4, 8, 8)},
-       lambda t: F.max_pool2d(t["x"], 2),
+       lambda t: functional.max_pool2d(t["x"], 2),
        lambda t: Ref(t["x"].view(t["x"].shape[0], 4, 4, 2, 4, 2).amax(dim=(3, 5)))),
     Op("avg_pool2d", "pooling",
        lambda g, s: {"x": _randn(g, 2 * s, 4, 8, 8)},
-       lambda t: F.avg_pool2d(t["x"], 2),
+       lambda t: functional.avg_pool2d(t["x"], 2),
        lambda t: Ref(t["x"].view(t["x"].shape[0], 4, 4, 2, 4, 2).mean(dim=(3, 5)),
                      t["x"].abs().view(t["x"].shape[0], 4, 4, 2, 4, 2).mean(dim=(3, 5)), n=4, k=2),
        "M=avg(|x|), n=4, k=2"),
     Op("batch_norm", "normalisation",
        lambda g, s: {"x": _randn(g, 8, 6, 5, 5, std=2.0) + 1.0, "w": _randn(g, 6), "b": _randn(g, 6)},
-       lambda t: F.batch_norm(t["x"], None, None, t["w"], t["b"], training=True, eps=1e-5),
+       lambda t: functional.batch_norm(t["x"], None, None, t["w"], t["b"], training=True, eps=1e-5),
        lambda t: _norm_ref(t["x"], (0, 2, 3), t["w"].view(1, -1, 1, 1), t["b"].view(1, -1, 1, 1), 1e-5),
        "batch statistics; M=(|x|+|μ|+|x−μ|)/σ·|w|+|b|, n=200, k=8"),
     Op("layer_norm", "normalisation",
        lambda g, s: {"x": _randn(g, 8 * s, 64, std=2.0) + 1.0, "w": _randn(g, 64), "b": _randn(g, 64)},
-       lambda t: F.layer_norm(t["x"], (64,), t["w"], t["b"], eps=1e-5),
+       lambda t: functional.layer_norm(t["x"], (64,), t["w"], t["b"], eps=1e-5),
        lambda t: _norm_ref(t["x"], (1,), t["w"], t["b"], 1e-5),
        "M=(|x|+|μ|+|x−μ|)/σ·|w|+|b|, n=64, k=8"),
     Op("relu", "activation",
@@ -266,13 +265,13 @@ OPS: tuple[Op, ...] = (
        lambda t: Ref(torch.where(t["x"] > 0, t["x"], torch.zeros_like(t["x"])))),
     Op("gelu", "activation",
        lambda g, s: {"x": _randn(g, 16 * s, 64, std=3.0)},
-       lambda t: F.gelu(t["x"]),
+       lambda t: functional.gelu(t["x"]),
        lambda t: Ref(t["x"] * 0.5 * (1 + torch.erf(t["x"] / SQRT2)),
                      t["x"].abs() * (1 + 0.5 * (1 + torch.erf(t["x"] / SQRT2))), k=8),
        "x·Φ(x) with erf; M=|x|+|y|, k=8"),
     Op("silu", "activation",
        lambda g, s: {"x": _randn(g, 16 * s, 64, std=3.0)},
-       lambda t: F.silu(t["x"]),
+       lambda t: functional.silu(t["x"]),
        lambda t: Ref(t["x"] / (1 + torch.exp(-t["x"])), t["x"].abs() * (1 + 1 / (1 + torch.exp(-t["x"]))), k=8),
        "x/(1+e^-x); M=|x|+|y|, k=8"),
     Op("sigmoid", "activation",
@@ -292,12 +291,12 @@ OPS: tuple[Op, ...] = (
        "exp(x−max)/Σ; M=y·(1+|x−max|), n=64, k=8"),
     Op("attention", "attention",
        lambda g, s: {"q": _randn(g, s, 2, 16, 32), "k": _randn(g, s, 2, 16, 32), "v": _randn(g, s, 2, 16, 32)},
-       lambda t: F.scaled_dot_product_attention(t["q"], t["k"], t["v"]),
+       lambda t: functional.scaled_dot_product_attention(t["q"], t["k"], t["v"]),
        lambda t: _attention_ref(t["q"], t["k"], t["v"]),
        "softmax(QKᵀ/√E)V; M=(P∘(1+|S−max|+|Q||K|ᵀ/√E))·|V|, n=32, k=8"),
     Op("embedding", "embedding",
        lambda g, s: {"w": _randn(g, 50, 16), "idx": torch.randint(0, 50, (4 * s, 7), generator=g)},
-       lambda t: F.embedding(t["idx"], t["w"]),
+       lambda t: functional.embedding(t["idx"], t["w"]),
        lambda t: Ref(t["w"][t["idx"]])),
     Op("sum", "reduction",
        lambda g, s: {"x": _randn(g, 8 * s, 256)},
@@ -357,6 +356,12 @@ OPS: tuple[Op, ...] = (
 )
 
 OP_NAMES = tuple(op.name for op in OPS)
+
+CHECKS = ()
+METRICS = ("op_coverage.fraction",)
+#: Each operator in each format is a check of its own, shown beside the coverage it adds up to.
+SHOWN = tuple(f"op.{op}.{fmt}" for op in OP_NAMES for fmt in DTYPE_NAMES) + (
+    "op_coverage.fraction_by_dtype", "op_coverage.max_abs_err", "op_coverage.worst_err_over_bound")
 
 PARAMS = {
     "ops": Param(str_list, list(OP_NAMES), "operators to run, e.g. matmul,conv2d", choices=OP_NAMES),
@@ -427,7 +432,7 @@ def run_one(ctx: RunContext, index: int, op: Op, fmt: str, seed: int, scale: int
     ref = op.ref(ref_inputs)
     injected = op.name in (ctx.params.get("inject_error") or [])
     if injected:
-        got = _numerics.corrupt(got)
+        got = corrupt_one(got.detach().clone())
     u = UNIT_ROUNDOFF[fmt]
     bound = None
     if ref.magnitude is not None:
@@ -441,9 +446,11 @@ def run_one(ctx: RunContext, index: int, op: Op, fmt: str, seed: int, scale: int
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in raw.items())
     law = ("must match bit for bit" if ref.magnitude is None else
            f"bound u·|y|+(k+√n)·u·M+(1+k+√n)·η, u=2^{int(math.log2(u))}, {op.bound_text}")
-    hook = " [inject_error test hook: one element corrupted on purpose]" if injected else ""
+    hook = hook_note("inject_error") if injected else ""
     detail = (f"{op.name} in {fmt} on {where} ({shapes}), seed {seed}, vs float64 host reference: "
               f"{cmp.summary()}; {law}{hook}")
+    observed: int | float | str
+    expected: int | str
     if cmp.exact:
         observed, expected = cmp.mismatches, 0
     else:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,11 +42,16 @@ import torch
 from cardeval_workloads.envelope import Stats
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param, int_list
+from cardeval_workloads.harness.profiles import merged
+from cardeval_workloads.harness.testhook import corrupt_one
+from cardeval_workloads.harness.timing import WallTimer, sample
 
 NAME = "p2p"
-DESCRIPTION = "card-to-card copy bandwidth (pairs, one direction and bidirectional, node aggregate), peer access"
-CLAUSES = ("6.2.1.f", "6.2.2.d", "6.3.1.e")
 TOPOLOGY = "node"
+
+CHECKS = ("p2p.correct", "p2p.peer_access_all")
+METRICS = ("p2p.aggregate_bidir_gbps",)
+SHOWN = ("p2p.peer_access", "p2p.pair_gbps", "p2p.pair_bidir_gbps", "p2p.card_aggregate_bidir_gbps")
 
 MIB = 1 << 20
 
@@ -82,12 +87,32 @@ def _peer(accel: Any, i: int, j: int) -> bool | None:
         return None
 
 
+class _Buffers:
+    """Each card's source pattern, and one receive buffer per ordered pair on the destination card."""
+
+    def __init__(self, accel: Any, cards: list[int], n: int) -> None:
+        self.n = n
+        self.dev = {c: accel.device(c) for c in cards}
+        self.src = {c: fill(torch.empty(n, dtype=torch.int32, device=self.dev[c]), 1000 + c) for c in cards}
+        # The expected content of a copy from card s, computed on each destination card (up to 4 cards;
+        # beyond, it is computed when checked, so as not to hold n² buffers).
+        self.want = {(s, d): fill(torch.empty(n, dtype=torch.int32, device=self.dev[d]), 1000 + s)
+                     for s in cards for d in cards if s != d} if len(cards) <= 4 else {}
+        self.inbox = {(s, d): torch.empty(n, dtype=torch.int32, device=self.dev[d])
+                      for s in cards for d in cards if s != d}
+
+    def expected(self, s: int, d: int) -> torch.Tensor:
+        """What a copy from card ``s`` must hold, on card ``d``."""
+        return self.want[(s, d)] if self.want else \
+            fill(torch.empty(self.n, dtype=torch.int32, device=self.dev[d]), 1000 + s)
+
+
 class _Node:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx, self.accel, self.out = ctx, ctx.accel, ctx.out
-        cfg = dict(ctx.sizes)
-        self.nbytes = int(ctx.params.get("size_mib") or cfg["size_mib"]) * MIB
-        self.repeats = int(ctx.params.get("repeats") or cfg["repeats"])
+        cfg = merged(ctx.sizes, ctx.params, "size_mib", "repeats")
+        self.nbytes = int(cfg["size_mib"]) * MIB
+        self.repeats = int(cfg["repeats"])
         self.inner = int(cfg.get("inner", 4))
         self.cards = [c for c in ctx.devices if not ctx.params.get("pairs") or c in ctx.params["pairs"]]
         self.wrong: list[str] = []
@@ -100,39 +125,37 @@ class _Node:
         for c in self.cards:
             self.accel.synchronize(c)
 
-    def timed(self, fn) -> list[float]:
-        fn()
-        self.sync()
-        samples = []
-        for _ in range(self.repeats):
-            self.sync()
-            t0 = time.perf_counter()
-            for _ in range(self.inner):
-                fn()
-            self.sync()
-            samples.append((time.perf_counter() - t0) / self.inner)
-        return samples
+    def timed(self, fn: Callable[[], Any]) -> list[float]:
+        """Per-call seconds: one warm-up call, then ``repeats`` samples of ``inner`` calls, all cards synced."""
+        timer = WallTimer(self.sync)
+        timer.time(fn)
+        return sample(fn, timer, inner=self.inner, count=self.repeats)
 
     def check(self, got: torch.Tensor, want: torch.Tensor, what: str, hook: bool = False) -> None:
         self.sync()
         if hook:
-            i = got.numel() // 2
-            got[i] = got[i] + 1
+            corrupt_one(got)
         self.verified += 1
         if not bool(torch.equal(got, want)):
             self.wrong.append(f"{what}: {int((got != want).sum().item())} elements differ")
 
     def run(self) -> None:
-        n = self.nbytes // 4
-        dev = {c: self.accel.device(c) for c in self.cards}
-        src = {c: fill(torch.empty(n, dtype=torch.int32, device=dev[c]), 1000 + c) for c in self.cards}
-        # The expected content of a copy from card s, computed on each destination card.
-        want = {(s, d): fill(torch.empty(n, dtype=torch.int32, device=dev[d]), 1000 + s)
-                for s in self.cards for d in self.cards if s != d} if len(self.cards) <= 4 else {}
-        inbox = {(s, d): torch.empty(n, dtype=torch.int32, device=dev[d])
-                 for s in self.cards for d in self.cards if s != d}
-        streams = self._streams(dev)
+        bufs = _Buffers(self.accel, self.cards, self.nbytes // 4)
+        streams = self._streams(bufs.dev)
         hook = bool(self.ctx.params.get("inject_error"))
+        self._peer_access()
+        self._one_way(bufs, hook)
+        self._both_ways(bufs, streams)
+        self._aggregate(bufs, streams)
+        hooked = " [inject_error test hook: one element changed on purpose]" if hook else ""
+        self.out.check("p2p.correct", not self.wrong,
+                       ((f"{len(self.wrong)} of {self.verified} copies wrong: " + "; ".join(self.wrong))
+                        if self.wrong else f"all {self.verified} card-to-card copies equal their source "
+                        f"({len(self.cards)} cards, {self.nbytes // MIB} MiB each)") + hooked,
+                       observed=len(self.wrong), expected=0)
+
+    def _peer_access(self) -> None:
+        """``p2p.peer_access`` per ordered pair and ``p2p.peer_access_all``."""
         peer_all = True
         for s, d in itertools.permutations(self.cards, 2):
             peer = _peer(self.accel, s, d)
@@ -144,26 +167,38 @@ class _Node:
         self.out.check("p2p.peer_access_all", peer_all,
                        "peer (direct) access between every pair of cards" if peer_all else
                        "peer access is not enabled between every pair (copies are staged through the host)")
+
+    def _one_way(self, bufs: _Buffers, hook: bool) -> None:
+        """Each ordered pair i→j alone (``p2p.pair_gbps``); the hook corrupts the first copy checked."""
         for s, d in itertools.permutations(self.cards, 2):
-            dst = inbox[(s, d)]
-            samples = self.timed(lambda s=s, d=d, dst=dst: dst.copy_(src[s], non_blocking=True))
+            dst = bufs.inbox[(s, d)]
+
+            def copy(s: int = s, dst: torch.Tensor = dst) -> None:
+                dst.copy_(bufs.src[s], non_blocking=True)
+            samples = self.timed(copy)
             self._metric("p2p.pair_gbps", samples, self.nbytes, {"src": str(s), "dst": str(d), "detail": "true"})
-            self.check(dst, want.get((s, d)) if want else fill(torch.empty_like(dst), 1000 + s), f"{s}→{d}",
-                       hook and not self.verified)
+            self.check(dst, bufs.expected(s, d), f"{s}→{d}", hook and not self.verified)
+
+    def _both_ways(self, bufs: _Buffers, streams: dict[int, Any]) -> None:
+        """Each unordered pair exchanging at once, one stream per card (``p2p.pair_bidir_gbps``)."""
+        inbox, src = bufs.inbox, bufs.src
         for a, b in itertools.combinations(self.cards, 2):
-            def both(a=a, b=b) -> None:
+            def both(a: int = a, b: int = b) -> None:
                 self._on(a, streams, lambda: inbox[(b, a)].copy_(src[b], non_blocking=True))
                 self._on(b, streams, lambda: inbox[(a, b)].copy_(src[a], non_blocking=True))
             samples = self.timed(both)
             self._metric("p2p.pair_bidir_gbps", samples, 2 * self.nbytes, {"a": str(a), "b": str(b), "detail": "true"})
             for s, d in ((a, b), (b, a)):
-                self.check(inbox[(s, d)], want.get((s, d)) if want else fill(torch.empty(n, dtype=torch.int32,
-                           device=dev[d]), 1000 + s), f"{s}⇄{d}")
+                self.check(inbox[(s, d)], bufs.expected(s, d), f"{s}⇄{d}")
+
+    def _aggregate(self, bufs: _Buffers, streams: dict[int, Any]) -> None:
+        """Each card exchanging with all its peers at once; the node's figure is the smallest card's."""
+        inbox, src = bufs.inbox, bufs.src
         per_card = []
         for c in self.cards:
             peers = [p for p in self.cards if p != c]
 
-            def exchange(c=c, peers=peers) -> None:
+            def exchange(c: int = c, peers: list[int] = peers) -> None:
                 for p in peers:
                     self._on(c, streams, lambda p=p: inbox[(p, c)].copy_(src[p], non_blocking=True))
                     self._on(p, streams, lambda p=p: inbox[(c, p)].copy_(src[c], non_blocking=True))
@@ -176,12 +211,6 @@ class _Node:
                         labels={"cards": str(len(self.cards)), "card": str(card),
                                 "definition": "per card: sent+received per second with all peers at once; "
                                               "the node's smallest card"})
-        hooked = " [inject_error test hook: one element changed on purpose]" if hook else ""
-        self.out.check("p2p.correct", not self.wrong,
-                       ((f"{len(self.wrong)} of {self.verified} copies wrong: " + "; ".join(self.wrong))
-                        if self.wrong else f"all {self.verified} card-to-card copies equal their source "
-                        f"({len(self.cards)} cards, {self.nbytes // MIB} MiB each)") + hooked,
-                       observed=len(self.wrong), expected=0)
 
     def _streams(self, dev: dict[int, Any]) -> dict[int, Any]:
         """One stream per card, so the copies of a bidirectional or aggregate run overlap; none if the

@@ -33,13 +33,17 @@ from __future__ import annotations
 from cardeval_workloads.harness import power
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param
+from cardeval_workloads.harness.profiles import merged
 
 from . import _burn
 
 NAME = "power-limit"
-DESCRIPTION = "full-load power stays within the enforced power limit; the card computes correctly afterwards"
-CLAUSES = ("6.1.k",)
 TOPOLOGY = "card"
+
+CHECKS = ("power_limit.within_limit", "power_limit.healthy_after")
+METRICS = ()
+SHOWN = ("power_limit.avg_w", "power_limit.duration_s", "power_limit.energy_j", "power_limit.limit_w",
+         "power_limit.max_fraction", "power_limit.max_temperature_c", "power_limit.max_w", "power_limit.rate")
 
 PARAMS = {
     "duration_s": Param(float, None, "seconds of full load instead of the profile's"),
@@ -66,12 +70,13 @@ def judge(max_w: float, limit_w: float, tolerance_pct: float) -> tuple[bool, str
 
 
 def run_one(ctx: RunContext, index: int) -> None:
-    out, accel, p, cfg = ctx.out, ctx.accel, ctx.params, ctx.sizes
+    out, accel, p = ctx.out, ctx.accel, ctx.params
+    cfg = merged(ctx.sizes, p, "size", "duration_s")
     where = accel.describe(index)
     out.device(ctx.identity(index))
     fmt = p.get("dtype") or _burn.default_format(accel)
-    n = int(p.get("size") or cfg["size"])
-    duration = float(p.get("duration_s") or cfg["duration_s"])
+    n = int(cfg["size"])
+    duration = float(cfg["duration_s"])
     tol = float(p["tolerance_pct"])
     burner = _burn.Burner(accel, index, fmt, n)
     with power.sampling(ctx, [index], p.get("power_interval_s")) as sampler:

@@ -39,19 +39,24 @@ name it.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from cardeval_workloads.harness import power
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import UsageError
 from cardeval_workloads.harness.params import Param, int_list
+from cardeval_workloads.harness.profiles import merged
 
 from . import _burn
 
 NAME = "power-load"
-DESCRIPTION = "power, clock and utilisation at idle, 20/50/80 % duty-cycled load and full load"
-CLAUSES = ("6.1.l",)
 TOPOLOGY = "card"
+
+CHECKS = ("power_load.rises_with_load", "power_load.computes_correctly")
+METRICS = ()
+SHOWN = ("power_load.power_w", "power_load.clock_mhz", "power_load.utilization_pct", "power_load.duty_pct",
+         "power_load.energy_j", "power_load.max_temperature_c", "power_load.rate")
 
 PARAMS = {
     "levels": Param(int_list, [20, 50, 80], "duty-cycled load levels in percent (1-99), e.g. 20,50,80"),
@@ -83,7 +88,7 @@ def judge(powers: list[tuple[str, float]], tolerance_pct: float, min_rise_pct: f
     span = full - idle
     allowed = tolerance_pct / 100 * abs(span)
     dips = [f"{b} ({pb:.4g} W) is {pa - pb:.3g} W below {a} ({pa:.4g} W)"
-            for (a, pa), (b, pb) in zip(powers, powers[1:]) if pb < pa - allowed]
+            for (a, pa), (b, pb) in itertools.pairwise(powers) if pb < pa - allowed]
     ratio = full / idle if idle > 0 else float("inf")
     rise_ok = full >= idle * (1 + min_rise_pct / 100) and span > 0
     ok = rise_ok and not dips
@@ -119,13 +124,14 @@ def judge_correct(under: list[tuple[str, int]], n: int, reference_ok: bool, refe
 
 
 def run_one(ctx: RunContext, index: int) -> None:
-    out, accel, p, cfg = ctx.out, ctx.accel, ctx.params, ctx.sizes
+    out, accel, p = ctx.out, ctx.accel, ctx.params
+    cfg = merged(ctx.sizes, p, "size", "idle_s", "level_s")
     where = accel.describe(index)
     out.device(ctx.identity(index))
     fmt = p.get("dtype") or _burn.default_format(accel)
-    n = int(p.get("size") or cfg["size"])
-    idle_s = float(p.get("idle_s") or cfg["idle_s"])
-    level_s = float(p.get("level_s") or cfg["level_s"])
+    n = int(cfg["size"])
+    idle_s = float(cfg["idle_s"])
+    level_s = float(cfg["level_s"])
     levels = sorted(set(p["levels"]))
     hook = p.get("inject_level")
     burner = _burn.Burner(accel, index, fmt, n)
@@ -177,16 +183,16 @@ def run_one(ctx: RunContext, index: int) -> None:
                 out.metric(name, None, unit, device=index, labels=lab,
                            unavailable=f"{what} not readable from {sampler.source_name(index)} on {where}")
         out.metric("power_load.duty_pct", 100 * duty, "%", device=index, labels=lab)
-        detail = dict(lab, detail="true")
-        out.metric("power_load.rate", rate, unit_rate, device=index, labels=dict(detail, dtype=fmt, shape=f"{n}^3"))
+        shown = dict(lab, detail="true")
+        out.metric("power_load.rate", rate, unit_rate, device=index, labels=dict(shown, dtype=fmt, shape=f"{n}^3"))
         if w.energy_j is not None:
-            out.metric("power_load.energy_j", w.energy_j, "J", device=index, labels=detail)
+            out.metric("power_load.energy_j", w.energy_j, "J", device=index, labels=shown)
         if w.max_temperature_c is not None:
-            out.metric("power_load.max_temperature_c", w.max_temperature_c, "C", device=index, labels=detail)
+            out.metric("power_load.max_temperature_c", w.max_temperature_c, "C", device=index, labels=shown)
 
-    powers = [(level, w.avg_w) for level, w, _, _ in phases]
-    missing = [level for level, value in powers if value is None]
-    if missing:
+    read = [(level, w.avg_w) for level, w, _, _ in phases]
+    powers = [(level, value) for level, value in read if value is not None]
+    if len(powers) < len(read):
         reason = next((w.reason for _, w, _, _ in phases if w.reason), "no power reading")
         out.check("power_load.rises_with_load", None, f"power not readable on {where}: {reason}"[:1000],
                   device=index)

@@ -48,6 +48,7 @@ import socket
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,15 @@ from cardeval_workloads.envelope import Stats
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import UsageError
 from cardeval_workloads.harness.params import Param
+from cardeval_workloads.harness.profiles import merged
 
 NAME = "profiler"
-DESCRIPTION = "a real training step under torch.profiler; the trace must hold the device's activity"
-CLAUSES = ("6.1.i",)
 TOPOLOGY = "card"
+
+CHECKS = ("profiler.trace_written", "profiler.device_activity")
+METRICS = ()
+SHOWN = ("profiler.device_events", "profiler.events", "profiler.overhead", "profiler.step_ms",
+         "profiler.step_ms_unprofiled", "profiler.trace_bytes")
 
 PARAMS = {
     "steps": Param(int, None, "profiled training steps (default: the profile's)"),
@@ -144,10 +149,12 @@ def device_events(events: list[dict], on_cpu: bool) -> list[dict]:
 
 
 def _top(events: list[dict], n: int = 3) -> str:
-    total: Counter[str] = Counter()
+    total: dict[str, float] = {}  # microseconds by name
     for e in events:
-        total[str(e.get("name", "?"))[:60]] += float(e.get("dur", 0) or 0)
-    return ", ".join(f"{name} {us / 1000:.2f} ms" for name, us in total.most_common(n))
+        name = str(e.get("name", "?"))[:60]
+        total[name] = total.get(name, 0.0) + float(e.get("dur", 0) or 0)
+    ranked = sorted(total.items(), key=lambda item: item[1], reverse=True)[:n]
+    return ", ".join(f"{name} {us / 1000:.2f} ms" for name, us in ranked)
 
 
 def _drop_device_events(path: Path, on_cpu: bool) -> None:
@@ -159,124 +166,152 @@ def _drop_device_events(path: Path, on_cpu: bool) -> None:
 
 
 def run(ctx: RunContext) -> None:
-    out = ctx.out
-    sizes = dict(ctx.sizes)
-    steps = int(ctx.params.get("steps") or sizes["steps"])
-    if steps < 1:
+    sizes = merged(ctx.sizes, ctx.params, "steps")
+    if int(sizes["steps"]) < 1:
         raise UsageError("steps must be at least 1")
+    ctx.per_device(lambda index: _profile_card(ctx, index, sizes))
+
+
+def _profile_card(ctx: RunContext, index: int, sizes: dict[str, Any]) -> None:
+    """Unprofiled steps, then the same steps under torch.profiler; the trace is read back and judged."""
+    from torch.profiler import profile
+
+    steps = int(sizes["steps"])
     inject = ctx.params.get("inject")
-    acts, no_device = activities(ctx.accel.backend)
-    on_cpu = ctx.accel.backend == "cpu"
+    acts, _ = activities(ctx.accel.backend)
+    ctx.out.device(ctx.identity(index))
+    step = _training_step(ctx.accel.device(index), index, sizes)
+    for _ in range(int(sizes["warmup"])):
+        step()
+    plain = _step_times(ctx, index, step, steps, annotate=False)
+    keep_dir = ctx.params.get("trace_dir")
+    folder, tmp = _trace_folder(keep_dir)
+    path = folder / f"profiler-{socket.gethostname()[:40]}-{ctx.accel.backend}{index}-{int(time.time())}.json"
+    try:
+        with profile(activities=acts, record_shapes=False, profile_memory=False) as prof:
+            profiled = _step_times(ctx, index, step, steps, annotate=True)
+        prof.export_chrome_trace(str(path))
+        if inject == "empty-trace":
+            path.write_bytes(b"")
+        elif inject == "drop-device-events" and path.exists() and path.stat().st_size:
+            _drop_device_events(path, ctx.accel.backend == "cpu")
+        kept = f"kept at {path}" if keep_dir else "written to a temporary file, deleted after reading " \
+            "(trace_dir=PATH keeps it)"
+        _report_trace(ctx, index, path, steps, kept, f" [{inject} test hook]" if inject else "")
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    _report_step_times(ctx, index, sizes, plain, profiled)
 
-    def one(index: int) -> None:
-        from torch.profiler import profile, record_function
 
-        where = ctx.accel.describe(index)
-        out.device(ctx.identity(index))
-        device = ctx.accel.device(index)
-        torch.manual_seed(1234 + index)
-        net = model().to(device)
-        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-        loss_fn = nn.CrossEntropyLoss()
-        x = torch.randn(sizes["batch"], 3, sizes["image"], sizes["image"], device=device)
-        y = torch.randint(0, 10, (sizes["batch"],), device=device)
+def _training_step(device: torch.device, index: int, sizes: dict[str, Any]) -> Callable[[], torch.Tensor]:
+    """One SGD step of the small model on a fixed random batch (seeded per card)."""
+    torch.manual_seed(1234 + index)
+    net = model().to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.randn(sizes["batch"], 3, sizes["image"], sizes["image"], device=device)
+    y = torch.randint(0, 10, (sizes["batch"],), device=device)
 
-        def step() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+    def step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
 
-        def timed(n: int, annotate: bool) -> list[float]:
-            times = []
-            for _ in range(n):
-                ctx.accel.synchronize(index)
-                t0 = time.perf_counter()
-                if annotate:
-                    with record_function(STEP_LABEL):
-                        step()
-                else:
-                    step()
-                ctx.accel.synchronize(index)
-                times.append((time.perf_counter() - t0) * 1e3)
-            return times
 
-        for _ in range(int(sizes["warmup"])):
-            step()
-        plain = timed(steps, annotate=False)
-        keep_dir = ctx.params.get("trace_dir")
-        tmp = None
-        if keep_dir:
-            folder = Path(keep_dir)
-            folder.mkdir(parents=True, exist_ok=True)
+def _step_times(ctx: RunContext, index: int, step: Callable[[], torch.Tensor], n: int, annotate: bool
+                ) -> list[float]:
+    """Milliseconds of each of ``n`` steps, each on its own (a trace shows steps, not batches of them);
+    ``annotate`` labels each in the trace as :data:`STEP_LABEL`."""
+    from torch.profiler import record_function
+
+    times = []
+    for _ in range(n):
+        ctx.accel.synchronize(index)
+        t0 = time.perf_counter()
+        if annotate:
+            with record_function(STEP_LABEL):
+                step()
         else:
-            tmp = tempfile.mkdtemp(prefix="cardeval-profiler-")
-            folder = Path(tmp)
-        path = folder / f"profiler-{socket.gethostname()[:40]}-{ctx.accel.backend}{index}-{int(time.time())}.json"
-        try:
-            with profile(activities=acts, record_shapes=False, profile_memory=False) as prof:
-                profiled = timed(steps, annotate=True)
-            prof.export_chrome_trace(str(path))
-            if inject == "empty-trace":
-                path.write_bytes(b"")
-            elif inject == "drop-device-events" and path.exists() and path.stat().st_size:
-                _drop_device_events(path, on_cpu)
-            kept = f"kept at {path}" if keep_dir else "written to a temporary file, deleted after reading " \
-                "(trace_dir=PATH keeps it)"
-            hook = f" [{inject} test hook]" if inject else ""
-            size = path.stat().st_size if path.exists() else 0
-            data, why = read_trace(path)
-            out.metric("profiler.trace_bytes", float(size), "bytes", device=index)
-            if data is None:
-                out.check("profiler.trace_written", False, f"torch.profiler on {where}: {why}{hook}",
-                          observed=size, expected="a parseable Chrome trace", device=index)
-                out.check("profiler.device_activity", False, f"no readable trace to look in ({why}){hook}",
-                          device=index)
-                out.metric("profiler.events", None, "events", device=index, unavailable=why)
-                out.metric("profiler.device_events", None, "events", device=index, unavailable=why)
-            else:
-                events = [e for e in data["traceEvents"] if isinstance(e, dict)]
-                annotated = sum(1 for e in events if e.get("name") == STEP_LABEL)
-                ok = annotated >= 1
-                out.check("profiler.trace_written", ok,
-                          f"Chrome trace of {steps} training steps on {where}: {size} bytes, {len(events)} events, "
-                          f"{annotated} '{STEP_LABEL}' annotations; {kept}{hook}",
-                          observed=size, expected="a parseable Chrome trace with the step annotations", device=index)
-                dev = device_events(events, on_cpu)
-                out.metric("profiler.events", float(len(events)), "events", device=index)
-                out.metric("profiler.device_events", float(len(dev)), "events", device=index)
-                if on_cpu:
-                    names = {str(e.get("name", "")) for e in dev}
-                    has_fwd = any("conv" in n.lower() for n in names) and any(
-                        k in n.lower() for n in names for k in ("addmm", "linear"))
-                    has_bwd = any("backward" in n.lower() for n in names)
-                    ok = has_fwd and has_bwd
-                    detail = (f"host CPU activity (the CPU is the device here): {len(dev)} cpu_op events of the "
-                              f"model's operators — forward conv/linear {'found' if has_fwd else 'MISSING'}, "
-                              f"backward {'found' if has_bwd else 'MISSING'}; top aten ops (inclusive time): "
-                              f"{_top([e for e in dev if str(e.get('name', '')).startswith('aten::')]) or 'none'}")
-                elif no_device:
-                    ok = False
-                    detail = f"no device activity can be recorded on {where}: {no_device}"
-                else:
-                    kinds = Counter(str(e.get("cat")) for e in dev)
-                    on = sorted({str((e.get("args") or {}).get("device", "?")) for e in dev})
-                    ok = bool(kinds.get("kernel"))
-                    detail = (f"{where} activity: {kinds.get('kernel', 0)} kernels, {kinds.get('gpu_memcpy', 0)} "
-                              f"memcpy, {kinds.get('gpu_memset', 0)} memset events on device(s) {','.join(on) or '-'}"
-                              f"; top: {_top(dev) or 'none'}")
-                out.check("profiler.device_activity", ok, detail + hook, observed=len(dev),
-                          expected="> 0 device events", device=index)
-        finally:
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
-        plain_s, prof_s = Stats.of(plain), Stats.of(profiled)
-        out.metric("profiler.step_ms", prof_s.median, "ms", device=index, stats=prof_s,
-                   labels={"batch": str(sizes["batch"]), "image": str(sizes["image"])})
-        out.metric("profiler.step_ms_unprofiled", plain_s.median, "ms", device=index, stats=plain_s,
-                   labels={"detail": "true"})
-        out.metric("profiler.overhead", prof_s.median / plain_s.median if plain_s.median > 0 else None, "x",
-                   device=index, unavailable=None if plain_s.median > 0 else "unprofiled step time is 0")
+            step()
+        ctx.accel.synchronize(index)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
 
-    ctx.per_device(one)
+
+def _trace_folder(keep_dir: str | None) -> tuple[Path, str | None]:
+    """Where the trace goes: ``trace_dir`` when given, else a temporary folder (returned to delete)."""
+    if keep_dir:
+        folder = Path(keep_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder, None
+    tmp = tempfile.mkdtemp(prefix="cardeval-profiler-")
+    return Path(tmp), tmp
+
+
+def _report_trace(ctx: RunContext, index: int, path: Path, steps: int, kept: str, hook: str) -> None:
+    """``profiler.trace_written`` and ``profiler.device_activity`` from the trace file as written."""
+    out, where = ctx.out, ctx.accel.describe(index)
+    size = path.stat().st_size if path.exists() else 0
+    data, why = read_trace(path)
+    out.metric("profiler.trace_bytes", float(size), "bytes", device=index)
+    if data is None:
+        out.check("profiler.trace_written", False, f"torch.profiler on {where}: {why}{hook}",
+                  observed=size, expected="a parseable Chrome trace", device=index)
+        out.check("profiler.device_activity", False, f"no readable trace to look in ({why}){hook}",
+                  device=index)
+        out.metric("profiler.events", None, "events", device=index, unavailable=why)
+        out.metric("profiler.device_events", None, "events", device=index, unavailable=why)
+        return
+    events = [e for e in data["traceEvents"] if isinstance(e, dict)]
+    annotated = sum(1 for e in events if e.get("name") == STEP_LABEL)
+    out.check("profiler.trace_written", annotated >= 1,
+              f"Chrome trace of {steps} training steps on {where}: {size} bytes, {len(events)} events, "
+              f"{annotated} '{STEP_LABEL}' annotations; {kept}{hook}",
+              observed=size, expected="a parseable Chrome trace with the step annotations", device=index)
+    on_cpu = ctx.accel.backend == "cpu"
+    dev = device_events(events, on_cpu)
+    out.metric("profiler.events", float(len(events)), "events", device=index)
+    out.metric("profiler.device_events", float(len(dev)), "events", device=index)
+    ok, detail = _device_activity(dev, on_cpu, activities(ctx.accel.backend)[1], where)
+    out.check("profiler.device_activity", ok, detail + hook, observed=len(dev),
+              expected="> 0 device events", device=index)
+
+
+def _device_activity(dev: list[dict[str, Any]], on_cpu: bool, no_device: str | None, where: str
+                     ) -> tuple[bool, str]:
+    """Whether the trace's device events show the training step's work, and what they show."""
+    if on_cpu:
+        names = {str(e.get("name", "")) for e in dev}
+        has_fwd = any("conv" in n.lower() for n in names) and any(
+            k in n.lower() for n in names for k in ("addmm", "linear"))
+        has_bwd = any("backward" in n.lower() for n in names)
+        return has_fwd and has_bwd, (
+            f"host CPU activity (the CPU is the device here): {len(dev)} cpu_op events of the "
+            f"model's operators — forward conv/linear {'found' if has_fwd else 'MISSING'}, "
+            f"backward {'found' if has_bwd else 'MISSING'}; top aten ops (inclusive time): "
+            f"{_top([e for e in dev if str(e.get('name', '')).startswith('aten::')]) or 'none'}")
+    if no_device:
+        return False, f"no device activity can be recorded on {where}: {no_device}"
+    kinds = Counter(str(e.get("cat")) for e in dev)
+    on = sorted({str((e.get("args") or {}).get("device", "?")) for e in dev})
+    return bool(kinds.get("kernel")), (
+        f"{where} activity: {kinds.get('kernel', 0)} kernels, {kinds.get('gpu_memcpy', 0)} "
+        f"memcpy, {kinds.get('gpu_memset', 0)} memset events on device(s) {','.join(on) or '-'}"
+        f"; top: {_top(dev) or 'none'}")
+
+
+def _report_step_times(ctx: RunContext, index: int, sizes: dict[str, Any], plain: list[float],
+                       profiled: list[float]) -> None:
+    """The step time under the profiler, without it, and the ratio (the profiler's overhead)."""
+    out = ctx.out
+    plain_s, prof_s = Stats.of(plain), Stats.of(profiled)
+    out.metric("profiler.step_ms", prof_s.median, "ms", device=index, stats=prof_s,
+               labels={"batch": str(sizes["batch"]), "image": str(sizes["image"])})
+    out.metric("profiler.step_ms_unprofiled", plain_s.median, "ms", device=index, stats=plain_s,
+               labels={"detail": "true"})
+    out.metric("profiler.overhead", prof_s.median / plain_s.median if plain_s.median > 0 else None, "x",
+               device=index, unavailable=None if plain_s.median > 0 else "unprofiled step time is 0")

@@ -48,22 +48,32 @@ fail); ``inject_error=exception`` raises inside the load once (a crash:
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cardeval_workloads.harness import power
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import describe_exception
 from cardeval_workloads.harness.params import Param
+from cardeval_workloads.harness.profiles import merged
 
 from . import _burn
 
 NAME = "stress"
-DESCRIPTION = "sustained full load for the profile's duration with periodic result checks and error counters"
-CLAUSES = ("6.2.4.b", "6.3.4.b")
 TOPOLOGY = "card"
+
+CHECKS = ("stress.no_errors", "stress.results_correct", "stress.device_present")
+#: How long the run lasted decides between Pass and Partial (6.2.4.b / 6.3.4.b).
+METRICS = ("stress.duration_s",)
+SHOWN = ("stress.avg_power_w", "stress.comparisons", "stress.crash_score", "stress.crashes",
+         "stress.device_events", "stress.energy_j", "stress.fault_free_score", "stress.longest_fault_free_h",
+         "stress.max_power_w", "stress.max_temperature_c", "stress.power_fraction", "stress.rate",
+         "stress.stability_score", "stress.throttled_fraction", "stress.wrong_results") + tuple(
+    f"stress.{counter}_delta" for counter in power.ERROR_COUNTERS)
 
 INJECT = ("result", "exception")
 PARAMS = {
@@ -91,7 +101,7 @@ CHUNK_S = 0.25
 PROGRESS_EVERY_S = 300.0
 
 
-class InjectedFault(RuntimeError):
+class InjectedFaultError(RuntimeError):
     """TEST HOOK: stands for a device error raised inside the load."""
 
 
@@ -105,7 +115,7 @@ def stability(crashes: int, longest_h: float) -> tuple[float, float, float]:
 def longest_gap(start: float, end: float, faults: list[float]) -> float:
     """The longest interval of [start, end] without a fault time in it (seconds)."""
     edges = [start] + sorted(t for t in faults if start <= t <= end) + [end]
-    return max(b - a for a, b in zip(edges, edges[1:]))
+    return max(b - a for a, b in itertools.pairwise(edges))
 
 
 class Worker(Protocol):
@@ -201,17 +211,40 @@ def run_together(workers: Sequence[Worker], duration_s: float, begin: Callable[[
     return shared.get("start"), shared.get("deadline"), outcomes
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What the card's interfaces told over its run: the sampler's window and peaks, the error
+    counters before and after, the device events."""
+
+    start: float
+    end: float
+    counters_before: dict[str, float]
+    counters_after: dict[str, float]
+    counters_why: str | None
+    events: list[tuple[float, str]]
+    events_why: str | None
+    throttle: dict[str, int]
+    reads: int
+    window: power.Window
+    max_w: float | None
+    max_t: float | None
+    power_reason: str | None
+    limit_w: float | None
+
+
 class _Stress:
     def __init__(self, ctx: RunContext, index: int) -> None:
         self.ctx, self.index = ctx, index
         self.accel = ctx.accel
         self.where = ctx.accel.describe(index)
-        p, cfg = ctx.params, ctx.sizes
+        p = ctx.params
+        cfg = merged(ctx.sizes, p, "size", "check_interval_s", "power_interval_s")
         self.fmt = p.get("dtype") or _burn.default_format(ctx.accel)
-        self.n = int(p.get("size") or cfg["size"])
+        self.n = int(cfg["size"])
+        # 0 is a duration (a run that only checks the reference), not "unset"
         self.duration = float(p["duration_s"] if p.get("duration_s") is not None else cfg["duration_s"])
-        self.interval = float(p.get("check_interval_s") or cfg["check_interval_s"])
-        self.power_interval = float(p.get("power_interval_s") or cfg["power_interval_s"])
+        self.interval = float(cfg["check_interval_s"])
+        self.power_interval = float(cfg["power_interval_s"])
         self.inject = p.get("inject_error")
         # findings
         self.crashes: list[tuple[float, str]] = []
@@ -268,7 +301,7 @@ class _Stress:
                     self.loaded_s += chunk.wall_s
                     if raise_at is not None and time.perf_counter() - start >= raise_at:
                         raise_at = None
-                        raise InjectedFault("inject_error test hook: a fault raised inside the load on purpose")
+                        raise InjectedFaultError("inject_error test hook: a fault raised inside the load on purpose")
                     if time.perf_counter() >= next_check or time.perf_counter() >= deadline:
                         self.comparisons += 1
                         corrupt = self.inject == "result" and self.comparisons == 2
@@ -325,14 +358,24 @@ class _Stress:
         after, _ = source.error_counters()
         events, events_why = sampler.events_now(index)
         self.cards = cards
-        self.report(self.m_start.t, self.m_end.t, before, after, counters_why, events, events_why,
-                    *sampler.throttle_counts(index), sampler.window(self.m_start, self.m_end, index),
-                    sampler.max_watts(index), sampler.max_temperature(index),
-                    sampler.power_reason(index), source.power_limit()[0])
+        throttle, reads = sampler.throttle_counts(index)
+        self.report(Observed(
+            start=self.m_start.t, end=self.m_end.t, counters_before=before, counters_after=after,
+            counters_why=counters_why, events=events, events_why=events_why, throttle=throttle, reads=reads,
+            window=sampler.window(self.m_start, self.m_end, index), max_w=sampler.max_watts(index),
+            max_t=sampler.max_temperature(index), power_reason=sampler.power_reason(index),
+            limit_w=source.power_limit()[0]))
 
-    def report(self, start, end, before, after, counters_why, events, events_why, throttle, reads,
-               window, max_w, max_t, power_reason, limit) -> None:
+    def report(self, seen: Observed) -> None:
+        """This card's metrics, then its checks."""
+        deltas = {k: seen.counters_after[k] - v for k, v in seen.counters_before.items() if k in seen.counters_after}
+        self._report_metrics(seen, deltas)
+        self._report_results_correct(seen)
+        self._report_no_errors(seen, deltas)
+
+    def _report_metrics(self, seen: Observed, deltas: dict[str, float]) -> None:
         out, index = self.ctx.out, self.index
+        start, end, events, window, limit = seen.start, seen.end, seen.events, seen.window, seen.limit_w
         duration = end - start
         faults = [t for t, _ in self.crashes] + [t for t, _ in self.compare_faults] + [t for t, _ in events]
         longest_h = longest_gap(start, end, faults) / HOUR
@@ -358,27 +401,28 @@ class _Stress:
                 out.metric("stress.power_fraction", window.avg_w / limit, "", device=index,
                            labels={"of": f"enforced limit {limit:.4g} W"})
         else:
-            out.metric("stress.avg_power_w", None, "W", device=index, unavailable=power_reason or window.reason)
+            out.metric("stress.avg_power_w", None, "W", device=index, unavailable=seen.power_reason or window.reason)
         if window.energy_j is not None:
             out.metric("stress.energy_j", window.energy_j, "J", device=index)
-        if max_w is not None:
-            out.metric("stress.max_power_w", max_w, "W", device=index)
-        if max_t is not None:
-            out.metric("stress.max_temperature_c", max_t, "C", device=index)
-        abnormal = {k: v for k, v in throttle.items() if k in power.ABNORMAL_THROTTLE}
-        if reads and throttle:
-            for reason, count in sorted(throttle.items()):
-                out.metric("stress.throttled_fraction", count / reads, "", device=index,
+        if seen.max_w is not None:
+            out.metric("stress.max_power_w", seen.max_w, "W", device=index)
+        if seen.max_t is not None:
+            out.metric("stress.max_temperature_c", seen.max_t, "C", device=index)
+        if seen.reads and seen.throttle:
+            for reason, count in sorted(seen.throttle.items()):
+                out.metric("stress.throttled_fraction", count / seen.reads, "", device=index,
                            labels={"reason": reason, "detail": "true"})
-        deltas = {k: after[k] - before[k] for k in before if k in after}
         for k, v in deltas.items():
             out.metric(f"stress.{k}_delta", v, "count", device=index)
-        if events_why is None:
+        if seen.events_why is None:
             out.metric("stress.device_events", len(events), "count", device=index)
         else:
-            out.metric("stress.device_events", None, "count", device=index, unavailable=events_why[:500])
+            out.metric("stress.device_events", None, "count", device=index, unavailable=seen.events_why[:500])
 
-        # --- checks ---
+    def _report_results_correct(self, seen: Observed) -> None:
+        """``stress.results_correct``: every periodic comparison with the reference matched."""
+        out, index, start = self.ctx.out, self.index, seen.start
+        duration = seen.end - start
         checks = f"{self.comparisons} comparisons of the latest product with the reference every " \
                  f"{self.interval:g} s over {duration:.4g} s ({self.cards} card(s) loaded at once)"
         wrong = ", ".join(f"{n} elements at {t - start:.1f} s" for t, n in self.compare_faults[:10])
@@ -392,6 +436,11 @@ class _Stress:
                       (f"{checks}: " + (f"{len(self.compare_faults)} wrong ({wrong})" if self.compare_faults
                                         else "all matched") + f"; {self.reference_detail}{hook}")[:1024],
                       observed=len(self.compare_faults), expected=0, device=index)
+
+    def _report_no_errors(self, seen: Observed, deltas: dict[str, float]) -> None:
+        """``stress.no_errors``: no crash, device event or uncorrected ECC error, saying what was watched."""
+        out, index, events, events_why = self.ctx.out, self.index, seen.events, seen.events_why
+        duration = seen.end - seen.start
         problems, watched, unwatched = [], ["exceptions from the device"], []
         if self.crashes:
             problems.append(f"{len(self.crashes)} crash(es): " + "; ".join(m for _, m in self.crashes[:3]))
@@ -408,8 +457,9 @@ class _Stress:
             if deltas["ecc_uncorrected"] > 0:
                 problems.append(f"uncorrected ECC errors rose by {deltas['ecc_uncorrected']:g}")
         else:
-            unwatched.append(f"ECC counters ({counters_why})")
-        note = f"; abnormal clock throttling seen: {abnormal} of {reads} reads" if abnormal else ""
+            unwatched.append(f"ECC counters ({seen.counters_why})")
+        abnormal = {k: v for k, v in seen.throttle.items() if k in power.ABNORMAL_THROTTLE}
+        note = f"; abnormal clock throttling seen: {abnormal} of {seen.reads} reads" if abnormal else ""
         detail = (("; ".join(problems) if problems else f"none in {duration:.4g} s")
                   + f"; watched: {', '.join(watched)}" + (f"; not watchable: {'; '.join(unwatched)}" if unwatched
                                                           else "") + note)

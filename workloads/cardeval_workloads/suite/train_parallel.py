@@ -34,15 +34,20 @@ import time
 from typing import Any
 
 import torch
+from torch.distributed import ProcessGroup
 
 from cardeval_workloads.harness import distributed
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param
+from cardeval_workloads.harness.profiles import merged
 
 NAME = "train-parallel"
-DESCRIPTION = "data-parallel (DDP) training to a target accuracy; card and cluster linearity V1/(N*V2)"
-CLAUSES = ("6.2.1.i", "6.2.3.b", "6.2.5.6")
 TOPOLOGY = "node"
+
+CHECKS = ("train_parallel.completed", "train_parallel.reached_target")
+#: Card linearity (6.2.5.6) from one node's cards; cluster linearity from a multi-node run.
+METRICS = ("linearity.card", "linearity.cluster")
+SHOWN = ("train_parallel.accuracy", "train_parallel.samples_per_s", "train_parallel.time_to_target_s")
 
 PARAMS = {
     "world_size": Param(int, None, "ranks on the CPU (default 2); on cards: one per selected card"),
@@ -97,7 +102,7 @@ def model_for(cfg: dict[str, Any], device: Any) -> torch.nn.Module:
     ).to(device)
 
 
-def strategy_of(r: Any) -> str:
+def strategy_of(r: distributed.Rank) -> str:
     return str(r.params.get("strategy") or ("ddp" if r.accel.is_accelerator else "allreduce"))
 
 
@@ -111,16 +116,17 @@ class DataParallel:
     host), so the CPU stand-in uses ``allreduce`` unless told otherwise.
     """
 
-    def __init__(self, r: Any, module: torch.nn.Module, group: Any, size: int, strategy: str) -> None:
+    def __init__(self, r: distributed.Rank, module: torch.nn.Module, group: ProcessGroup | None, size: int,
+                 strategy: str) -> None:
         import torch.distributed as dist
 
         self.group, self.size, self.strategy = group, size, strategy
         self.params = [p for p in module.parameters() if p.requires_grad]
         if size > 1 and strategy == "ddp":
-            from torch.nn.parallel import DistributedDataParallel as DDP
+            from torch.nn.parallel import DistributedDataParallel
 
             ids = [r.device_index] if r.accel.is_accelerator and r.backend == "nccl" else None
-            self.module: torch.nn.Module = DDP(module, device_ids=ids, process_group=group)
+            self.module: torch.nn.Module = DistributedDataParallel(module, device_ids=ids, process_group=group)
         else:
             self.module = module
             if size > 1:
@@ -138,7 +144,7 @@ class DataParallel:
 
         if self.size < 2 or self.strategy == "ddp":
             return
-        grads = [p.grad for p in self.params]
+        grads = [p.grad for p in self.params if p.grad is not None]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, group=self.group)
         flat.div_(self.size)
@@ -177,7 +183,7 @@ class SGD:
             p.add_(buf, alpha=-self.lr)
 
 
-def _first(group: Any, r: Any) -> int:
+def _first(group: ProcessGroup | None, r: distributed.Rank) -> int:
     import torch.distributed as dist
 
     if group is None:
@@ -185,7 +191,8 @@ def _first(group: Any, r: Any) -> int:
     return dist.get_global_rank(group, 0)
 
 
-def _throughput(r: Any, cfg: dict[str, Any], group: Any, members: list[int], teacher: torch.Tensor) -> float | None:
+def _throughput(r: distributed.Rank, cfg: dict[str, Any], group: ProcessGroup | None, members: list[int],
+                teacher: torch.Tensor) -> float | None:
     """Seconds of ``timed_steps`` training steps over ``members``; None off ``members``."""
     if r.rank not in members:
         return None
@@ -210,14 +217,10 @@ def _throughput(r: Any, cfg: dict[str, Any], group: Any, members: list[int], tea
     return time.perf_counter() - t0
 
 
-def rank_main(r: Any) -> dict[str, Any]:
+def rank_main(r: distributed.Rank) -> dict[str, Any]:
     import torch.distributed as dist
 
-    cfg = dict(r.sizes)
-    if r.params.get("max_steps"):
-        cfg["max_steps"] = int(r.params["max_steps"])
-    if r.params.get("timed_steps"):
-        cfg["timed_steps"] = int(r.params["timed_steps"])
+    cfg = merged(r.sizes, r.params, "max_steps", "timed_steps")
     teacher = _teacher(cfg)
     out: dict[str, Any] = {}
     # Groups are created by every rank, in the same order, before anything runs on them.
@@ -289,21 +292,16 @@ def run(ctx: RunContext) -> None:
             ctx.out.check(name, None, why)
         ctx.out.metric("linearity.card", None, "ratio", unavailable=why)
         return
-    timeout = float(ctx.params.get("timeout_s") or ctx.sizes.get("timeout_s", 600))
+    timeout = float(merged(ctx.sizes, ctx.params, "timeout_s").get("timeout_s", 600))
     world = distributed.run_world(ctx, rank_main, procs_per_node=per_node, backend=ctx.params.get("backend"),
                                   timeout_s=timeout)
-    if not world.reporter:
-        return
-    world.raise_for_failure()
-    report(ctx, world)
+    values = distributed.results(ctx, world)
+    if values is not None:
+        report(ctx, world, values)
 
 
-def report(ctx: RunContext, world: distributed.WorldResult) -> None:
+def report(ctx: RunContext, world: distributed.WorldResult, values: list[Any]) -> None:
     out = ctx.out
-    values = world.values or []
-    for rank, err in sorted(world.errors.items()):
-        out.error(f"rank {rank}: {err}")
-        ctx.failed = True
     ok = [v for v in values if v]
     n, per_node, nnodes = world.layout.world_size, world.layout.procs_per_node, world.layout.nnodes
     target = float(ctx.params.get("target") or 0.9)

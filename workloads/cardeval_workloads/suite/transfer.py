@@ -33,7 +33,7 @@ Per card, over a sweep of sizes (profile, or ``--param sizes_mib=1,16,256``):
 On the CPU stand-in there is no host↔card link: the checks are undetermined
 (``ok`` absent) and the metrics unavailable, with that reason.
 
-Test hook: ``--param inject_error=h2d`` (or ``d2h``) flips one byte of that
+Test hook: ``--param inject_error=h2d`` (or ``d2h``) changes one byte of that
 direction's received data before the comparison; the check must fail.
 """
 
@@ -45,19 +45,29 @@ from cardeval_workloads.envelope import Stats
 from cardeval_workloads.harness import mgmt
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param, int_list, str_list
-from cardeval_workloads.harness.timing import OverBudget, measure, timer_for
+from cardeval_workloads.harness.profiles import merged
+from cardeval_workloads.harness.testhook import corrupt_one
+from cardeval_workloads.harness.timing import OverBudgetError, measure, timer_for
 
 NAME = "transfer"
-DESCRIPTION = "host<->card copy bandwidth (pinned and pageable, size sweep), correctness and PCIe link use"
-CLAUSES = ("6.1.h",)
 TOPOLOGY = "card"
 
 DIRECTIONS = ("h2d", "d2h")
+#: The PCIe link facts shown beside the bandwidth (``transfer.link_gen_current`` ...), with their units.
+LINK_FACTS = (("pcie_gen_current", "gen"), ("pcie_width_current", "lanes"), ("pcie_gen_max", "gen"),
+              ("pcie_width_max", "lanes"))
+
+CHECKS = tuple(f"transfer.{direction}_correct" for direction in DIRECTIONS)
+#: 8.2.8 e: one mean over both directions, each direction's beside it.
+METRICS = ("transfer.mean_gbps",) + tuple(f"transfer.{direction}_gbps" for direction in DIRECTIONS)
+SHOWN = ("transfer.link_fraction",) + tuple(
+    "transfer.link_" + key.replace("pcie_", "") for key, _ in LINK_FACTS)
+
 PARAMS = {
     "sizes_mib": Param(int_list, None, "transfer sizes in MiB instead of the profile's, e.g. 1,16,256"),
     "repeats": Param(int, None, "samples per size instead of the profile's"),
     "pageable": Param(bool, True, "also measure pageable (not page-locked) host memory"),
-    "inject_error": Param(str_list, None, "TEST HOOK: flip one received byte of these directions before "
+    "inject_error": Param(str_list, None, "TEST HOOK: change one received byte of these directions before "
                           "comparing, e.g. h2d", choices=DIRECTIONS),
 }
 
@@ -122,21 +132,13 @@ def directions_mean(values: dict[str, list[float]]) -> tuple[float | None, Stats
     return sum(every) / len(every), Stats.of(every), None
 
 
-def flip_byte(buf: torch.Tensor) -> None:
-    """TEST HOOK: invert one byte in the middle of ``buf``."""
-    i = buf.numel() // 2
-    buf[i] = 255 - buf[i]
-
-
 class _Card:
     def __init__(self, ctx: RunContext, index: int) -> None:
         self.ctx, self.index = ctx, index
         self.accel = ctx.accel
         self.where = ctx.accel.describe(index)
-        self.cfg = dict(ctx.sizes)
-        if ctx.params.get("repeats"):
-            self.cfg["repeats"] = int(ctx.params["repeats"])
-        self.sizes = sorted(set(ctx.params.get("sizes_mib") or self.cfg["sizes_mib"]))
+        self.cfg = merged(ctx.sizes, ctx.params, "repeats", "sizes_mib")
+        self.sizes = sorted(set(self.cfg["sizes_mib"]))
         self.inject = set(ctx.params.get("inject_error") or [])
         self.wrong: dict[str, list[str]] = {d: [] for d in DIRECTIONS}
         self.verified: dict[str, list[str]] = {d: [] for d in DIRECTIONS}
@@ -150,7 +152,7 @@ class _Card:
     def verify(self, direction: str, got: torch.Tensor, want: torch.Tensor, what: str) -> None:
         self.accel.synchronize(self.index)
         if direction in self.inject:
-            flip_byte(got)
+            corrupt_one(got)
         bad = mismatches(got, want)
         self.verified[direction].append(what)
         if bad:
@@ -203,7 +205,7 @@ class _Card:
                     name = f"transfer.{direction}_gbps"
                     try:
                         stats, timing = self.time_copy(fn, n)
-                    except OverBudget as exc:
+                    except OverBudgetError as exc:
                         reason = f"skipped: {exc}"
                         out.metric(name, None, "GB/s", device=index, labels=labels, unavailable=reason)
                         skipped.setdefault((direction, kind), []).append(f"{mib} MiB {reason}")
@@ -216,34 +218,40 @@ class _Card:
 
         sizes_text = ",".join(str(s) for s in self.sizes)
         for direction in DIRECTIONS:
-            for kind in kinds:
-                values = medians.get((direction, kind), [])
-                labels = {"memory": kind, "sizes_mib": sizes_text, "average_of": "per-size medians (8.2.8 e)"}
-                if kind != kinds[0]:
-                    labels["detail"] = "true"
-                elif pinned_reason:
-                    labels["note"] = pinned_reason[:200]
-                if values:
-                    out.metric(f"transfer.{direction}_gbps", sum(values) / len(values), "GB/s", device=index,
-                               stats=Stats.of(values), labels=labels)
-                else:
-                    out.metric(f"transfer.{direction}_gbps", None, "GB/s", device=index, labels=labels,
-                               unavailable="no size could be measured: "
-                               + "; ".join(skipped.get((direction, kind), []))[:400])
-            checked = self.verified[direction]
-            wrong = self.wrong[direction]
-            hook = " [inject_error test hook: one byte flipped on purpose]" if direction in self.inject else ""
-            what = "host→card" if direction == "h2d" else "card→host"
-            if not checked:
-                out.check(f"transfer.{direction}_correct", None, f"no {what} copy completed to compare", device=index)
-            else:
-                out.check(f"transfer.{direction}_correct", not wrong,
-                          (f"{what} copies compared byte for byte with an independently computed pattern: "
-                           + ("; ".join(wrong) if wrong else f"all {len(checked)} equal ({', '.join(checked)})")
-                           + hook)[:1000],
-                          observed=len(wrong), expected=0, device=index)
+            self.summarize(direction, kinds, medians, skipped, sizes_text, pinned_reason)
         self.mean(medians, kinds[0], sizes_text, skipped)
         self.link(medians, src_host, dst_dev, kinds[0])
+
+    def summarize(self, direction: str, kinds: list[str], medians: dict[tuple[str, str], list[float]],
+                  skipped: dict[tuple[str, str], list[str]], sizes_text: str, pinned_reason: str | None) -> None:
+        """One direction's mean over the sizes per kind of host memory, and its byte-for-byte check."""
+        out, index = self.ctx.out, self.index
+        for kind in kinds:
+            values = medians.get((direction, kind), [])
+            labels = {"memory": kind, "sizes_mib": sizes_text, "average_of": "per-size medians (8.2.8 e)"}
+            if kind != kinds[0]:
+                labels["detail"] = "true"
+            elif pinned_reason:
+                labels["note"] = pinned_reason[:200]
+            if values:
+                out.metric(f"transfer.{direction}_gbps", sum(values) / len(values), "GB/s", device=index,
+                           stats=Stats.of(values), labels=labels)
+            else:
+                out.metric(f"transfer.{direction}_gbps", None, "GB/s", device=index, labels=labels,
+                           unavailable="no size could be measured: "
+                           + "; ".join(skipped.get((direction, kind), []))[:400])
+        checked = self.verified[direction]
+        wrong = self.wrong[direction]
+        hook = " [inject_error test hook: one byte changed on purpose]" if direction in self.inject else ""
+        what = "host→card" if direction == "h2d" else "card→host"
+        if not checked:
+            out.check(f"transfer.{direction}_correct", None, f"no {what} copy completed to compare", device=index)
+        else:
+            out.check(f"transfer.{direction}_correct", not wrong,
+                      (f"{what} copies compared byte for byte with an independently computed pattern: "
+                       + ("; ".join(wrong) if wrong else f"all {len(checked)} equal ({', '.join(checked)})")
+                       + hook)[:1000],
+                      observed=len(wrong), expected=0, device=index)
 
     def mean(self, medians: dict, kind: str, sizes_text: str, skipped: dict) -> None:
         """``transfer.mean_gbps``: one mean over both directions' recorded values (8.2.8 e)."""
@@ -257,7 +265,7 @@ class _Card:
         if value is None:
             detail = "; ".join(s for d in DIRECTIONS for s in skipped.get((d, kind), []))
             self.ctx.out.metric("transfer.mean_gbps", None, "GB/s", device=self.index, labels=labels,
-                                unavailable=(why + (f" ({detail})" if detail else ""))[:500])
+                                unavailable=((why or "") + (f" ({detail})" if detail else ""))[:500])
             return
         self.ctx.out.metric("transfer.mean_gbps", value, "GB/s", device=self.index, stats=stats, labels=labels)
 
@@ -283,8 +291,7 @@ class _Card:
                     pass
         gen = facts.get("pcie_gen_current") or facts.get("pcie_gen_max")
         width = facts.get("pcie_width_current") or facts.get("pcie_width_max")
-        for key, unit in (("pcie_gen_current", "gen"), ("pcie_width_current", "lanes"),
-                          ("pcie_gen_max", "gen"), ("pcie_width_max", "lanes")):
+        for key, unit in LINK_FACTS:
             name = "transfer.link_" + key.replace("pcie_", "")
             if key in facts:
                 out.metric(name, facts[key][0], unit, device=index,

@@ -79,7 +79,7 @@ def merge(into: dict[str, InfoField], new: dict[str, InfoField]) -> dict[str, In
             into[key] = field
         elif old.value is None and field.value is not None:
             into[key] = field
-        elif old.value is None and field.value is None and field.unavailable not in (old.unavailable or ""):
+        elif old.value is None and field.value is None and (field.unavailable or "") not in (old.unavailable or ""):
             into[key] = missing(f"{old.unavailable}; {field.unavailable}")
     return into
 
