@@ -20,6 +20,10 @@ if ! command -v mpirun >/dev/null 2>&1; then
 fi
 # etcd, Kubernetes, kubectl and helm from source (minutes when cold, instant when cached).
 "$root/hack/build-binaries.sh" >/dev/null
+echo "== lint (ruff)"
+ruff check --no-cache .
+echo "== types (mypy: strict for the API models, the engine and the envelope)"
+mypy
 echo "== architecture contracts (import-linter)"
 lint-imports --no-cache
 echo "== tests"

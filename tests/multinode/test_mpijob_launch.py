@@ -29,20 +29,19 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from cardeval.api.models import Verdict
+from cardeval.engine.catalog import BY_ID
+from cardeval.engine.collect import collect
+from cardeval.engine.facts import NodeFacts
+from cardeval.engine.judge import judge_clause
+from cardeval.engine.planner import MultiNodeItem
+from cardeval.engine.rules import JudgeContext
+from cardeval.operator.multinode_launch import RENDEZVOUS_PORT, mpijob_manifest
+from cardeval.operator.config import Settings
+from test_multinode_units import UID, evaluation, items
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "operator"))
 
-from cardeval.api.models import Verdict  # noqa: E402
-from cardeval.engine.catalog import BY_ID  # noqa: E402
-from cardeval.engine.collect import collect  # noqa: E402
-from cardeval.engine.facts import NodeFacts  # noqa: E402
-from cardeval.engine.judge import judge_clause  # noqa: E402
-from cardeval.engine.planner import MultiNodeItem  # noqa: E402
-from cardeval.engine.rules import JudgeContext  # noqa: E402
-from cardeval.operator.multinode_launch import RENDEZVOUS_PORT, mpijob_manifest  # noqa: E402
-from cardeval.operator.config import Settings  # noqa: E402
-
-from test_multinode_units import UID, evaluation, items  # noqa: E402
 
 #: An rsh agent that "reaches" any host by running the command here (OpenMPI passes its own
 #: options first, then the host, then the command that starts its daemon).

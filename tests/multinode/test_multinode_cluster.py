@@ -27,27 +27,26 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-for sub in ("operator", "workloads"):
-    sys.path.insert(0, str(ROOT / sub))
-
-from cardeval.api.models import Verdict  # noqa: E402
-from cardeval.engine.catalog import BY_ID  # noqa: E402
-from cardeval.engine.collect import collect  # noqa: E402
-from cardeval.engine.facts import NodeFacts  # noqa: E402
-from cardeval.engine.judge import judge_clause  # noqa: E402
-from cardeval.engine.load import from_mapping  # noqa: E402
-from cardeval.engine.planner import not_run_outside, plan, plan_multinode  # noqa: E402
-from cardeval.engine.rules import JudgeContext  # noqa: E402
-from cardeval.operator.collect_k8s import collect_multinode  # noqa: E402
-from cardeval.operator.multinode_launch import (  # noqa: E402
+from cardeval.api.models import Verdict
+from cardeval.engine.catalog import BY_ID
+from cardeval.engine.collect import collect
+from cardeval.engine.facts import NodeFacts
+from cardeval.engine.judge import judge_clause
+from cardeval.engine.load import from_mapping
+from cardeval.engine.planner import not_run_outside, plan, plan_multinode
+from cardeval.engine.rules import JudgeContext
+from cardeval.operator.collect_k8s import collect_multinode
+from cardeval.operator.multinode_launch import (
     RUN, choose_launch, headless_service, indexed_job_manifest, mpijob_api_missing, mpijob_manifest, mpijob_path,
     reporting_pod_selector,
 )
-from cardeval.operator.config import Settings  # noqa: E402
-from cardeval.operator.jobs import job_state  # noqa: E402
-from cardeval.operator.kube import Kube  # noqa: E402
-from cardeval_testbed.waiting import wait_for  # noqa: E402
+from cardeval.operator.config import Settings
+from cardeval.operator.jobs import job_state
+from cardeval.operator.kube import Kube
+from cardeval_testbed.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
 
 EVAL_CRD = ROOT / "crds" / "cardevaluations.cardeval.io.yaml"
 EVALUATIONS = "/apis/cardeval.io/v1alpha1/cardevaluations"

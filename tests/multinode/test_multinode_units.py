@@ -6,24 +6,19 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-for sub in ("operator", "workloads"):
-    sys.path.insert(0, str(ROOT / sub))
-
-from cardeval.engine.load import from_mapping  # noqa: E402
-from cardeval.engine.planner import not_run_outside, plan, plan_multinode  # noqa: E402
-from cardeval.operator.collect_k8s import collect_multinode  # noqa: E402
-from cardeval.operator.jobs import job_state  # noqa: E402
-from cardeval.operator.multinode_launch import (  # noqa: E402
+from cardeval.engine.load import from_mapping
+from cardeval.engine.planner import not_run_outside, plan, plan_multinode
+from cardeval.operator.collect_k8s import collect_multinode
+from cardeval.operator.jobs import job_state
+from cardeval.operator.multinode_launch import (
     RENDEZVOUS_PORT, RUN, choose_launch, headless_service, indexed_job_manifest, mpijob_manifest, mpijob_path,
 )
-from cardeval.operator.config import Settings  # noqa: E402
+from cardeval.operator.config import Settings
+
 
 UID = "0b7d6a1e-0000-4000-8000-000000000001"
 

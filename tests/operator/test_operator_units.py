@@ -242,7 +242,6 @@ def _pod(container_status: dict | None, phase: str, **status):
                        "containerStatuses": [{"name": "workload", **container_status}] if container_status else []}}
 
 
-
 def _collect(pods, reason="DeadlineExceeded", log=""):
     from cardeval.operator.collect_k8s import collect_job
     from cardeval.operator.jobs import JobState

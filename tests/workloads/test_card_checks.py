@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from cardeval_workloads.harness import registry
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "card_checks.sh"
-sys.path.insert(0, str(ROOT / "workloads"))
-
-from cardeval_workloads.harness import registry  # noqa: E402
 
 
 def _run(tmp_path: Path, **knobs: str) -> subprocess.CompletedProcess:

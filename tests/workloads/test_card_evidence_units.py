@@ -26,18 +26,16 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "workloads"))
+from cardeval_workloads.envelope import InfoField
+from cardeval_workloads.harness import cli, mgmt, power
+from cardeval_workloads.harness.builder import EnvelopeBuilder
+from cardeval_workloads.harness.context import RunContext
+from cardeval_workloads.harness.device import CpuBackend
+from cardeval_workloads.harness.mgmt.base import have, missing, refused
+from cardeval_workloads.harness.mgmt.host import HostReader
+from cardeval_workloads.harness.mgmt.pci import PciSysfsReader
+from cardeval_workloads.suite import fault, info, internode, power_load, stress
 
-from cardeval_workloads.envelope import InfoField  # noqa: E402
-from cardeval_workloads.harness import cli, mgmt, power  # noqa: E402
-from cardeval_workloads.harness.builder import EnvelopeBuilder  # noqa: E402
-from cardeval_workloads.harness.context import RunContext  # noqa: E402
-from cardeval_workloads.harness.device import CpuBackend  # noqa: E402
-from cardeval_workloads.harness.mgmt.base import have, missing, refused  # noqa: E402
-from cardeval_workloads.harness.mgmt.host import HostReader  # noqa: E402
-from cardeval_workloads.harness.mgmt.pci import PciSysfsReader  # noqa: E402
-from cardeval_workloads.suite import fault, info, internode, power_load, stress  # noqa: E402
 
 # --- a fake NVML (the ``pynvml`` module) ----------------------------------------------------------
 

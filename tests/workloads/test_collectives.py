@@ -20,18 +20,17 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-for sub in ("workloads", "operator"):
-    sys.path.insert(0, str(ROOT / sub))
-
-from cardeval.api.models import Verdict  # noqa: E402
-from cardeval.engine.catalog import BY_ID, COLLECTIVE_OPS  # noqa: E402
-from cardeval.engine.facts import NodeFacts, WorkloadRun  # noqa: E402
-from cardeval.engine.judge import judge_clause  # noqa: E402
-from cardeval.engine.rules import JudgeContext  # noqa: E402
-from cardeval_workloads.envelope import (  # noqa: E402
+from cardeval.api.models import Verdict
+from cardeval.engine.catalog import BY_ID, COLLECTIVE_OPS
+from cardeval.engine.facts import NodeFacts, WorkloadRun
+from cardeval.engine.judge import judge_clause
+from cardeval.engine.rules import JudgeContext
+from cardeval_workloads.envelope import (
     ENVELOPE_MARKER, TERMINATION_MESSAGE_LIMIT, Envelope, find_envelope_in_output, parse_envelope,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
+
 
 pytestmark = pytest.mark.slow
 

@@ -8,16 +8,11 @@ give back the table's own A100 figures), the patterns' expected results, and
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "workloads"))
-
-from cardeval_workloads.harness import distributed  # noqa: E402
-from cardeval_workloads.harness.errors import UsageError  # noqa: E402
+from cardeval_workloads.harness import distributed
+from cardeval_workloads.harness.errors import UsageError
 
 
 # --- layout ------------------------------------------------------------------------------

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "workloads"))
+from cardeval_workloads.envelope import Stats, find_envelope_in_output
+from cardeval_workloads.harness.testhook import corrupt_one
+from cardeval_workloads.suite import _gemm, compute
 
-from cardeval_workloads.envelope import Stats, find_envelope_in_output  # noqa: E402
-from cardeval_workloads.harness.testhook import corrupt_one  # noqa: E402
-from cardeval_workloads.suite import _gemm, compute  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _case(fmt: str = "fp32") -> _gemm.Case:

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from cardeval_workloads.envelope import ENVELOPE_MARKER
+from cardeval_workloads.harness import registry
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "workloads" / "cardeval_workloads"
-sys.path.insert(0, str(ROOT / "workloads"))
 
-from cardeval_workloads.envelope import ENVELOPE_MARKER  # noqa: E402
-from cardeval_workloads.harness import registry  # noqa: E402
 
 #: Those that finish in seconds on the CPU (memory sizes its buffers by the cache: tens of seconds;
 #: device-plugin needs the kubelet's sockets and exits with a usage error without them).

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "workloads"))
+from cardeval_workloads.envelope import find_envelope_in_output, parse_envelope
+from cardeval_workloads.harness import cli
 
-from cardeval_workloads.envelope import find_envelope_in_output, parse_envelope  # noqa: E402
-from cardeval_workloads.harness import cli  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+
 
 PREFIX = "no accelerator is visible to this process (--device accelerator): "
 

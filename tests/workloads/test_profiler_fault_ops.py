@@ -21,16 +21,15 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "workloads"))
-sys.path.insert(0, str(ROOT / "operator"))
+from cardeval.engine.catalog import BY_ID
+from cardeval.engine.collect import collect
+from cardeval.engine.facts import NodeFacts
+from cardeval.engine.rules import JudgeContext, Outcome
+from cardeval_workloads.envelope import TERMINATION_MESSAGE_LIMIT, Envelope, parse_envelope
+from cardeval_workloads.harness import cli
 
-from cardeval.engine.catalog import BY_ID  # noqa: E402
-from cardeval.engine.collect import collect  # noqa: E402
-from cardeval.engine.facts import NodeFacts  # noqa: E402
-from cardeval.engine.rules import JudgeContext, Outcome  # noqa: E402
-from cardeval_workloads.envelope import TERMINATION_MESSAGE_LIMIT, Envelope, parse_envelope  # noqa: E402
-from cardeval_workloads.harness import cli  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+
 
 pytestmark = pytest.mark.slow
 

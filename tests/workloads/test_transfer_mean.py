@@ -8,18 +8,13 @@ produced); the mean is then compared with the per-size values it reports.
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "workloads"))
-
-from cardeval_workloads.harness.builder import EnvelopeBuilder  # noqa: E402
-from cardeval_workloads.harness.context import RunContext  # noqa: E402
-from cardeval_workloads.harness.device import CpuBackend  # noqa: E402
-from cardeval_workloads.suite import transfer  # noqa: E402
+from cardeval_workloads.harness.builder import EnvelopeBuilder
+from cardeval_workloads.harness.context import RunContext
+from cardeval_workloads.harness.device import CpuBackend
+from cardeval_workloads.suite import transfer
 
 
 class HostAsCard(CpuBackend):

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "workloads"))
-
-from cardeval_workloads.envelope import (  # noqa: E402
+from cardeval_workloads.envelope import (
     ENVELOPE_MARKER,
     TERMINATION_MESSAGE_LIMIT,
     Envelope,
     find_envelope_in_output,
     parse_envelope,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
+
 
 CLAUSE_FIELDS = ("vendor", "model", "serial", "firmware", "memory_total_bytes")
 ALL_FIELDS = CLAUSE_FIELDS + ("driver", "uuid", "pci_bus_id", "pcie_gen_max", "pcie_width_max",

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import math
 import stat
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "workloads"))
+from cardeval_workloads.envelope import InfoField, Stats
+from cardeval_workloads.harness import registry
+from cardeval_workloads.harness.builder import EnvelopeBuilder
+from cardeval_workloads.harness.errors import UsageError
+from cardeval_workloads.harness.mgmt.base import have, merge, missing
+from cardeval_workloads.harness.mgmt.command import CommandReader, parse_json, parse_text, to_bytes
+from cardeval_workloads.harness.mgmt.host import HostReader
+from cardeval_workloads.harness.mgmt.pci import PciSysfsReader, normalize_bus_id
+from cardeval_workloads.harness.params import Param, int_list, parse_params, str_list
+from cardeval_workloads.harness.timing import EventTimer, OverBudgetError, WallTimer, measure
 
-from cardeval_workloads.envelope import InfoField, Stats  # noqa: E402
-from cardeval_workloads.harness import registry  # noqa: E402
-from cardeval_workloads.harness.builder import EnvelopeBuilder  # noqa: E402
-from cardeval_workloads.harness.errors import UsageError  # noqa: E402
-from cardeval_workloads.harness.mgmt.base import have, merge, missing  # noqa: E402
-from cardeval_workloads.harness.mgmt.command import CommandReader, parse_json, parse_text, to_bytes  # noqa: E402
-from cardeval_workloads.harness.mgmt.host import HostReader  # noqa: E402
-from cardeval_workloads.harness.mgmt.pci import PciSysfsReader, normalize_bus_id  # noqa: E402
-from cardeval_workloads.harness.params import Param, int_list, parse_params, str_list  # noqa: E402
-from cardeval_workloads.harness.timing import EventTimer, OverBudgetError, WallTimer, measure  # noqa: E402
 
 # --- statistics ---------------------------------------------------------------------
 

@@ -37,6 +37,11 @@ from cardeval_workloads.harness.builder import EnvelopeBuilder
 WORKLOAD = "device-plugin"
 #: The probe's checks that compare it with the Node object (decided here, not by the probe).
 CROSS_CHECKS = ("device_plugin.count_matches_capacity", "device_plugin.healthy_matches_allocatable")
+#: What the check reads of the isolation pods' results (workload device-visibility): the cards each saw.
+FRAMEWORK_DEVICES, ENV_DEVICES, ASSIGNED_DEVICES = VISIBILITY_COUNTS = (
+    "visibility.framework_devices", "visibility.env_devices", "visibility.assigned_devices")
+#: What it reads of the probe's result besides the checks it forwards: the plugin's device counts.
+PROBE_COUNTS = ("device_plugin.devices", "device_plugin.healthy")
 #: The probe's own checks (reported undetermined, with the reason, when the probe did not run).
 PROBE_CHECKS = tuple(name for name in DEVICE_PLUGIN_CHECKS + DEVICE_PLUGIN_INFORMATIONAL
                      if name.startswith(("device_plugin.", "pod_resources.")) and name not in CROSS_CHECKS)
@@ -140,17 +145,17 @@ class DevicePluginFindings:
         notes = []
         for m in env.metrics:
             self.metric(m.name, m.value, m.unit, {**m.labels, "pod": o.role}, m.unavailable)
-            if m.name.endswith("visibility.framework_devices"):
+            if m.name.endswith(FRAMEWORK_DEVICES):
                 if m.value is not None:
                     counts[f"framework ({m.labels.get('backend', '')})"] = int(m.value)
                 else:
                     notes.append(f"framework: {m.unavailable}")
-            elif m.name.endswith("visibility.env_devices"):
+            elif m.name.endswith(ENV_DEVICES):
                 var = m.labels.get("variable", "?")
                 if m.value is not None:
                     counts[var] = int(m.value)
                 notes.append(f"{var}={m.labels.get('value', '')!r}")
-            elif m.name.endswith("visibility.assigned_devices"):
+            elif m.name.endswith(ASSIGNED_DEVICES):
                 notes.append(f"assigned by the node: {m.labels.get('ids', '')!r}")
         if env.status != "ok":
             notes.append("workload error: " + "; ".join(env.errors)[:300])
@@ -242,8 +247,7 @@ class DevicePluginFindings:
         for m in env.metrics:
             self.metric(m.name, m.value, m.unit, {**m.labels, "pod": "probe"} if m.name.startswith(
                 "visibility.") else dict(m.labels), m.unavailable)
-        total = env.metric("device_plugin.devices")
-        healthy = env.metric("device_plugin.healthy")
+        total, healthy = (env.metric(name) for name in PROBE_COUNTS)
         if total is None or total.value is None:
             for name in CROSS_CHECKS:
                 self.check(name, None, "the probe found no device plugin to compare with the Node")
@@ -265,7 +269,8 @@ def _env_devices(run: WorkloadRun | None) -> list[Metric]:
     """The ``visibility.env_devices`` metrics of a pod's run (none without an envelope)."""
     if run is None or run.envelope is None:
         return []
-    return list(run.envelope.metrics_named("visibility.env_devices"))
+    return list(run.envelope.metrics_named(ENV_DEVICES))
 
 
-__all__ = ["CROSS_CHECKS", "DevicePluginFindings", "PROBE_CHECKS", "PodOutcome", "WORKLOAD", "resource_count"]
+__all__ = ["CROSS_CHECKS", "DevicePluginFindings", "PROBE_CHECKS", "PROBE_COUNTS", "PodOutcome", "VISIBILITY_COUNTS",
+           "WORKLOAD", "resource_count"]

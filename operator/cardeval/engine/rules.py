@@ -758,8 +758,8 @@ class SubChecks(Rule):
         return "every sub-check ok: " + ", ".join(self.required)
 
     def reads(self) -> frozenset[Read]:
-        return (_reads("check", self.required + self.informational, self.workload)
-                | _reads("metric", self.metrics, self.workload))
+        # The informational sub-checks are shown, never judged.
+        return _reads("check", self.required, self.workload) | _reads("metric", self.metrics, self.workload)
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)

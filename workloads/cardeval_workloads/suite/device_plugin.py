@@ -52,11 +52,11 @@ TOPOLOGY = "node"
 CHECKS = ("device_plugin.socket_found", "device_plugin.options_read", "device_plugin.devices_listed",
           "device_plugin.all_healthy", "pod_resources.reachable", "pod_resources.allocatable_matches_plugin",
           "pod_resources.probe_devices_listed", "pod_resources.given_equals_seen")
-#: The operator compares these with the Node's capacity and allocatable; the 6.1.n rule shows them,
-#: and the visibility counts are how the probe pod's own view of its cards is judged.
-METRICS = ("device_plugin.devices", "device_plugin.healthy") + _visibility.COUNT_METRICS
+#: The operator compares these with the Node's capacity and allocatable; the 6.1.n rule shows them.
+METRICS = ("device_plugin.devices", "device_plugin.healthy")
+#: The probe pod's own view of its cards is shown (pod_resources.given_equals_seen judges it).
 SHOWN = ("device_plugin.numa_reported", "device_plugin.numa_nodes", "pod_resources.allocatable_devices",
-         "pod_resources.given_devices") + _visibility.DETAIL_METRICS
+         "pod_resources.given_devices") + _visibility.COUNT_METRICS + _visibility.DETAIL_METRICS
 PARAMS = {
     "resource": Param(str, "", "the extended resource, e.g. nvidia.com/gpu (required)"),
     "plugin_dir": Param(str, "/var/lib/kubelet/device-plugins", "the kubelet's device-plugins directory"),

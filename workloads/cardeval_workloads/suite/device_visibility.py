@@ -29,9 +29,11 @@ TOPOLOGY = "node"
 
 #: No rule reads this workload's envelope directly: the operator's device-plugin check reads the
 #: visibility counts of its isolation pods and judges them as the isolation.* sub-checks of 6.1.n.
-CHECKS = ("visibility.count_matches",)
+#: The operator's device-plugin check reads the counts (its isolation sub-checks of 6.1.n); the pod's
+#: own verdict on them, and the device files it sees, are shown.
+CHECKS: tuple[str, ...] = ()
 METRICS = _visibility.COUNT_METRICS
-SHOWN = _visibility.DETAIL_METRICS
+SHOWN = ("visibility.count_matches",) + _visibility.DETAIL_METRICS
 PARAMS = {
     "expected": Param(int, -1, "cards the pod asked for (-1: only observe)"),
     "resource": Param(str, "", "the extended resource the pod asked for (for the report)"),
