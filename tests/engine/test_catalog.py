@@ -1,6 +1,7 @@
 """The clause catalog covers chapter 6 of T/ISC 0056-2024 item by item."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,9 @@ def test_relaxing_and_tightening_are_told_apart():
     assert catalog.change_of("max_cv_pct", 5, 50) == "relaxed"
     assert catalog.change_of("tolerance_pct", 5, 1) == "tightened"
     assert catalog.change_of("min_gb", 32, 32) == "same"
+
+
+def test_every_clause_id_is_written_out_once_in_the_catalog():
+    """``grep 6.2.4.b`` finds the clause: no id is assembled from pieces."""
+    source = Path(catalog.__file__).read_text(encoding="utf-8")
+    assert [c.id for c in CLAUSES if source.count(f'"{c.id}"') != 1] == []

@@ -46,6 +46,7 @@ from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.planner import WorkItem, item_name
 from cardeval.operator import labels
 from cardeval.operator.config import Settings
+from cardeval.operator.jobs import pod_defaults
 from cardeval.operator.kube import ApiError, KubeApi
 from cardeval.operator.pods import HostMount, PodDefaults, finished_run, terminated, workload_pod_spec
 
@@ -74,12 +75,10 @@ def _truthy(value: str | None) -> bool:
 class ProbeSettings:
     """How the check runs its pods (the operator's settings plus the probe's own)."""
 
-    namespace: str = "cardeval-system"
-    workload_python: tuple[str, ...] = ("python",)
-    workload_env: dict[str, str] = field(default_factory=dict)
-    run_as_user: int = 65532
-    image_pull_policy: str = "IfNotPresent"
-    service_account: str = ""
+    namespace: str = Settings.namespace
+    workload_python: tuple[str, ...] = Settings.workload_python
+    #: The user, pull policy, environment and ServiceAccount of every workload pod: the operator's.
+    pods: PodDefaults = field(default_factory=lambda: pod_defaults(Settings()))
     #: The privileged probe pod is opt-in (CARDEVAL_DEVICE_PLUGIN_PROBE=true).
     probe_enabled: bool = False
     device_plugins_dir: str = DEFAULT_DEVICE_PLUGINS_DIR
@@ -107,18 +106,12 @@ class ProbeSettings:
         base: dict[str, Any] = {}
         if settings is not None:
             base = dict(namespace=settings.namespace, workload_python=tuple(settings.workload_python),
-                        workload_env=dict(settings.workload_env), run_as_user=settings.run_as_user,
-                        image_pull_policy=settings.image_pull_policy, service_account=settings.job_service_account)
+                        pods=pod_defaults(settings))
         timeout = env.get("CARDEVAL_DEVICE_PLUGIN_POD_TIMEOUT_S", "").strip()
         return cls(**base, probe_enabled=_truthy(env.get("CARDEVAL_DEVICE_PLUGIN_PROBE")),
                    device_plugins_dir=env.get("CARDEVAL_KUBELET_DEVICE_PLUGINS_DIR") or DEFAULT_DEVICE_PLUGINS_DIR,
                    pod_resources_dir=env.get("CARDEVAL_KUBELET_POD_RESOURCES_DIR") or DEFAULT_POD_RESOURCES_DIR,
                    pod_timeout_s=float(timeout) if timeout else cls.pod_timeout_s)
-
-    @property
-    def pod_defaults(self) -> PodDefaults:
-        return PodDefaults(image_pull_policy=self.image_pull_policy, run_as_user=self.run_as_user,
-                           workload_env=self.workload_env, service_account=self.service_account)
 
 
 # ---------------------------------------------------------------------- the check
@@ -159,7 +152,7 @@ class NodeCheck:
         mounts = () if host_dirs is None else (
             HostMount("device-plugins", host_dirs[0], DEFAULT_DEVICE_PLUGINS_DIR),
             HostMount("pod-resources", host_dirs[1], DEFAULT_POD_RESOURCES_DIR))
-        pod_spec = workload_pod_spec(self.evaluation, [*s.workload_python, *argv], [self.node], s.pod_defaults,
+        pod_spec = workload_pod_spec(self.evaluation, [*s.workload_python, *argv], [self.node], s.pods,
                                      limits={self.resource: str(cards)} if cards > 0 else None,
                                      field_env={"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"},
                                      host_mounts=mounts)
