@@ -434,7 +434,10 @@ def test_stress_loads_two_cards_at_once(monkeypatch: pytest.MonkeyPatch) -> None
     assert max(s[3] for s in seen) < min(s[4] for s in seen) and seen[0][5] != seen[1][5]
     for card in (0, 1):
         duration = env.metric("stress.duration_s", device=card)
-        assert duration.value == pytest.approx(1.2, abs=0.6) and duration.labels["cards_at_once"] == "2"
+        # The load lasted what was asked, and the figure is the span the load loop really ran (no
+        # wall-clock bound: a busy machine may stretch the last chunk).
+        ran = next(s[4] - s[1] for s in seen if s[0] == card)
+        assert 1.2 * 0.95 <= duration.value <= ran + 0.25 and duration.labels["cards_at_once"] == "2"
         for name in ("stress.no_errors", "stress.results_correct", "stress.device_present"):
             c = [c for c in env.checks_named(name) if c.device == card]
             assert len(c) == 1 and c[0].ok is True, (name, c)

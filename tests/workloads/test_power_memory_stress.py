@@ -470,7 +470,10 @@ def test_stress_short_run_reports_its_duration(tmp_path: Path) -> None:
     assert duration.labels["cards_at_once"] == "1"  # the CPU is one device; all selected cards run at once
     for name in ("stress.no_errors", "stress.results_correct", "stress.device_present"):
         assert check(env, name).ok is True, check(env, name).detail
-    assert env.metric("stress.comparisons").value >= 3 and env.metric("stress.crashes").value == 0
+    # A comparison at least every check interval, and one at the end: never more than the interval allows
+    # (how many fit depends on the machine's speed, so no lower bound beyond the final one).
+    comparisons = env.metric("stress.comparisons").value
+    assert 1 <= comparisons <= duration.value / 0.5 + 2 and env.metric("stress.crashes").value == 0
     assert env.metric("stress.crash_score").value == 1.0
     assert env.metric("stress.stability_score").value == pytest.approx(
         0.6 + 0.2 * env.metric("stress.longest_fault_free_h").value / 72)
