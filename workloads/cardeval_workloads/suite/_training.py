@@ -156,6 +156,8 @@ class Outcome:
     diverged_at_step: int | None = None
     batch: int = 0
     last_loss: float = math.nan
+    #: Seconds of the untimed warm-up (``Run.warm_up``), 0 without one.
+    prepare_s: float = 0.0
     history: list[float] = field(default_factory=list)
 
     @property
@@ -194,6 +196,9 @@ class Run:
     corrupt_labels: bool = False
     inject_nan: bool = False
     wrap: Callable[[torch.nn.Module], Any] | None = None
+    #: Untimed calls of the wrapped model before t1 (a compiler's first-call compilation), leaving
+    #: the model's weights and gradients as they were; their seconds go to ``Outcome.prepare_s``.
+    warm_up: bool = False
 
 
 @dataclass
@@ -224,6 +229,8 @@ def train(run: Run) -> Trained:
     if steps_per_epoch < 1:
         raise ValueError(f"batch {run.batch} is larger than the {len(y)} training images")
     out = Outcome(target=run.target, batch=run.batch)
+    if run.warm_up:
+        out.prepare_s = _warm_up(run, forward, module, x[:run.batch], y[:run.batch], xv)
     run.synchronize()
     t1 = time.perf_counter()
     while out.epochs < run.max_epochs and not out.diverged:
@@ -259,6 +266,21 @@ def train(run: Run) -> Trained:
     run.synchronize()
     out.train_s = time.perf_counter() - t1
     return Trained(out, module, opt)
+
+
+def _warm_up(run: Run, forward: Any, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+             xv: torch.Tensor) -> float:
+    """One training-shaped forward and backward and one validation forward, gradients dropped after."""
+    run.synchronize()
+    t0 = time.perf_counter()
+    with run.precision.autocast():
+        loss = torch.nn.functional.cross_entropy(forward(x), y)
+    loss.backward()
+    module.zero_grad(set_to_none=True)
+    with torch.no_grad(), run.precision.autocast():
+        forward(xv)
+    run.synchronize()
+    return time.perf_counter() - t0
 
 
 def flops_per_step(data: Digits, device: torch.device, precision: Precision, batch: int, lr: float) -> float:
