@@ -26,7 +26,9 @@ range needs the loss scaled; bf16's does not).
 Test hooks, through the real loop: ``corrupt_labels`` shuffles the training
 labels (seeded), so nothing generalises and the target is missed;
 ``inject_nan`` writes a NaN into the first weight after the first step, so
-the next loss is non-finite and the run diverges.
+the next loss is non-finite and the run diverges. Losses are checked once an
+epoch (a check per step would synchronise a card every step); a diverged run
+stops at the end of that epoch.
 """
 
 from __future__ import annotations
@@ -153,7 +155,8 @@ class Outcome:
     steps: int = 0
     samples: int = 0
     train_s: float = 0.0
-    diverged_at_step: int | None = None
+    #: The epoch (1-based) whose losses were not all finite; training stopped after it.
+    diverged_in_epoch: int | None = None
     batch: int = 0
     last_loss: float = math.nan
     #: Seconds of the untimed warm-up (``Run.warm_up``), 0 without one.
@@ -162,11 +165,11 @@ class Outcome:
 
     @property
     def reached(self) -> bool:
-        return self.diverged_at_step is None and self.accuracy >= self.target
+        return self.diverged_in_epoch is None and self.accuracy >= self.target
 
     @property
     def diverged(self) -> bool:
-        return self.diverged_at_step is not None
+        return self.diverged_in_epoch is not None
 
     @property
     def samples_per_s(self) -> float:
@@ -174,7 +177,7 @@ class Outcome:
 
     def summary(self) -> str:
         if self.diverged:
-            return f"diverged: non-finite loss at step {self.diverged_at_step} (epoch {self.epochs})"
+            return f"diverged: non-finite loss in epoch {self.diverged_in_epoch} ({self.steps} steps)"
         word = "reached" if self.reached else "missed"
         return (f"{word} target {self.target:g}: validation accuracy {self.accuracy:.4f} after {self.epochs} "
                 f"epochs ({self.steps} steps of {self.batch}) in {self.train_s:.3g} s")
@@ -235,15 +238,13 @@ def train(run: Run) -> Trained:
     t1 = time.perf_counter()
     while out.epochs < run.max_epochs and not out.diverged:
         perm = torch.randperm(len(y), generator=order).to(run.device)
+        finite = torch.ones((), dtype=torch.bool, device=run.device)  # checked once an epoch: no per-step sync
         for i in range(steps_per_epoch):
             idx = perm[i * run.batch:(i + 1) * run.batch]
             opt.zero_grad(set_to_none=True)
             with run.precision.autocast():
                 loss = torch.nn.functional.cross_entropy(forward(x[idx]), y[idx])
-            if not bool(torch.isfinite(loss)):
-                out.diverged_at_step = out.steps
-                out.last_loss = float(loss.item())
-                break
+            finite &= torch.isfinite(loss.detach())
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -258,6 +259,9 @@ def train(run: Run) -> Trained:
                     next(module.parameters()).view(-1)[0] = math.nan
         out.epochs += 1
         out.last_loss = float(loss.item())
+        if not bool(finite):
+            out.diverged_in_epoch = out.epochs
+            break
         with torch.no_grad(), run.precision.autocast():
             out.accuracy = float((forward(xv).argmax(dim=1) == yv).float().mean().item())
         out.history.append(round(out.accuracy, 4))
