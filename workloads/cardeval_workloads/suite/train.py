@@ -26,8 +26,9 @@ Per card:
   × steps / time / power), ``checkpoint.save_s`` and ``checkpoint.load_s``
   (:mod:`._checkpoint`, after each run). Without a power reading the power and
   efficiency metrics are unavailable, with the reason. Shown beside them:
-  ``train.accuracy`` and ``train.epochs`` per case, and the AMP run's
-  ``train.amp.throughput``.
+  ``train.accuracy`` and ``train.epochs`` per case and run, the AMP run's
+  ``train.amp.throughput``, and the check ``checkpoint.restored`` (the loaded
+  state equals the saved one; without it no checkpoint time is given).
 
 Test hooks (each fails its check through the real loop): ``corrupt_labels=fp32|amp``
 shuffles that case's training labels, so the target is missed; ``inject_nan=fp32|amp``
