@@ -82,7 +82,9 @@ def test_the_digits_case_trains_to_target_in_fp32_and_amp(constant_power):
     assert reached.expected == _training.DEFAULT_TARGET and reached.observed >= _training.DEFAULT_TARGET
     assert "this product's default for the digits case" in check(env, "train.fp32.completed").detail
     assert "1347 train / 450 validation" in check(env, "train.fp32.completed").detail
-    assert "bfloat16" in check(env, "train.amp.completed").detail
+    assert "torch.autocast(cpu, bfloat16)" in check(env, "train.amp.completed").detail
+    assert "output in bfloat16" in check(env, "train.amp.completed").detail  # autocast engaged, measured
+    assert "output in float32" in check(env, "train.fp32.completed").detail
     units = {"train.time_to_target_s": "s", "train.throughput": "samples/s", "train.power_w": "W",
              "train.efficiency_tflops_per_w": "TFLOPS/W", "checkpoint.save_s": "s", "checkpoint.load_s": "s"}
     for name, unit in units.items():
@@ -145,6 +147,9 @@ def test_mixed_precision_is_fp16_with_a_scaler_on_cuda_and_bf16_elsewhere():
     cpu = _training.Precision("amp", "cpu")
     assert not cpu.scaled and "bfloat16" in cpu.describe()
     assert _training.Precision("fp32", "cuda").autocast_dtype is None
+    # completed needs the output in the case's precision: an autocast that did not engage is not AMP
+    assert cpu.engaged("bfloat16") and not cpu.engaged("float32")
+    assert _training.Precision("fp32", "cpu").engaged("float32")
 
 
 def test_the_split_is_fixed_and_stratified():

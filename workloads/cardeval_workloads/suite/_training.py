@@ -134,6 +134,11 @@ class Precision:
         """fp16 needs the loss scaled (GradScaler) against gradient underflow."""
         return self.autocast_dtype == torch.float16
 
+    def engaged(self, compute_dtype: str) -> bool:
+        """Whether a model output computed in ``compute_dtype`` shows this precision at work."""
+        dtype = self.autocast_dtype or torch.float32
+        return compute_dtype == str(dtype).removeprefix("torch.")
+
     def describe(self) -> str:
         if self.name != "amp":
             return "fp32 throughout"
@@ -161,6 +166,8 @@ class Outcome:
     last_loss: float = math.nan
     #: Seconds of the untimed warm-up (``Run.warm_up``), 0 without one.
     prepare_s: float = 0.0
+    #: The dtype the model's output was computed in (bfloat16/float16 when autocast engaged).
+    compute_dtype: str = ""
     history: list[float] = field(default_factory=list)
 
     @property
@@ -243,7 +250,9 @@ def train(run: Run) -> Trained:
             idx = perm[i * run.batch:(i + 1) * run.batch]
             opt.zero_grad(set_to_none=True)
             with run.precision.autocast():
-                loss = torch.nn.functional.cross_entropy(forward(x[idx]), y[idx])
+                logits = forward(x[idx])
+                loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            out.compute_dtype = out.compute_dtype or str(logits.dtype).removeprefix("torch.")
             finite &= torch.isfinite(loss.detach())
             if scaler is not None:
                 scaler.scale(loss).backward()

@@ -127,8 +127,9 @@ def _card(ctx: RunContext, index: int, data: _training.Digits) -> None:
         ctx.log.info("amp run (%s): %s", amp_run.precision.describe(), amp.summary())
     flops = _training.flops_per_step(data, device, _training.Precision("fp32", device.type), int(cfg["batch"]),
                                      float(cfg["lr"]))
-    _report_checks(ctx, index, "fp32", [o for o, _, _ in fp32_runs], f"fp32 throughout; {where}", hooks)
-    _report_checks(ctx, index, "amp", [amp], f"{amp_run.precision.describe()}; {where}", hooks)
+    fp32 = _training.Precision("fp32", device.type)
+    _report_checks(ctx, index, "fp32", fp32, [o for o, _, _ in fp32_runs], where, hooks)
+    _report_checks(ctx, index, "amp", amp_run.precision, [amp], where, hooks)
     _report_metrics(ctx, index, fp32_runs, flops, sampler.power_reason(index))
     ctx.out.metric("train.amp.throughput", amp.samples_per_s, "samples/s", device=index,
                    labels={"precision": amp_run.precision.describe()})
@@ -151,14 +152,21 @@ def _hooked(case: str, hooks: dict[str, set[str]]) -> str:
     return f" [{', '.join(used)} test hook: on purpose]" if used else ""
 
 
-def _report_checks(ctx: RunContext, index: int, case: str, outcomes: list[_training.Outcome], how: str,
-                   hooks: dict[str, set[str]]) -> None:
+def _report_checks(ctx: RunContext, index: int, case: str, precision: _training.Precision,
+                   outcomes: list[_training.Outcome], where: str, hooks: dict[str, set[str]]) -> None:
+    """``completed``: no run diverged and the output was computed in the case's precision."""
     out, note = ctx.out, _hooked(case, hooks)
     runs = "; ".join(f"run {i}: {o.summary()}" for i, o in enumerate(outcomes))
     diverged = [i for i, o in enumerate(outcomes) if o.diverged]
-    out.check(f"train.{case}.completed", not diverged,
-              (f"{len(outcomes)} run(s) trained to the end with finite losses" if not diverged
-               else f"run(s) {diverged} diverged (non-finite loss)") + f" ({how}){note}",
+    other = sorted({o.compute_dtype for o in outcomes if not precision.engaged(o.compute_dtype)})
+    if other:
+        text = f"{precision.describe()} did not engage: the model's output was computed in {', '.join(other)}"
+    elif diverged:
+        text = f"run(s) {diverged} diverged (non-finite loss)"
+    else:
+        text = f"{len(outcomes)} run(s) trained to the end with finite losses, output in {outcomes[0].compute_dtype}"
+    out.check(f"train.{case}.completed", not diverged and not other,
+              f"{text} ({precision.describe()}; {where}){note}",
               observed=len(outcomes) - len(diverged), expected=len(outcomes), device=index)
     missed = [i for i, o in enumerate(outcomes) if not o.reached]
     worst = min(o.accuracy for o in outcomes)
