@@ -296,7 +296,7 @@ def _warm_up(run: Run, forward: Any, module: torch.nn.Module, x: torch.Tensor, y
     return time.perf_counter() - t0
 
 
-def flops_per_step(data: Digits, device: torch.device, precision: Precision, batch: int, lr: float) -> float:
+def flops_per_step(data: Digits, device: torch.device, precision: Precision, batch: int) -> float:
     """FLOPs of one training step (forward and backward) as torch's FLOP counter counts them.
 
     On a fresh model, so the measured runs are untouched; the optimizer's update is

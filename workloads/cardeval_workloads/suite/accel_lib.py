@@ -102,9 +102,9 @@ def _card(ctx: RunContext, index: int, data: _training.Digits) -> None:
                      "in all)", r, eager[-1].samples_per_s, eager[-1].summary(), LIBRARY,
                      compiled[-1].samples_per_s, compiled[-1].prepare_s, compiled[-1].summary(),
                      time.perf_counter() - t0)
+    threads = "" if ctx.accel.is_accelerator else f", {torch.get_num_threads()} CPU threads"
     where = (f"{_training.CASE}, {data.split}, target {target:g} ({source}), fp32, on "
-             f"{ctx.accel.describe(index)}, {torch.get_num_threads()} CPU threads; {LIBRARY}"
-             f"(mode={mode or 'default'}) against eager")
+             f"{ctx.accel.describe(index)}{threads}; {LIBRARY}(mode={mode or 'default'}) against eager")
     _report(ctx, index, eager, compiled, where, float(ctx.params.get("min_speedup") or 1.0))
 
 

@@ -105,8 +105,8 @@ def _card(ctx: RunContext, index: int, data: _training.Digits) -> None:
             synchronize=lambda: ctx.accel.synchronize(index),
             corrupt_labels=precision in hooks["corrupt_labels"], inject_nan=precision in hooks["inject_nan"])
 
-    where = (f"{_training.CASE}, {data.split}, target {target:g} ({source}), on {ctx.accel.describe(index)}, "
-             f"{torch.get_num_threads()} CPU threads")
+    threads = "" if ctx.accel.is_accelerator else f", {torch.get_num_threads()} CPU threads"
+    where = f"{_training.CASE}, {data.split}, target {target:g} ({source}), on {ctx.accel.describe(index)}{threads}"
     fp32_runs: list[tuple[_training.Outcome, Any, _checkpoint.Timed]] = []
     with power.sampling(ctx, [index]) as sampler, _checkpoint_dir(ctx) as folder:
         for r in range(int(cfg["runs"])):
@@ -125,9 +125,8 @@ def _card(ctx: RunContext, index: int, data: _training.Digits) -> None:
         amp_run = case("amp", _training.SPLIT_SEED)
         amp = _training.train(amp_run).outcome
         ctx.log.info("amp run (%s): %s", amp_run.precision.describe(), amp.summary())
-    flops = _training.flops_per_step(data, device, _training.Precision("fp32", device.type), int(cfg["batch"]),
-                                     float(cfg["lr"]))
     fp32 = _training.Precision("fp32", device.type)
+    flops = _training.flops_per_step(data, device, fp32, int(cfg["batch"]))
     _report_checks(ctx, index, "fp32", fp32, [o for o, _, _ in fp32_runs], where, hooks)
     _report_checks(ctx, index, "amp", amp_run.precision, [amp], where, hooks)
     _report_metrics(ctx, index, fp32_runs, flops, sampler.power_reason(index))
