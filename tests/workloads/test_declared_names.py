@@ -31,7 +31,8 @@ PACKAGE = ROOT / "workloads" / "cardeval_workloads"
 #: Those that finish in seconds on the CPU (memory sizes its buffers by the cache: tens of seconds;
 #: device-plugin needs the kubelet's sockets and exits with a usage error without them).
 CHEAP = ("info", "compute", "transfer", "op-coverage", "custom-op", "profiler", "fault", "power-limit",
-         "power-load", "stress", "p2p", "collectives", "internode", "train-parallel", "device-visibility")
+         "power-load", "stress", "p2p", "collectives", "internode", "train-parallel", "device-visibility", "train",
+         "accel-lib")
 
 _HELPER = re.compile(r"^from \.(?: import ([\w, ]+)|(_\w+) import)", re.M)
 _HARNESS = re.compile(r"^from cardeval_workloads\.harness(?: import ([\w, ]+)|\.(\w+) import)", re.M)

@@ -1,0 +1,314 @@
+"""The training case the to-target workloads share: a small CNN on scikit-learn's handwritten digits.
+
+7.3.4's image-classification task, scaled to what a CI host trains in about a
+second: scikit-learn's bundled digits (1797 grey 8×8 images, 10 classes,
+shipped with the package, so nothing is downloaded). The split is fixed:
+stratified by class, seed :data:`SPLIT_SEED`, 75 % training (1347 images),
+25 % held-out validation (450). A run trains from a seeded initialisation
+until the validation accuracy, measured after every epoch, reaches the target
+or the epoch budget is spent.
+
+The outcome (:class:`Outcome`) separates the three ways a run can end: the
+target reached; the budget spent below it (not converged); a non-finite loss
+(diverged, training stops there). Neither of the last two is ever a pass.
+
+What is timed: ``train_s`` covers the epochs and their validation passes
+only — loading the data, building the model and the optimizer (whose first
+construction imports torch._dynamo, about a second) come before it. The last
+partial batch of an epoch is dropped, so every step has the same size and
+:func:`flops_per_step` times the steps counts the run's work.
+
+Precision (:class:`Precision`): ``fp32``, or automatic mixed precision —
+``torch.autocast`` with bfloat16 on the CPU and on cards without a CUDA-style
+``GradScaler``, float16 with a ``GradScaler`` on CUDA-like cards (fp16's narrow
+range needs the loss scaled; bf16's does not).
+
+Test hooks, through the real loop: ``corrupt_labels`` shuffles the training
+labels (seeded), so nothing generalises and the target is missed;
+``inject_nan`` writes a NaN into the first weight after the first step, so
+the next loss is non-finite and the run diverges. Losses are checked once an
+epoch (a check per step would synchronise a card every step); a diverged run
+stops at the end of that epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+SPLIT_SEED = 20240901
+VALIDATION_FRACTION = 0.25
+#: This product's default for the digits case: reached in 5–10 epochs, about a second on one CPU thread.
+DEFAULT_TARGET = 0.97
+DEFAULT_TARGET_SOURCE = "this product's default for the digits case"
+CASE = "small CNN on scikit-learn digits (8x8, 10 classes)"
+
+
+@dataclass(frozen=True)
+class Digits:
+    """The fixed split, as tensors on the host."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+    @property
+    def split(self) -> str:
+        return (f"{len(self.y_train)} train / {len(self.y_val)} validation, stratified, seed {SPLIT_SEED}")
+
+    @property
+    def size(self) -> int:
+        return len(self.y_train) + len(self.y_val)
+
+
+def target_of(params: dict[str, Any]) -> tuple[float, str]:
+    """The accuracy to reach and where it comes from."""
+    given = params.get("target")
+    if given is None:
+        return DEFAULT_TARGET, DEFAULT_TARGET_SOURCE
+    return float(given), "--param target"
+
+
+def cpu_threads(ctx: Any) -> None:
+    """On the CPU, torch's thread count from ``--param threads``, else 1.
+
+    Deliberate: the digits CNN is too small to gain from a second thread (measured on a
+    2-core host: 0.78 s to target with one, 0.76 s with two), while torch's default (all
+    cores) contends with whatever else runs there and can turn a second into thirty.
+    On a card the host threads only feed it and are left as they are.
+    """
+    if not ctx.accel.is_accelerator:
+        torch.set_num_threads(int(ctx.params.get("threads") or 1))
+
+
+def digits() -> Digits:
+    """scikit-learn's digits, pixels scaled to [0, 1], split as the module says."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(data.target, dtype=torch.long)
+    train, val = train_test_split(list(range(len(y))), test_size=VALIDATION_FRACTION, stratify=data.target,
+                                  random_state=SPLIT_SEED)
+    return Digits(x[train], y[train], x[val], y[val])
+
+
+def model(seed: int) -> torch.nn.Module:
+    """Two 3×3 convolutions, a 2×2 pooling, two linear layers (about 40 k parameters)."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(32 * 4 * 4, 64), torch.nn.ReLU(),
+        torch.nn.Linear(64, 10),
+    )
+
+
+def optimizer(module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(module.parameters(), lr=lr)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """fp32, or automatic mixed precision as the device supports it."""
+
+    name: str  # "fp32" | "amp"
+    device_type: str
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        if self.name != "amp":
+            return None
+        return torch.float16 if self.device_type == "cuda" else torch.bfloat16
+
+    @property
+    def scaled(self) -> bool:
+        """fp16 needs the loss scaled (GradScaler) against gradient underflow."""
+        return self.autocast_dtype == torch.float16
+
+    def engaged(self, compute_dtype: str) -> bool:
+        """Whether a model output computed in ``compute_dtype`` shows this precision at work."""
+        dtype = self.autocast_dtype or torch.float32
+        return compute_dtype == str(dtype).removeprefix("torch.")
+
+    def describe(self) -> str:
+        if self.name != "amp":
+            return "fp32 throughout"
+        dtype = "float16" if self.scaled else "bfloat16"
+        return f"torch.autocast({self.device_type}, {dtype})" + (" with a GradScaler" if self.scaled else "")
+
+    def autocast(self) -> Any:
+        dtype = self.autocast_dtype
+        return torch.autocast(self.device_type, dtype=dtype, enabled=dtype is not None)
+
+
+@dataclass
+class Outcome:
+    """How one run ended. ``reached``: accuracy ≥ target; ``diverged``: a non-finite loss stopped it."""
+
+    target: float
+    accuracy: float = 0.0
+    epochs: int = 0
+    steps: int = 0
+    samples: int = 0
+    train_s: float = 0.0
+    #: The epoch (1-based) whose losses were not all finite; training stopped after it.
+    diverged_in_epoch: int | None = None
+    batch: int = 0
+    last_loss: float = math.nan
+    #: Seconds of the untimed warm-up (``Run.warm_up``), 0 without one.
+    prepare_s: float = 0.0
+    #: The dtype the model's output was computed in (bfloat16/float16 when autocast engaged).
+    compute_dtype: str = ""
+    history: list[float] = field(default_factory=list)
+
+    @property
+    def reached(self) -> bool:
+        return self.diverged_in_epoch is None and self.accuracy >= self.target
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_in_epoch is not None
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.train_s if self.train_s > 0 else 0.0
+
+    def summary(self) -> str:
+        if self.diverged:
+            return f"diverged: non-finite loss in epoch {self.diverged_in_epoch} ({self.steps} steps)"
+        word = "reached" if self.reached else "missed"
+        return (f"{word} target {self.target:g}: validation accuracy {self.accuracy:.4f} after {self.epochs} "
+                f"epochs ({self.steps} steps of {self.batch}) in {self.train_s:.3g} s")
+
+
+@dataclass
+class Run:
+    """One training run's settings. ``wrap`` turns the model into what is trained (e.g. torch.compile)."""
+
+    data: Digits
+    device: torch.device
+    precision: Precision
+    target: float
+    max_epochs: int
+    batch: int
+    lr: float
+    seed: int
+    synchronize: Callable[[], None] = lambda: None
+    corrupt_labels: bool = False
+    inject_nan: bool = False
+    wrap: Callable[[torch.nn.Module], Any] | None = None
+    #: Untimed calls of the wrapped model before t1 (a compiler's first-call compilation), leaving
+    #: the model's weights and gradients as they were; their seconds go to ``Outcome.prepare_s``.
+    warm_up: bool = False
+
+
+@dataclass
+class Trained:
+    outcome: Outcome
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+def labels_for(run: Run) -> torch.Tensor:
+    y = run.data.y_train
+    if not run.corrupt_labels:
+        return y
+    g = torch.Generator().manual_seed(run.seed + 1)
+    return y[torch.randperm(len(y), generator=g)]
+
+
+def train(run: Run) -> Trained:
+    """Train to ``run.target`` or ``run.max_epochs``; everything before the first step is untimed."""
+    module = model(run.seed).to(run.device)
+    opt = optimizer(module, run.lr)
+    scaler = torch.amp.GradScaler(run.device.type) if run.precision.scaled else None
+    forward = run.wrap(module) if run.wrap is not None else module
+    x, y = run.data.x_train.to(run.device), labels_for(run).to(run.device)
+    xv, yv = run.data.x_val.to(run.device), run.data.y_val.to(run.device)
+    order = torch.Generator().manual_seed(run.seed)
+    steps_per_epoch = len(y) // run.batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch {run.batch} is larger than the {len(y)} training images")
+    out = Outcome(target=run.target, batch=run.batch)
+    if run.warm_up:
+        out.prepare_s = _warm_up(run, forward, module, x[:run.batch], y[:run.batch], xv)
+    run.synchronize()
+    t1 = time.perf_counter()
+    while out.epochs < run.max_epochs and not out.diverged:
+        perm = torch.randperm(len(y), generator=order).to(run.device)
+        finite = torch.ones((), dtype=torch.bool, device=run.device)  # checked once an epoch: no per-step sync
+        for i in range(steps_per_epoch):
+            idx = perm[i * run.batch:(i + 1) * run.batch]
+            opt.zero_grad(set_to_none=True)
+            with run.precision.autocast():
+                logits = forward(x[idx])
+                loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            out.compute_dtype = out.compute_dtype or str(logits.dtype).removeprefix("torch.")
+            finite &= torch.isfinite(loss.detach())
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            out.steps += 1
+            out.samples += run.batch
+            if run.inject_nan and out.steps == 1:
+                with torch.no_grad():
+                    next(module.parameters()).view(-1)[0] = math.nan
+        out.epochs += 1
+        out.last_loss = float(loss.item())
+        if not bool(finite):
+            out.diverged_in_epoch = out.epochs
+            break
+        with torch.no_grad(), run.precision.autocast():
+            out.accuracy = float((forward(xv).argmax(dim=1) == yv).float().mean().item())
+        out.history.append(round(out.accuracy, 4))
+        if out.accuracy >= run.target:
+            break
+    run.synchronize()
+    out.train_s = time.perf_counter() - t1
+    return Trained(out, module, opt)
+
+
+def _warm_up(run: Run, forward: Any, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+             xv: torch.Tensor) -> float:
+    """One training-shaped forward and backward and one validation forward, gradients dropped after."""
+    run.synchronize()
+    t0 = time.perf_counter()
+    with run.precision.autocast():
+        loss = torch.nn.functional.cross_entropy(forward(x), y)
+    loss.backward()
+    module.zero_grad(set_to_none=True)
+    with torch.no_grad(), run.precision.autocast():
+        forward(xv)
+    run.synchronize()
+    return time.perf_counter() - t0
+
+
+def flops_per_step(data: Digits, device: torch.device, precision: Precision, batch: int) -> float:
+    """FLOPs of one training step (forward and backward) as torch's FLOP counter counts them.
+
+    On a fresh model, so the measured runs are untouched; the optimizer's update is
+    elementwise and not counted (the counter counts matrix products and convolutions).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = model(0).to(device)
+    x, y = data.x_train[:batch].to(device), data.y_train[:batch].to(device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with precision.autocast():
+            loss = torch.nn.functional.cross_entropy(module(x), y)
+        loss.backward()
+    return float(counter.get_total_flops())
