@@ -109,3 +109,11 @@ def test_missing_file_is_invalid_input(tmp_path, capsys):
 
 def test_unknown_option_is_invalid_input(capsys):
     assert main(["run", "x.yaml", "--device", "tpu"]) == 2
+
+
+def test_clauses_judged_on_one_run_cannot_ask_it_for_two_targets():
+    with pytest.raises(InvalidInput, match=r"spec\.thresholds\.6\.2\.3\.a\.min_accuracy: 0\.9 differs from "
+                                           r"6\.2\.1\.c's min_accuracy \(0\.97\).*one train run"):
+        load_text(_with(thresholds="{'6.2.3.a': {min_accuracy: 0.9}}"), "ev.yaml")
+    both = load_text(_with(thresholds="{'6.2.3.a': {min_accuracy: 0.9}, '6.2.1.c': {min_accuracy: 0.9}}"), "ev.yaml")
+    assert both.spec.thresholds["6.2.1.c"]["min_accuracy"] == 0.9

@@ -98,6 +98,7 @@ def check_against_catalog(evaluation: CardEvaluation, source: str) -> None:
                                    "in this version (neither the verdict rule nor the workload), so it would "
                                    "change nothing")
     check_deadlines(evaluation, source)
+    check_shared_runs(evaluation, source)
     for i, ev in enumerate(spec.evidence):
         clause = catalog.BY_ID.get(ev.clause)
         if clause is None or not clause.applies_to(spec.card_type):
@@ -120,6 +121,30 @@ def check_deadlines(evaluation: CardEvaluation, source: str) -> None:
             raise InvalidInput(f"{source}: spec.itemTimeoutSeconds: {spec.item_timeout_seconds} s cannot hold the "
                                f"{clause.id} run that spec.thresholds asks for ({needed} s with its setup); "
                                "raise it or leave it unset")
+
+
+def check_shared_runs(evaluation: CardEvaluation, source: str) -> None:
+    """Clauses served by one run of a workload must give it the same parameter: one ``train`` run
+    trains to one target, so 6.2.3.a and 6.2.1.c cannot ask for two (either verdict would then rest
+    on a run made for the other)."""
+    spec = evaluation.spec
+    selected, _ = catalog.select(spec.card_type, spec.clauses.include, spec.clauses.exclude)
+    first: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for clause in selected:
+        if not clause.workloads:
+            continue
+        for param, value in workload_params([clause], spec):
+            run = (clause.workloads[0], param)
+            key = next(k for k, to in clause.params.items() if to.param == param)
+            if run not in first:
+                first[run] = (clause.id, key, value)
+                continue
+            other, other_key, other_value = first[run]
+            if value != other_value:
+                raise InvalidInput(
+                    f"{source}: spec.thresholds.{clause.id}.{key}: {value} differs from {other}'s {other_key} "
+                    f"({other_value}); both clauses are judged on one {clause.workloads[0]} run, which takes one "
+                    f"{param}: give them the same value")
 
 
 def _kind_of(value: object) -> str:
