@@ -1,4 +1,4 @@
-"""The training case the to-target workloads share: a small CNN on scikit-learn's handwritten digits.
+"""The training cases the to-target workloads share: by default a small CNN on scikit-learn's digits.
 
 7.3.4's image-classification task, scaled to what a CI host trains in about a
 second: scikit-learn's bundled digits (1797 grey 8×8 images, 10 classes,
@@ -7,6 +7,11 @@ stratified by class, seed :data:`SPLIT_SEED`, 75 % training (1347 images),
 25 % held-out validation (450). A run trains from a seeded initialisation
 until the validation accuracy, measured after every epoch, reaches the target
 or the epoch budget is spent.
+
+A case (:class:`Case`) is one record: the model, the dataset, its split, the
+target and its source. :func:`digits` is the default; :func:`cifar10` is
+Annex A's reference case read from a directory (:mod:`._cifar`); one loop
+trains either.
 
 The outcome (:class:`Outcome`) separates the three ways a run can end: the
 target reached; the budget spent below it (not converged); a non-finite loss
@@ -41,18 +46,29 @@ from typing import Any
 
 import torch
 
+from cardeval_workloads.harness.errors import UsageError
+
+from . import _cifar
+
 SPLIT_SEED = 20240901
 VALIDATION_FRACTION = 0.25
 #: This product's default for the digits case: reached in 5–10 epochs, about a second on one CPU thread.
 DEFAULT_TARGET = 0.97
 DEFAULT_TARGET_SOURCE = "this product's default for the digits case"
 CASE = "small CNN on scikit-learn digits (8x8, 10 classes)"
+DATASETS = ("digits", "cifar10")
 
 
 @dataclass(frozen=True)
-class Digits:
-    """The fixed split, as tensors on the host."""
+class Case:
+    """What is trained on what, to which target: the split as tensors on the host, and the model builder."""
 
+    model_name: str
+    dataset: str
+    how_split: str
+    build: Callable[[int], torch.nn.Module]
+    target: float
+    target_source: str
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_val: torch.Tensor
@@ -60,19 +76,36 @@ class Digits:
 
     @property
     def split(self) -> str:
-        return (f"{len(self.y_train)} train / {len(self.y_val)} validation, stratified, seed {SPLIT_SEED}")
+        return f"{len(self.y_train)} train / {len(self.y_val)} validation, {self.how_split}"
 
     @property
     def size(self) -> int:
         return len(self.y_train) + len(self.y_val)
 
+    def describe(self) -> str:
+        return f"{self.model_name} on {self.dataset}"
 
-def target_of(params: dict[str, Any]) -> tuple[float, str]:
-    """The accuracy to reach and where it comes from."""
+
+def target_of(params: dict[str, Any], case: Case | None = None) -> tuple[float, str]:
+    """The accuracy to reach and where it comes from: ``--param target``, else the case's (digits by default)."""
     given = params.get("target")
-    if given is None:
-        return DEFAULT_TARGET, DEFAULT_TARGET_SOURCE
-    return float(given), "--param target"
+    if given is not None:
+        return float(given), "--param target"
+    if case is not None:
+        return case.target, case.target_source
+    return DEFAULT_TARGET, DEFAULT_TARGET_SOURCE
+
+
+def case_of(params: dict[str, Any]) -> Case:
+    """``--param dataset`` (default digits); cifar10 needs ``--param dataset_dir``."""
+    name = params.get("dataset") or "digits"
+    if name == "digits":
+        if params.get("dataset_dir"):
+            raise UsageError("--param dataset_dir is only read with --param dataset=cifar10")
+        return digits()
+    if not params.get("dataset_dir"):
+        raise UsageError(f"--param dataset={name} needs --param dataset_dir (a directory in its python format)")
+    return cifar10(str(params["dataset_dir"]))
 
 
 def cpu_threads(ctx: Any) -> None:
@@ -87,7 +120,7 @@ def cpu_threads(ctx: Any) -> None:
         torch.set_num_threads(int(ctx.params.get("threads") or 1))
 
 
-def digits() -> Digits:
+def digits() -> Case:
     """scikit-learn's digits, pixels scaled to [0, 1], split as the module says."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -97,7 +130,15 @@ def digits() -> Digits:
     y = torch.tensor(data.target, dtype=torch.long)
     train, val = train_test_split(list(range(len(y))), test_size=VALIDATION_FRACTION, stratify=data.target,
                                   random_state=SPLIT_SEED)
-    return Digits(x[train], y[train], x[val], y[val])
+    return Case(CASE, "scikit-learn digits", f"stratified, seed {SPLIT_SEED}", model, DEFAULT_TARGET,
+                DEFAULT_TARGET_SOURCE, x[train], y[train], x[val], y[val])
+
+
+def cifar10(directory: str) -> Case:
+    """CIFAR-10 from ``directory`` (:mod:`._cifar`): the five training batches, ``test_batch`` held out."""
+    x_train, y_train, x_val, y_val = _cifar.load(directory)
+    return Case(_cifar.MODEL, f"CIFAR-10 from {directory}", "the standard split (data_batch_1-5 / test_batch)",
+                _cifar.resnet8, _cifar.TARGET, _cifar.TARGET_SOURCE, x_train, y_train, x_val, y_val)
 
 
 def model(seed: int) -> torch.nn.Module:
@@ -194,7 +235,7 @@ class Outcome:
 class Run:
     """One training run's settings. ``wrap`` turns the model into what is trained (e.g. torch.compile)."""
 
-    data: Digits
+    data: Case
     device: torch.device
     precision: Precision
     target: float
@@ -228,7 +269,7 @@ def labels_for(run: Run) -> torch.Tensor:
 
 def train(run: Run) -> Trained:
     """Train to ``run.target`` or ``run.max_epochs``; everything before the first step is untimed."""
-    module = model(run.seed).to(run.device)
+    module = run.data.build(run.seed).to(run.device)
     opt = optimizer(module, run.lr)
     scaler = torch.amp.GradScaler(run.device.type) if run.precision.scaled else None
     forward = run.wrap(module) if run.wrap is not None else module
@@ -271,8 +312,10 @@ def train(run: Run) -> Trained:
         if not bool(finite):
             out.diverged_in_epoch = out.epochs
             break
+        module.eval()  # batch normalisation from its running statistics, as at inference
         with torch.no_grad(), run.precision.autocast():
             out.accuracy = float((forward(xv).argmax(dim=1) == yv).float().mean().item())
+        module.train()
         out.history.append(round(out.accuracy, 4))
         if out.accuracy >= run.target:
             break
@@ -283,20 +326,22 @@ def train(run: Run) -> Trained:
 
 def _warm_up(run: Run, forward: Any, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
              xv: torch.Tensor) -> float:
-    """One training-shaped forward and backward and one validation forward, gradients dropped after."""
+    """One training-shaped forward and backward and one eval-mode validation forward, gradients dropped after."""
     run.synchronize()
     t0 = time.perf_counter()
     with run.precision.autocast():
         loss = torch.nn.functional.cross_entropy(forward(x), y)
     loss.backward()
     module.zero_grad(set_to_none=True)
+    module.eval()  # as validation runs it, so a compiler's eval-mode graph is built here, untimed
     with torch.no_grad(), run.precision.autocast():
         forward(xv)
+    module.train()
     run.synchronize()
     return time.perf_counter() - t0
 
 
-def flops_per_step(data: Digits, device: torch.device, precision: Precision, batch: int) -> float:
+def flops_per_step(data: Case, device: torch.device, precision: Precision, batch: int) -> float:
     """FLOPs of one training step (forward and backward) as torch's FLOP counter counts them.
 
     On a fresh model, so the measured runs are untouched; the optimizer's update is
@@ -304,7 +349,7 @@ def flops_per_step(data: Digits, device: torch.device, precision: Precision, bat
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    module = model(0).to(device)
+    module = data.build(0).to(device)
     x, y = data.x_train[:batch].to(device), data.y_train[:batch].to(device)
     counter = FlopCounterMode(display=False)
     with counter:

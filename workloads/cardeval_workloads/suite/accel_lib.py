@@ -75,7 +75,7 @@ def run(ctx: RunContext) -> None:
     ctx.per_device(lambda index: _card(ctx, index, data))
 
 
-def _card(ctx: RunContext, index: int, data: _training.Digits) -> None:
+def _card(ctx: RunContext, index: int, data: _training.Case) -> None:
     ctx.out.device(ctx.identity(index))
     cfg = merged(ctx.sizes, ctx.params, "runs", "max_epochs")
     target, source = _training.target_of(ctx.params)
