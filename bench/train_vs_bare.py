@@ -37,6 +37,7 @@ The last line is JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -89,10 +90,10 @@ def bare_train(x: torch.Tensor, y: torch.Tensor, epochs: int, batch: int, lr: fl
     return samples / seconds, model
 
 
-def ours_train(data: _training.Digits, epochs: int, batch: int, lr: float,
+def ours_train(data: _training.Case, epochs: int, batch: int, lr: float,
                seed: int) -> tuple[float, torch.nn.Module]:
     """``_training.train`` for exactly ``epochs`` epochs (empty validation set: no early stop, no validation)."""
-    no_val = _training.Digits(data.x_train, data.y_train, data.x_val[:0], data.y_val[:0])
+    no_val = dataclasses.replace(data, x_val=data.x_val[:0], y_val=data.y_val[:0])
     run = _training.Run(data=no_val, device=torch.device("cpu"), precision=_training.Precision("fp32", "cpu"),
                         target=2.0, max_epochs=epochs, batch=batch, lr=lr, seed=seed)
     trained = _training.train(run)
