@@ -6,7 +6,8 @@ so in ``SHOWN``) or dead.  Each workload module declares what it emits (``CHECKS
 ``SHOWN``; see ``cardeval_workloads.harness.registry``); the rules say what they read
 (``Rule.reads``), and so does the one reader that is not a rule: the operator's device-plugin
 check of 6.1.n, which decides its sub-checks from the isolation pods' and the probe's results
-(``cardeval.engine.device_plugin_checks``).  Both directions are held here, for every workload
+(``cardeval.engine.device_plugin_checks``), and the executors' ``resume.fault_reported`` of the resume
+test (``cardeval.engine.fault_report``).  Both directions are held here, for every workload
 this version ships.
 """
 
@@ -21,6 +22,7 @@ from cardeval.engine.catalog import (
     CLAUSES, DEVICE_PLUGIN_CHECKS, DEVICE_PLUGIN_INFORMATIONAL, DEVICE_PLUGIN_METRICS, Clause,
 )
 from cardeval.engine.rules import Read
+from cardeval_workloads import resume_protocol
 from cardeval_workloads.available import WORKLOADS
 from cardeval_workloads.harness.registry import load
 
@@ -45,6 +47,8 @@ def _read() -> dict[str, dict[str, set[str]]]:
             workload = _workload_of(clause, read)
             if read.kind == "field" or (workload == device_plugin.WORKLOAD and read.name in DECIDED_BY_THE_CHECK):
                 continue
+            if workload == resume_protocol.WORKLOAD and read.name == resume_protocol.FAULT_REPORTED:
+                continue  # the executor's observation, added to the run's result (engine.fault_report)
             out[workload][read.kind].add(read.name)
     out["device-visibility"]["metric"] |= set(device_plugin.VISIBILITY_COUNTS)
     out[device_plugin.WORKLOAD]["metric"] |= set(device_plugin.PROBE_COUNTS)

@@ -7,10 +7,18 @@ the point where training can resume; building them is not timed (a restarted
 job builds them anyway). The restored parameters and optimizer moments are then
 compared with the saved ones: a load that does not restore the state gives no
 time.
+
+The resumable run (``train-resume``) keeps its checkpoint with :func:`save_atomic`:
+written beside the old one and renamed over it, so a process killed mid-save
+leaves the previous checkpoint whole, never a torn file. :func:`digest` is the
+fingerprint of an optimizer's state (its moments and step counts), stored in the
+checkpoint and recomputed after a restore: equal digests show the optimizer
+state came back, not only the weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -66,3 +74,28 @@ def save_and_load(module: torch.nn.Module, opt: torch.optim.Optimizer, path: Pat
     elif not all(torch.equal(a, b) for a, b in zip(saved, loaded, strict=True)):
         mismatch = "restored tensors differ from the saved ones"
     return Timed(save_s, load_s, path.stat().st_size, mismatch)
+
+
+def digest(opt: torch.optim.Optimizer) -> str:
+    """sha256 over the optimizer's state tensors (moments, step counts) in parameter order."""
+    h = hashlib.sha256()
+    for tensor in _flat(opt.state_dict()["state"]):
+        h.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_atomic(path: Path, state: dict) -> float:
+    """``state`` to ``path`` through a temporary file, fsync-ed and renamed over it; the seconds it took."""
+    t0 = time.perf_counter()
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself reaches the disk
+    finally:
+        os.close(directory)
+    return time.perf_counter() - t0

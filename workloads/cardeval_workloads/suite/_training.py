@@ -250,6 +250,28 @@ class Run:
     #: Untimed calls of the wrapped model before t1 (a compiler's first-call compilation), leaving
     #: the model's weights and gradients as they were; their seconds go to ``Outcome.prepare_s``.
     warm_up: bool = False
+    #: A restarted run: training continues from this state instead of a fresh model.
+    resume: Resumed | None = None
+    #: Called after every step with the step count so far (where a fault is injected).
+    after_step: Callable[[int], None] | None = None
+    #: Called after every epoch's validation (where checkpoints are saved automatically).
+    after_epoch: Callable[[Resumed], None] | None = None
+
+
+@dataclass
+class Resumed:
+    """Everything a run continues from: the model, the optimizer, the counters and the batch order.
+
+    The order generator's state is part of it so that a resumed run draws the batches the
+    uninterrupted run would have drawn next, not the first epoch's again.
+    """
+
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    epochs: int
+    steps: int
+    order_state: torch.Tensor
+    history: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -269,17 +291,24 @@ def labels_for(run: Run) -> torch.Tensor:
 
 def train(run: Run) -> Trained:
     """Train to ``run.target`` or ``run.max_epochs``; everything before the first step is untimed."""
-    module = run.data.build(run.seed).to(run.device)
-    opt = optimizer(module, run.lr)
+    if run.resume is not None:
+        module, opt = run.resume.module, run.resume.optimizer
+    else:
+        module = run.data.build(run.seed).to(run.device)
+        opt = optimizer(module, run.lr)
     scaler = torch.amp.GradScaler(run.device.type) if run.precision.scaled else None
     forward = run.wrap(module) if run.wrap is not None else module
     x, y = run.data.x_train.to(run.device), labels_for(run).to(run.device)
     xv, yv = run.data.x_val.to(run.device), run.data.y_val.to(run.device)
     order = torch.Generator().manual_seed(run.seed)
+    if run.resume is not None:
+        order.set_state(run.resume.order_state)
     steps_per_epoch = len(y) // run.batch
     if steps_per_epoch < 1:
         raise ValueError(f"batch {run.batch} is larger than the {len(y)} training images")
     out = Outcome(target=run.target, batch=run.batch)
+    if run.resume is not None:
+        out.epochs, out.steps, out.history = run.resume.epochs, run.resume.steps, list(run.resume.history)
     if run.warm_up:
         out.prepare_s = _warm_up(run, forward, module, x[:run.batch], y[:run.batch], xv)
     run.synchronize()
@@ -307,6 +336,8 @@ def train(run: Run) -> Trained:
             if run.inject_nan and out.steps == 1:
                 with torch.no_grad():
                     next(module.parameters()).view(-1)[0] = math.nan
+            if run.after_step is not None:
+                run.after_step(out.steps)
         out.epochs += 1
         out.last_loss = float(loss.item())
         if not bool(finite):
@@ -317,6 +348,8 @@ def train(run: Run) -> Trained:
             out.accuracy = float((forward(xv).argmax(dim=1) == yv).float().mean().item())
         module.train()
         out.history.append(round(out.accuracy, 4))
+        if run.after_epoch is not None:
+            run.after_epoch(Resumed(module, opt, out.epochs, out.steps, order.get_state(), out.history))
         if out.accuracy >= run.target:
             break
     run.synchronize()
