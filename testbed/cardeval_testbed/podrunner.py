@@ -303,6 +303,8 @@ class PodRunner:
             if vol["hostPath"].get("type") == "DirectoryOrCreate":
                 os.makedirs(path, exist_ok=True)
             return path
+        if "persistentVolumeClaim" in vol:
+            return self._claimed(vol["persistentVolumeClaim"]["claimName"])
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
@@ -331,8 +333,27 @@ class PodRunner:
         else:
             kinds = sorted(k for k in vol if k != "name")
             raise ConfigError(f"volume {name!r}: unsupported volume type {kinds} (node agent supports "
-                              "emptyDir, configMap, secret, downwardAPI, projected, hostPath)")
+                              "emptyDir, configMap, secret, downwardAPI, projected, hostPath, persistentVolumeClaim)")
         return str(d)
+
+    def _claimed(self, claim: str) -> str:
+        """The directory of the PersistentVolume bound to ``claim``: its hostPath or local path.
+
+        As the kubelet, it waits (the pod stays Pending, FailedMount) until the claim is Bound; the
+        volume outlives the pod, so what one pod writes the next one reads."""
+        pvc = self.lookup("persistentvolumeclaims", claim)
+        if pvc is None:
+            raise ConfigError(f'persistentvolumeclaim "{claim}" not found')
+        volume = (pvc.get("spec") or {}).get("volumeName")
+        if (pvc.get("status") or {}).get("phase") != "Bound" or not volume:
+            raise ConfigError(f'persistentvolumeclaim "{claim}" is not bound')
+        pv = self.kube.get_or_none(f"/api/v1/persistentvolumes/{volume}")
+        source = (pv or {}).get("spec") or {}
+        path = (source.get("hostPath") or source.get("local") or {}).get("path")
+        if not path:
+            raise ConfigError(f'persistentvolume "{volume}": the node agent mounts hostPath and local volumes only')
+        os.makedirs(path, exist_ok=True)
+        return str(path)
 
     def lookup(self, kind: str, name: str) -> dict | None:
         return self.kube.get_or_none(f"/api/v1/namespaces/{self.ns}/{kind}/{name}")

@@ -178,6 +178,27 @@ class OnPass(ApiModel):
         return self
 
 
+class CheckpointVolume(ApiModel):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "A volume that outlives a pod, for the resume test's checkpoints (6.2.4.a). With it the "
+                       "test also deletes the training pod and checks that its replacement resumes; without it "
+                       "only the container restart is tested (its checkpoints in an emptyDir).",
+        "x-kubernetes-validations": [cel("has(self.claimName) != has(self.hostPath)",
+                                         "checkpointVolume takes exactly one of claimName and hostPath")]})
+
+    claim_name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)] | None = Field(
+        default=None, description="a PersistentVolumeClaim in the operator's namespace (ReadWriteOnce is enough: "
+                                  "the resume test runs on one node at a time)")
+    host_path: Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=4096)] | None = Field(
+        default=None, description="a directory on every evaluated node, writable by the workload's user")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CheckpointVolume:
+        if (self.claim_name is None) == (self.host_path is None):
+            raise ValueError("checkpointVolume takes exactly one of claimName and hostPath")
+        return self
+
+
 class Admission(ApiModel):
     on_pass: OnPass | None = None
     accept_relaxed_thresholds: bool = Field(
@@ -249,6 +270,7 @@ class EvaluationSpec(ApiModel):
         default=None, ge=30, le=4 * 24 * 3600,
         description="time limit of one work item; by default it follows the profile")
     max_nodes_in_parallel: int = Field(default=50, ge=1, le=10000)
+    checkpoint_volume: CheckpointVolume | None = None
 
     @model_validator(mode="after")
     def _cross_fields(self) -> EvaluationSpec:

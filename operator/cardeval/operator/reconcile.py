@@ -71,8 +71,10 @@ from cardeval.operator.multinode_runner import MultiNodeRuns
 from cardeval.operator.results import (
     ResultStore, StoredNode, configmap_name, put_result, put_run, read_runs, results_ref,
 )
-from cardeval.operator.runners import JobRunner, Runners
+from cardeval.operator.resume_runner import ResumeRunner
+from cardeval.operator.runners import ItemRunner, JobRunner, Runners
 from cardeval.operator.scheduler.queue import NodeQueue, next_items
+from cardeval_workloads import resume_protocol
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,9 @@ class Reconciler:
         #: Who runs each work item: a Job, or the device-plugin check of 6.1.n, which the operator runs
         #: itself in a background thread per work item (pods through the API, no Job).
         device_plugin = DevicePluginRunner(kube, ProbeSettings.from_env(settings))
-        self.runners = Runners(JobRunner(kube, settings), dict.fromkeys(device_plugin.workloads, device_plugin))
+        by_workload: dict[str, ItemRunner] = dict.fromkeys(device_plugin.workloads, device_plugin)
+        by_workload[resume_protocol.WORKLOAD] = ResumeRunner(kube, settings, self.events)
+        self.runners = Runners(JobRunner(kube, settings), by_workload)
         #: Runs across nodes (inter-node clauses, cluster linearity): MPIJobs or Indexed Jobs.
         self.multinode = MultiNodeRuns(kube, settings, self.store, self.events)
 

@@ -6,6 +6,8 @@ business, chosen once per item by its workload (:class:`Runners`):
 
 * :class:`JobRunner`, the default: one Job per item (``jobs``), collected from its
   pod once the Job controller says it finished (``collect_k8s``);
+* ``resume_runner.ResumeRunner`` for the resume test of 6.2.4.a: a Job too, whose
+  pods it watches while it runs (their restarts; the pod it deletes, the fault);
 * ``deviceplugin.DevicePluginRunner`` for the device-plugin check of 6.1.n: the
   operator runs it itself, in a background thread (its pods through the API),
   and, since reporting too few cards is its job, its items are not checked
@@ -70,7 +72,9 @@ class JobRunner:
         return item.name in jobs
 
     def start(self, item: WorkItem, evaluation: CardEvaluation, uid: str) -> None:
-        body = job_manifest(item, evaluation, uid, self.settings)
+        self._create(job_manifest(item, evaluation, uid, self.settings), item)
+
+    def _create(self, body: dict[str, Any], item: WorkItem) -> None:
         try:
             self.kube.create(self.jobs_path, body)
             metrics.JOBS_CREATED.inc()
