@@ -31,6 +31,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any
 
 from cardeval.api.models import CardEvaluation
@@ -138,7 +139,8 @@ class ResumeRunner(JobRunner):
                 seen[key] = {**fault_report.Observation(
                     fault_report.REPLACED, f"pod {pod['metadata']['name']}", None,
                     "deleted by the operator (the delete fault)", "").to_dict(),
-                    "podCreated": pod["metadata"].get("creationTimestamp", ""), "pod": pod["metadata"]["name"]}
+                    "podCreated": pod["metadata"].get("creationTimestamp", ""), "pod": pod["metadata"]["name"],
+                    "at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         if seen != before:
             self._record(job, seen)  # before the deletion: a restarted operator knows it was asked for
         for pod, key in to_delete:
@@ -189,8 +191,7 @@ def _with_successors(seen: dict[str, dict[str, Any]], pods: list[dict[str, Any]]
     """The record in the order it happened, each deleted pod matched with the next pod the Job made (its
     replacement; RFC 3339 UTC stamps order as times). A deletion nothing replaced is not a replacement."""
     out = []
-    for raw in sorted(seen.values(), key=lambda r: (str(r.get("podCreated", "")), str(r.get("at", "")),
-                                                     r["kind"] != fault_report.RESTARTED)):
+    for raw in sorted(seen.values(), key=lambda r: (str(r.get("podCreated", "")), str(r.get("at", "")))):
         observation = fault_report.Observation.from_dict(raw)
         if observation.kind == fault_report.REPLACED:
             after = [p["metadata"]["name"] for p in pods
