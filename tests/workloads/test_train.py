@@ -20,8 +20,8 @@ from cardeval.engine.catalog import BY_ID
 from cardeval.engine.facts import NodeFacts, WorkloadRun
 from cardeval.engine.judge import judge_clause
 from cardeval.engine.rules import JudgeContext
-from cardeval_workloads.envelope import Envelope, parse_envelope
-from cardeval_workloads.harness import cli, power
+from cardeval_workloads.envelope import Envelope
+from cardeval_workloads.harness import power
 from cardeval_workloads.suite import _training
 
 WATTS = 40.0
@@ -50,31 +50,26 @@ def no_power(monkeypatch, tmp_path):
     monkeypatch.setitem(power.SOURCES, "cpu", [lambda accel, index: power.HostSource(powercap=tmp_path / "none")])
 
 
-def train(*params: str) -> Envelope:
-    args = ["train", "--profile", "quick", "--device", "cpu", "--param", "threads=1"]
-    for p in params:
-        args += ["--param", p]
-    envelope, code = cli.run(args)
-    assert code == 0 and envelope.status == "ok", envelope.errors
-    return parse_envelope(envelope.to_json())
-
-
 def check(env: Envelope, name: str):
     found = env.checks_named(name)
     assert len(found) == 1, name
     return found[0]
 
 
-def judge(clause_id: str, env: Envelope):
+def judge(clause_id: str, env: Envelope, lm: Envelope | None = None):
+    """The clause on this ``train`` run, and for the clauses that read the language case too, on ``lm``."""
     clause = BY_ID[clause_id]
-    ctx = JudgeContext(clause=clause, node=NodeFacts("n1"), runs={"train": WorkloadRun("train", envelope=env)},
+    runs = {"train": WorkloadRun("train", envelope=env)}
+    if lm is not None:
+        runs["train-lm"] = WorkloadRun("train-lm", envelope=lm)
+    ctx = JudgeContext(clause=clause, node=NodeFacts("n1"), runs=runs,
                        thresholds=dict(clause.thresholds), mode="local", cards_per_node=0, nodes_in_evaluation=1)
     return judge_clause(clause, ctx, None, {})
 
 
 @pytest.mark.slow
-def test_the_digits_case_trains_to_target_in_fp32_and_amp(constant_power):
-    env = train()
+def test_the_digits_case_trains_to_target_in_fp32_and_amp(constant_power, lm_run, run_quick):
+    env, lm = run_quick("train"), lm_run.envelope
     for name in ("train.fp32.completed", "train.fp32.reached_target", "train.amp.completed",
                  "train.amp.reached_target", "checkpoint.restored"):
         assert check(env, name).ok is True, check(env, name).detail
@@ -92,22 +87,37 @@ def test_the_digits_case_trains_to_target_in_fp32_and_amp(constant_power):
         assert m.unit == unit and m.value is not None and m.value > 0, (name, m.unavailable)
         assert m.stats is not None and len(m.stats.samples) == 3 and "nonconverged" not in m.labels, name
     assert env.metrics_named("train.power_w")[0].value == pytest.approx(WATTS)
+    # seed 002, 7.1, over the same runs
+    for name, unit in {"train.step_time_ms": "ms", "train.total_s": "s", "train.epoch_throughput": "samples/s",
+                       "train.peak_power_w": "W", "train.samples_per_j": "samples/J"}.items():
+        (m,) = env.metrics_named(name)
+        assert m.unit == unit and m.value is not None and m.value > 0, (name, m.unavailable)
+    assert env.metrics_named("train.peak_power_w")[0].value == pytest.approx(WATTS)
+    step_ms = env.metrics_named("train.step_time_ms")[0].value
+    epoch_rate = env.metrics_named("train.epoch_throughput")[0].value
+    assert epoch_rate == pytest.approx(64 / (step_ms / 1e3), rel=0.05)  # one step's batch over its time
+    assert epoch_rate > env.metrics_named("train.throughput")[0].value  # no validation passes in it
+    assert env.metrics_named("train.total_s")[0].value > env.metrics_named("train.time_to_target_s")[0].value
+    samples_per_j = env.metrics_named("train.samples_per_j")[0].value
+    assert samples_per_j < env.metrics_named("train.throughput")[0].value / WATTS  # energy covers validation too
+    assert "not readable" in env.metrics_named("train.utilization_pct")[0].unavailable  # the constant source
     assert float(env.metrics_named("train.efficiency_tflops_per_w")[0].labels["flops_per_step"]) > 0
     accuracies = env.metrics_named("train.accuracy")
     assert len(accuracies) == 4 and all(m.value >= _training.DEFAULT_TARGET for m in accuracies)
     for clause_id in ("6.2.3.a", "6.2.1.c"):
-        result = judge(clause_id, env)
+        result = judge(clause_id, env, lm)
         assert result.verdict == Verdict.PASS, result.reason
+    assert judge("6.2.3.a", env).verdict == Verdict.NOT_RUN  # the language case is half of its evidence
     for clause_id in ("6.2.5.1", "6.2.5.2", "6.2.5.3", "6.2.5.4", "6.2.5.7"):
-        result = judge(clause_id, env)
+        result = judge(clause_id, env, lm)
         notes = [m.note for m in result.measurements.values()]
         assert result.verdict == Verdict.PASS and any("middle value of 3 runs" in n for n in notes), (
             clause_id, result.reason)
 
 
 @pytest.mark.slow
-def test_shuffled_labels_miss_the_target_and_a_nan_weight_diverges(no_power):
-    env = train("runs=2", "corrupt_labels=fp32", "inject_nan=amp")
+def test_shuffled_labels_miss_the_target_and_a_nan_weight_diverges(no_power, run_quick):
+    env = run_quick("train", "runs=2", "corrupt_labels=fp32", "inject_nan=amp")
     assert check(env, "train.fp32.completed").ok is True
     missed = check(env, "train.fp32.reached_target")
     assert missed.ok is False and missed.observed < 0.5 and "corrupt_labels test hook" in missed.detail
@@ -121,11 +131,15 @@ def test_shuffled_labels_miss_the_target_and_a_nan_weight_diverges(no_power):
     (watts,) = env.metrics_named("train.power_w")
     assert watts.value is None and "RAPL" in watts.unavailable
     assert env.metrics_named("train.efficiency_tflops_per_w")[0].value is None
+    for name in ("train.peak_power_w", "train.samples_per_j"):
+        assert "RAPL" in env.metrics_named(name)[0].unavailable, name
+    (busy,) = env.metrics_named("train.utilization_pct")  # /proc/stat reads where power does not
+    assert 0 < busy.value <= 100 and busy.labels["sampled"].startswith("host, sampled every")
 
 
 @pytest.mark.slow
-def test_a_nan_weight_fails_fp32_and_shuffled_labels_fail_amp(no_power):
-    env = train("runs=1", "inject_nan=fp32", "corrupt_labels=amp")
+def test_a_nan_weight_fails_fp32_and_shuffled_labels_fail_amp(no_power, run_quick):
+    env = run_quick("train", "runs=1", "inject_nan=fp32", "corrupt_labels=amp")
     completed = check(env, "train.fp32.completed")
     assert completed.ok is False and "inject_nan test hook" in completed.detail
     assert check(env, "train.fp32.reached_target").ok is False

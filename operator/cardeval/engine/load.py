@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from cardeval.api.models import API_VERSION, KIND, CardEvaluation, error_location
 from cardeval.engine import catalog
-from cardeval.engine.planner import needed_seconds, workload_params
+from cardeval.engine.planner import given_params, needed_seconds, workload_params
 
 
 class InvalidInput(ValueError):
@@ -131,20 +131,17 @@ def check_shared_runs(evaluation: CardEvaluation, source: str) -> None:
     selected, _ = catalog.select(spec.card_type, spec.clauses.include, spec.clauses.exclude)
     first: dict[tuple[str, str], tuple[str, str, str]] = {}
     for clause in selected:
-        if not clause.workloads:
-            continue
-        for param, value in workload_params([clause], spec):
-            run = (clause.workloads[0], param)
-            key = next(k for k, to in clause.params.items() if to.param == param)
+        for given in given_params(clause, spec):
+            run = (given.workload, given.param)
             if run not in first:
-                first[run] = (clause.id, key, value)
+                first[run] = (clause.id, given.key, given.value)
                 continue
             other, other_key, other_value = first[run]
-            if value != other_value:
+            if given.value != other_value:
                 raise InvalidInput(
-                    f"{source}: spec.thresholds.{clause.id}.{key}: {value} differs from {other}'s {other_key} "
-                    f"({other_value}); both clauses are judged on one {clause.workloads[0]} run, which takes one "
-                    f"{param}: give them the same value")
+                    f"{source}: spec.thresholds.{clause.id}.{given.key}: {given.value} differs from {other}'s "
+                    f"{other_key} ({other_value}); both clauses are judged on one {given.workload} run, which "
+                    f"takes one {given.param}: give them the same value")
 
 
 def _kind_of(value: object) -> str:

@@ -48,16 +48,33 @@ def cluster_device(spec: EvaluationSpec) -> str:
     return "cpu" if spec.cpu_stand_in else "accelerator"
 
 
-def workload_params(clauses: list[Clause], spec: EvaluationSpec) -> tuple[tuple[str, str], ...]:
-    """The ``--param``s the clauses' thresholds become for their workload (``Clause.params``)."""
-    out: dict[str, str] = {}
-    for clause in clauses:
-        given = spec.thresholds.get(clause.id, {})
-        for key, to in clause.params.items():
-            if to.only_when_set and key not in given:
-                continue
-            value = given.get(key, clause.thresholds[key]) * to.scale
-            out[to.param] = f"{value:g}"
+@dataclass(frozen=True)
+class GivenParam:
+    """One threshold of a clause as the ``--param`` of the workload that takes it."""
+
+    workload: str
+    param: str
+    key: str
+    value: str
+
+
+def given_params(clause: Clause, spec: EvaluationSpec) -> list[GivenParam]:
+    """The ``--param``s ``clause``'s thresholds become (``Clause.params``), with the workload of each."""
+    given = spec.thresholds.get(clause.id, {})
+    out = []
+    for key, to in clause.params.items():
+        if to.only_when_set and key not in given:
+            continue
+        value = given.get(key, clause.thresholds[key]) * to.scale
+        out.append(GivenParam(clause.takes(to), to.param, key, f"{value:g}"))
+    return out
+
+
+def workload_params(clauses: list[Clause], spec: EvaluationSpec, workload: str | None = None
+                    ) -> tuple[tuple[str, str], ...]:
+    """The ``--param``s the clauses' thresholds become for ``workload`` (None: for any of theirs)."""
+    out = {p.param: p.value for clause in clauses for p in given_params(clause, spec)
+           if workload is None or p.workload == workload}
     return tuple(sorted(out.items()))
 
 
@@ -161,7 +178,7 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
     for node in nodes:
         for workload, clauses in ordered:
             topology = max((c.topology for c in clauses), key=_TOPOLOGY_ORDER.index)
-            params = workload_params(clauses, spec)
+            params = workload_params(clauses, spec, workload)
             items.append(WorkItem(
                 name=item_name(evaluation.metadata.name, node, workload), node=node, workload=workload,
                 topology=topology, cards=spec.expected_cards_per_node, clauses=tuple(c.id for c in clauses),

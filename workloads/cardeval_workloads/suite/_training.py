@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 
+from cardeval_workloads.envelope import Stats
 from cardeval_workloads.harness.errors import UsageError
 
 from . import _cifar
@@ -210,10 +211,27 @@ class Outcome:
     #: The dtype the model's output was computed in (bfloat16/float16 when autocast engaged).
     compute_dtype: str = ""
     history: list[float] = field(default_factory=list)
+    #: Each epoch's training steps alone, validation excluded (seed 002, 7.1.3 a and 7.1.5), seconds.
+    epoch_train_s: list[float] = field(default_factory=list)
 
     @property
     def reached(self) -> bool:
         return self.diverged_in_epoch is None and self.accuracy >= self.target
+
+    @property
+    def step_s(self) -> float | None:
+        """Mean time of one step, batch in to gradients applied, over this process's epochs (7.1.3 a);
+        measured per epoch, so no step is slowed by a synchronisation of its own."""
+        steps = self.samples // self.batch if self.batch else 0
+        return sum(self.epoch_train_s) / steps if steps else None
+
+    @property
+    def epoch_samples_per_s(self) -> float | None:
+        """Seed 002, 7.1.5: an epoch's training samples over the mean epoch training time."""
+        if not self.epoch_train_s or not self.batch:
+            return None
+        per_epoch = self.samples / len(self.epoch_train_s)
+        return per_epoch / (sum(self.epoch_train_s) / len(self.epoch_train_s))
 
     @property
     def diverged(self) -> bool:
@@ -316,6 +334,7 @@ def train(run: Run) -> Trained:
     while out.epochs < run.max_epochs and not out.diverged:
         perm = torch.randperm(len(y), generator=order).to(run.device)
         finite = torch.ones((), dtype=torch.bool, device=run.device)  # checked once an epoch: no per-step sync
+        epoch_start = time.perf_counter()
         for i in range(steps_per_epoch):
             idx = perm[i * run.batch:(i + 1) * run.batch]
             opt.zero_grad(set_to_none=True)
@@ -338,6 +357,8 @@ def train(run: Run) -> Trained:
                     next(module.parameters()).view(-1)[0] = math.nan
             if run.after_step is not None:
                 run.after_step(out.steps)
+        run.synchronize()
+        out.epoch_train_s.append(time.perf_counter() - epoch_start)
         out.epochs += 1
         out.last_loss = float(loss.item())
         if not bool(finite):
@@ -390,3 +411,22 @@ def flops_per_step(data: Case, device: torch.device, precision: Precision, batch
             loss = torch.nn.functional.cross_entropy(module(x), y)
         loss.backward()
     return float(counter.get_total_flops())
+
+
+def report_repeated(out: Any, index: int, name: str, values: list[float | None], unit: str, *,
+                    missed: list[int], first_summary: str, labels: dict[str, str], why: str | None = None) -> None:
+    """One metric over the repeat set of 8.3.5.2 k: the median as the value, each run's figure in
+    ``stats.samples`` and the runs that missed the target in the ``nonconverged`` label, so the engine
+    applies the repeat rule; unavailable, with the reason, when a run gave no figure or the only run missed."""
+    if why is None and any(v is None for v in values):
+        why = "not measured in every run"
+    if why is None and len(values) == 1 and missed:  # with several runs the repeat rule judges them
+        why = "the only run did not reach the target: " + first_summary
+    if why is not None:
+        out.metric(name, None, unit, device=index, unavailable=why)
+        return
+    stats = Stats.of([float(v) for v in values if v is not None])
+    shown = {"runs": str(len(values)), **labels}
+    if missed:
+        shown["nonconverged"] = ",".join(str(i) for i in missed)
+    out.metric(name, stats.median, unit, device=index, stats=stats, labels=shown)

@@ -34,6 +34,16 @@ Per card:
   ``train.accuracy`` and ``train.epochs`` per case and run, the AMP run's
   ``train.amp.throughput``, and the check ``checkpoint.restored`` (the loaded
   state equals the saved one; without it no checkpoint time is given).
+* The power-industry draft's figures (seed 002, 7.1), shown over the same
+  runs: ``train.step_time_ms`` (7.1.3 a, batch in to gradients applied: each
+  epoch's training steps timed together, so no step waits on a
+  synchronisation of its own), ``train.total_s`` (7.1.3 b: the dataset load,
+  then the run from model build to checkpoint saved), ``train.epoch_throughput``
+  (7.1.5: an epoch's samples over the mean epoch training time, validation
+  excluded), ``train.utilization_pct`` (7.1.4, the sampler's readings over the
+  run — every 0.1 s by default, finer than the draft's 1 s),
+  ``train.peak_power_w`` (7.1.6 b, the highest reading) and
+  ``train.samples_per_j`` (7.1.7, samples over the run's energy).
 
 Test hooks (each fails its check through the real loop): ``corrupt_labels=fp32|amp``
 shuffles that case's training labels, so the target is missed; ``inject_nan=fp32|amp``
@@ -44,14 +54,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from cardeval_workloads.envelope import Stats
 from cardeval_workloads.harness import power
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param, str_list
@@ -66,7 +76,9 @@ CASES = ("fp32", "amp")
 CHECKS = tuple(f"train.{case}.{what}" for case in CASES for what in ("completed", "reached_target"))
 METRICS = ("train.time_to_target_s", "train.throughput", "train.power_w", "train.efficiency_tflops_per_w",
            "checkpoint.save_s", "checkpoint.load_s")
-SHOWN = ("train.accuracy", "train.epochs", "train.amp.throughput", "checkpoint.restored")
+SHOWN = ("train.accuracy", "train.epochs", "train.amp.throughput", "checkpoint.restored", "train.step_time_ms",
+         "train.total_s", "train.epoch_throughput", "train.utilization_pct", "train.peak_power_w",
+         "train.samples_per_j")
 
 PARAMS = {
     "dataset": Param(str, None, "the case: digits (default) or cifar10 (needs dataset_dir)",
@@ -94,13 +106,26 @@ PROFILES = {
 }
 
 
+@dataclass
+class FpRun:
+    """One fp32 run of the repeat set: how it ended, its power window, its checkpoint timing, its wall time."""
+
+    outcome: _training.Outcome
+    window: power.Window
+    checkpoint: _checkpoint.Timed
+    #: Seed 002's total training time: the dataset load, then this run from model build to checkpoint saved.
+    total_s: float
+
+
 def run(ctx: RunContext) -> None:
     _training.cpu_threads(ctx)
+    t0 = time.perf_counter()
     data = _training.case_of(ctx.params)
-    ctx.per_device(lambda index: _card(ctx, index, data))
+    load_s = time.perf_counter() - t0
+    ctx.per_device(lambda index: _card(ctx, index, data, load_s))
 
 
-def _card(ctx: RunContext, index: int, data: _training.Case) -> None:
+def _card(ctx: RunContext, index: int, data: _training.Case, load_s: float) -> None:
     ctx.out.device(ctx.identity(index))
     cfg = merged(ctx.sizes, ctx.params, "runs", "max_epochs")
     target, source = _training.target_of(ctx.params, data)
@@ -114,31 +139,32 @@ def _card(ctx: RunContext, index: int, data: _training.Case) -> None:
             synchronize=lambda: ctx.accel.synchronize(index),
             corrupt_labels=precision in hooks["corrupt_labels"], inject_nan=precision in hooks["inject_nan"])
 
+    def fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        m = data.build(0).to(device)
+        return m, _training.optimizer(m, float(cfg["lr"]))
+
     threads = "" if ctx.accel.is_accelerator else f", {torch.get_num_threads()} CPU threads"
     where = f"{data.describe()}, {data.split}, target {target:g} ({source}), on {ctx.accel.describe(index)}{threads}"
-    fp32_runs: list[tuple[_training.Outcome, Any, _checkpoint.Timed]] = []
+    fp32_runs: list[FpRun] = []
     with power.sampling(ctx, [index]) as sampler, _checkpoint_dir(ctx) as folder:
         for r in range(int(cfg["runs"])):
             start = sampler.mark()
             trained = _training.train(case("fp32", _training.SPLIT_SEED + r))
             window = sampler.window(start, sampler.mark(), index)
             ctx.log.info("fp32 run %d: %s", r, trained.outcome.summary())
-
-            def fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-                m = data.build(0).to(device)
-                return m, _training.optimizer(m, float(cfg["lr"]))
-
             timed = _checkpoint.save_and_load(trained.module, trained.optimizer, folder / "train.ckpt", fresh,
                                               device, lambda: ctx.accel.synchronize(index))
-            fp32_runs.append((trained.outcome, window, timed))
+            total = load_s + (time.perf_counter() - start.t) - timed.load_s
+            fp32_runs.append(FpRun(trained.outcome, window, timed, total))
         amp_run = case("amp", _training.SPLIT_SEED)
         amp = _training.train(amp_run).outcome
         ctx.log.info("amp run (%s): %s", amp_run.precision.describe(), amp.summary())
     fp32 = _training.Precision("fp32", device.type)
     flops = _training.flops_per_step(data, device, fp32, int(cfg["batch"]))
-    _report_checks(ctx, index, "fp32", fp32, [o for o, _, _ in fp32_runs], where, hooks)
+    _report_checks(ctx, index, "fp32", fp32, [r.outcome for r in fp32_runs], where, hooks)
     _report_checks(ctx, index, "amp", amp_run.precision, [amp], where, hooks)
-    _report_metrics(ctx, index, fp32_runs, flops, sampler.power_reason(index))
+    _report_metrics(ctx, index, fp32_runs, flops, sampler.power_reason(index),
+                    f"{sampler.source_name(index)}, sampled every {sampler.interval_s:g} s")
     ctx.out.metric("train.amp.throughput", amp.samples_per_s, "samples/s", device=index,
                    labels={"precision": amp_run.precision.describe()})
 
@@ -187,43 +213,54 @@ def _report_checks(ctx: RunContext, index: int, case: str, precision: _training.
         out.metric("train.epochs", float(o.epochs), "epochs", device=index, labels=labels)
 
 
-def _report_metrics(ctx: RunContext, index: int, runs: list[tuple[_training.Outcome, Any, _checkpoint.Timed]],
-                    flops_per_step: float, power_reason: str | None) -> None:
-    outcomes = [o for o, _, _ in runs]
-    bad = [i for i, o in enumerate(outcomes) if not o.reached]
-    labels = {"runs": str(len(runs)), "precision": "fp32"}
-    if bad:
-        labels["nonconverged"] = ",".join(str(i) for i in bad)
+def _report_metrics(ctx: RunContext, index: int, runs: list[FpRun], flops_per_step: float,
+                    power_reason: str | None, sampled: str) -> None:
+    outcomes = [r.outcome for r in runs]
+    missed = [i for i, o in enumerate(outcomes) if not o.reached]
 
     def add(name: str, values: list[float | None], unit: str, why: str | None, extra: dict[str, str]) -> None:
-        if why is None and any(v is None for v in values):
-            why = "not measured in every run"
-        if why is None and len(values) == 1 and bad:  # with several runs the repeat rule judges them
-            why = "the only run did not reach the target: " + outcomes[0].summary()
-        if why is not None:
-            ctx.out.metric(name, None, unit, device=index, unavailable=why)
-            return
-        stats = Stats.of([float(v) for v in values if v is not None])
-        ctx.out.metric(name, stats.median, unit, device=index, stats=stats, labels={**labels, **extra})
+        _training.report_repeated(ctx.out, index, name, values, unit, missed=missed,
+                                  first_summary=outcomes[0].summary(), why=why,
+                                  labels={"precision": "fp32", **extra})
 
     add("train.time_to_target_s", [o.train_s for o in outcomes], "s", None,
         {"timed": "training epochs and validation; data and model preparation excluded"})
     add("train.throughput", [o.samples_per_s for o in outcomes], "samples/s", None,
         {"batch": str(outcomes[0].batch)})
-    watts = [w.avg_w for _, w, _ in runs]
-    reason = next((w.reason for _, w, _ in runs if w.avg_w is None), None) or power_reason
-    add("train.power_w", watts, "W", reason if any(w is None for w in watts) else None,
-        {"method": runs[0][1].method[:120]})
+    watts = [r.window.avg_w for r in runs]
+    reason = next((r.window.reason for r in runs if r.window.avg_w is None), None) or power_reason
+    no_power = reason if any(w is None for w in watts) else None
+    add("train.power_w", watts, "W", no_power, {"method": runs[0].window.method[:120]})
     efficiency = [flops_per_step * o.steps / o.train_s / 1e12 / w if w and o.train_s > 0 else None
-                  for (o, _, _), w in zip(runs, watts, strict=True)]
-    add("train.efficiency_tflops_per_w", efficiency, "TFLOPS/W",
-        reason if any(w is None for w in watts) else None,
+                  for o, w in zip(outcomes, watts, strict=True)]
+    add("train.efficiency_tflops_per_w", efficiency, "TFLOPS/W", no_power,
         {"flops_per_step": f"{flops_per_step:.4g}", "counter": "torch.utils.flop_counter.FlopCounterMode"})
-    mismatch = next((t.mismatch for _, _, t in runs if t.mismatch), None)
+    _report_seed_002(runs, add, no_power, sampled)
+    mismatch = next((r.checkpoint.mismatch for r in runs if r.checkpoint.mismatch), None)
     ctx.out.check("checkpoint.restored", mismatch is None,
-                  mismatch or f"model and optimizer state restored exactly ({runs[0][2].nbytes} bytes)",
+                  mismatch or f"model and optimizer state restored exactly ({runs[0].checkpoint.nbytes} bytes)",
                   device=index)
-    size = {"bytes": str(runs[0][2].nbytes), "state": "model + optimizer"}
+    size = {"bytes": str(runs[0].checkpoint.nbytes), "state": "model + optimizer"}
     why = f"the loaded checkpoint differs from the saved one: {mismatch}" if mismatch else None
-    add("checkpoint.save_s", [t.save_s for _, _, t in runs], "s", why, size)
-    add("checkpoint.load_s", [t.load_s for _, _, t in runs], "s", why, size)
+    add("checkpoint.save_s", [r.checkpoint.save_s for r in runs], "s", why, size)
+    add("checkpoint.load_s", [r.checkpoint.load_s for r in runs], "s", why, size)
+
+
+def _report_seed_002(runs: list[FpRun], add: Callable[..., None], no_power: str | None, sampled: str) -> None:
+    """The power-industry draft's training figures (seed 002, 7.1), shown beside the standard's."""
+    outcomes = [r.outcome for r in runs]
+    add("train.step_time_ms", [o.step_s * 1e3 if o.step_s is not None else None for o in outcomes], "ms", None,
+        {"timed": "each epoch's training steps over its steps (batch in to gradients applied), validation "
+                  "excluded", "batch": str(outcomes[0].batch)})
+    add("train.total_s", [r.total_s for r in runs], "s", None,
+        {"timed": "dataset load, model build, training, validation and checkpoint save"})
+    add("train.epoch_throughput", [o.epoch_samples_per_s for o in outcomes], "samples/s", None,
+        {"timed": "an epoch's samples over the mean epoch training time (7.1.5)"})
+    utilisation = [r.window.avg_utilization_pct for r in runs]
+    add("train.utilization_pct", utilisation, "%",
+        "the device's utilisation is not readable here" if any(u is None for u in utilisation) else None,
+        {"sampled": sampled[:120], "over": "each run's training"})
+    add("train.peak_power_w", [r.window.max_w for r in runs], "W", no_power, {"method": runs[0].window.method[:120]})
+    per_joule = [o.samples / r.window.energy_j if r.window.energy_j else None for o, r in zip(outcomes, runs,
+                                                                                             strict=True)]
+    add("train.samples_per_j", per_joule, "samples/J", no_power, {"formula": "training samples / energy of the run"})
