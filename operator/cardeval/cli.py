@@ -87,8 +87,8 @@ def cmd_run(args) -> int:
             state = "ok" if run.usable else f"error: {run.failure()}"
             print(f"  {item.workload:<12} {state}", file=sys.stderr, flush=True)
 
-    outcome = evaluate(evaluation, LocalExecutor(device=args.device, logs_dir=out / "logs"), out,
-                       progress=progress)
+    executor = LocalExecutor(device=args.device, logs_dir=out / "logs", case=evaluation.spec.training_case)
+    outcome = evaluate(evaluation, executor, out, progress=progress)
     if args.json:
         print(json.dumps(json_document(outcome.status, [outcome.node]), ensure_ascii=False))
     else:

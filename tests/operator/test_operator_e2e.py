@@ -492,6 +492,15 @@ MALFORMED = [
     ("zero nodes in parallel", _with("spec.maxNodesInParallel", 0), "spec.maxNodesInParallel"),
     ("timeout too short", _with("spec.itemTimeoutSeconds", 5), "spec.itemTimeoutSeconds"),
     ("name too long (CEL)", _with("metadata.name", "n" * 64), "metadata.name"),
+    ("cifar10 without its volume (CEL)", _with("spec.trainingCase", {"dataset": "cifar10"}), "spec.trainingCase"),
+    ("a volume for the built-in case (CEL)",
+     _with("spec.trainingCase", {"volume": {"hostPath": "/data"}}), "spec.trainingCase"),
+    ("a dataset volume with two sources (CEL)",
+     _with("spec.trainingCase", {"dataset": "cifar10", "volume": {"claimName": "d", "hostPath": "/d"}}),
+     "spec.trainingCase.volume"),
+    ("a training case for an inference card (CEL)",
+     _with("spec.trainingCase", {"dataset": "cifar10", "volume": {"claimName": "d"}},
+           _with("spec.cardType", "inference")), "spec.trainingCase"),
 ]
 
 

@@ -99,6 +99,27 @@ def test_the_device_plugin_check_pods_observe_with_auto_whatever_the_card_jobs_u
             assert argv[argv.index("--device") + 1] == "auto"
 
 
+@pytest.mark.parametrize("volume, source", [
+    ({"claimName": "datasets"}, {"persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}}),
+    ({"hostPath": "/data/cifar"}, {"hostPath": {"path": "/data/cifar", "type": "Directory"}}),
+])
+def test_the_train_job_mounts_the_training_case_read_only_and_says_where(volume, source):
+    ev = evaluation(clauses={"include": ["6.2.1.c", "6.2.3.a"]},
+                    trainingCase={"dataset": "cifar10", "volume": volume})
+    items = {i.workload: i for i in plan(ev, ["node-a"]).items}
+    assert dict(items["train"].params) == {"dataset": "cifar10", "target": "0.9362"}  # the standard's A.3
+    pod = job_manifest(items["train"], ev, "u-1", Settings())["spec"]["template"]["spec"]
+    assert {"name": "dataset", **source} in pod["volumes"]
+    container = pod["containers"][0]
+    assert {"name": "dataset", "mountPath": "/datasets", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "CARDEVAL_DATASET_DIR", "value": "/datasets"} in container["env"]
+    assert "--param" in container["command"] and "dataset=cifar10" in container["command"]
+    # the language case trains its own corpus: no volume, no dataset
+    other = job_manifest(items["train-lm"], ev, "u-1", Settings())["spec"]["template"]["spec"]
+    assert all(v["name"] != "dataset" for v in other["volumes"])
+    assert "dataset=cifar10" not in other["containers"][0]["command"]
+
+
 def test_job_state_reads_the_terminal_conditions_only():
     assert not job_state({"status": {"active": 1}}).finished
     assert not job_state({"status": {"conditions": [{"type": "Failed", "status": "False"}]}}).finished

@@ -4,7 +4,8 @@ The directory is generated here exactly as the published files are (pickled
 dicts, ``b'data'`` uint8 N×3072, ``b'labels'``, ``batches.meta``), with
 images that are trivially separable (class k lights a band of rows of its
 own), so the ResNet-8 reaches a param-given target in a few CPU epochs. A
-missing or malformed file is an invalid invocation naming the file.
+missing or malformed file is an invalid invocation naming the file. A local
+evaluation hands the workload the spec's ``trainingCase`` hostPath.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import pickle
 import numpy as np
 import pytest
 
+from cardeval.api.models import DatasetVolume, TrainingCase
+from cardeval.engine.catalog import Topology
+from cardeval.engine.local_executor import LocalExecutor
+from cardeval.engine.planner import WorkItem
 from cardeval_workloads.envelope import parse_envelope
 from cardeval_workloads.harness import cli
 from cardeval_workloads.suite import _cifar, _training
@@ -123,3 +128,16 @@ def test_labels_out_of_range_and_a_missing_directory_are_invalid(cifar_dir, tmp_
 def test_cifar10_needs_a_directory_and_digits_takes_none(cifar_dir):
     assert "needs --param dataset_dir" in _invalid("dataset=cifar10")
     assert "only read with --param dataset=cifar10" in _invalid(f"dataset_dir={cifar_dir}")
+
+
+def test_a_local_evaluation_reads_the_case_from_its_host_path(cifar_dir):
+    """The executor gives the train run the spec's hostPath; the run trains the ResNet on it."""
+    case = TrainingCase(dataset="cifar10", volume=DatasetVolume(host_path=str(cifar_dir)))
+    item = WorkItem(name="t-train", node="local", workload="train", topology=Topology.CARD, cards=1,
+                    clauses=("6.2.1.c",), profile="quick", timeout_s=300,
+                    params=(("dataset", "cifar10"), ("max_epochs", "1"), ("runs", "1"), ("target", "0.05"),
+                            ("threads", "1")))
+    run = LocalExecutor(device="cpu", case=case).run(item)
+    assert run.usable, run.failure()
+    (completed,) = run.envelope.checks_named("train.fp32.completed")
+    assert f"on CIFAR-10 from {cifar_dir}" in completed.detail and "200 train / 20 validation" in completed.detail

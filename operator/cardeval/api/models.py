@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 from pydantic.config import JsonDict
@@ -178,24 +178,63 @@ class OnPass(ApiModel):
         return self
 
 
-class CheckpointVolume(ApiModel):
+class _VolumeSource(ApiModel):
+    """A volume the operator mounts into a workload's pod: a claim or a node's directory, exactly one."""
+
+    #: The spec field, for the validation message.
+    FIELD: ClassVar[str] = "volume"
+
+    claim_name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)] | None = Field(
+        default=None, description="a PersistentVolumeClaim in the operator's namespace")
+    host_path: Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=4096)] | None = Field(
+        default=None, description="a directory on every evaluated node (locally: on this machine)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _VolumeSource:
+        if (self.claim_name is None) == (self.host_path is None):
+            raise ValueError(f"{self.FIELD} takes exactly one of claimName and hostPath")
+        return self
+
+
+class CheckpointVolume(_VolumeSource):
     model_config = ConfigDict(json_schema_extra={
-        "description": "A volume that outlives a pod, for the resume test's checkpoints (6.2.4.a). With it the "
-                       "test also deletes the training pod and checks that its replacement resumes; without it "
-                       "only the container restart is tested (its checkpoints in an emptyDir).",
+        "description": "A volume that outlives a pod, for the resume test's checkpoints (6.2.4.a), writable by "
+                       "the workload's user (ReadWriteOnce is enough: the test runs on one node at a time). With "
+                       "it the test also deletes the training pod and checks that its replacement resumes; "
+                       "without it only the container restart is tested (its checkpoints in an emptyDir).",
         "x-kubernetes-validations": [cel("has(self.claimName) != has(self.hostPath)",
                                          "checkpointVolume takes exactly one of claimName and hostPath")]})
 
-    claim_name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)] | None = Field(
-        default=None, description="a PersistentVolumeClaim in the operator's namespace (ReadWriteOnce is enough: "
-                                  "the resume test runs on one node at a time)")
-    host_path: Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=4096)] | None = Field(
-        default=None, description="a directory on every evaluated node, writable by the workload's user")
+    FIELD: ClassVar[str] = "checkpointVolume"
+
+
+class DatasetVolume(_VolumeSource):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "The volume holding the training case's dataset in its published format (CIFAR-10: "
+                       "data_batch_1-5, test_batch, batches.meta at its top), mounted read-only",
+        "x-kubernetes-validations": [cel("has(self.claimName) != has(self.hostPath)",
+                                         "trainingCase.volume takes exactly one of claimName and hostPath")]})
+
+    FIELD: ClassVar[str] = "trainingCase.volume"
+
+
+class TrainingCase(ApiModel):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "What the train workload (6.2.3.a, 6.2.1.c, 6.2.5) trains: the built-in digits case, or "
+                       "Annex A's CIFAR-10 reference case read from a volume, whose target is the standard's "
+                       "(A.3: 0.9362) unless spec.thresholds sets min_accuracy",
+        "x-kubernetes-validations": [cel("self.dataset == 'digits' ? !has(self.volume) : has(self.volume)",
+                                         "trainingCase: cifar10 needs a volume holding it; digits is built in "
+                                         "and takes none")]})
+
+    dataset: Literal["digits", "cifar10"] = Field(
+        default="digits", description="digits: scikit-learn's, built in; cifar10: from the volume")
+    volume: DatasetVolume | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> CheckpointVolume:
-        if (self.claim_name is None) == (self.host_path is None):
-            raise ValueError("checkpointVolume takes exactly one of claimName and hostPath")
+    def _volume_as_needed(self) -> TrainingCase:
+        if (self.dataset == "digits") != (self.volume is None):
+            raise ValueError("trainingCase: cifar10 needs a volume holding it; digits is built in and takes none")
         return self
 
 
@@ -232,6 +271,8 @@ _SPEC_RULES: list[JsonValue] = [
         "evidence names the same clause twice", ".evidence"),
     cel("!has(self.multiNode) || self.expectedCardsPerNode * self.multiNode.nodes <= 8192",
         "multiNode.nodes × expectedCardsPerNode must not exceed 8192 cards", ".multiNode"),
+    cel("!has(self.trainingCase) || self.cardType == 'training'",
+        "trainingCase is for a training card", ".trainingCase"),
     cel("!self.resourceName.startsWith('kubernetes.io/') && !self.resourceName.startsWith('requests.')",
         "resourceName must be an extended resource outside kubernetes.io", ".resourceName"),
     cel("!has(self.clauses) || !has(self.clauses.include) || !has(self.clauses.exclude) || "
@@ -271,6 +312,12 @@ class EvaluationSpec(ApiModel):
         description="time limit of one work item; by default it follows the profile")
     max_nodes_in_parallel: int = Field(default=50, ge=1, le=10000)
     checkpoint_volume: CheckpointVolume | None = None
+    training_case: TrainingCase | None = None
+
+    @property
+    def training_dataset(self) -> str:
+        """The dataset the train workload trains on (digits unless ``trainingCase`` says otherwise)."""
+        return self.training_case.dataset if self.training_case is not None else "digits"
 
     @model_validator(mode="after")
     def _cross_fields(self) -> EvaluationSpec:
@@ -293,6 +340,8 @@ def validate_cross_fields(spec: EvaluationSpec) -> None:
         seen.add(ev.clause)
     if spec.multi_node and spec.expected_cards_per_node * spec.multi_node.nodes > 8192:
         raise ValueError("multiNode: multiNode.nodes × expectedCardsPerNode must not exceed 8192 cards")
+    if spec.training_case is not None and spec.card_type != CardType.TRAINING.value:
+        raise ValueError("trainingCase: is for a training card")
     if spec.resource_name.startswith(("kubernetes.io/", "requests.")):
         raise ValueError("resourceName: must be an extended resource outside kubernetes.io")
     both = set(spec.clauses.include) & set(spec.clauses.exclude)

@@ -33,6 +33,8 @@ def _cell(text: str) -> str:
 
 def _row(clause: Clause) -> str:
     thresholds = ", ".join(f"`{k}` {v:g}" for k, v in clause.thresholds.items())
+    for case, values in clause.case_thresholds.items():
+        thresholds += "; with trainingCase " + case + ": " + ", ".join(f"`{k}` {v:g}" for k, v in values.items())
     rule = clause.rule.describe() + (f" ({thresholds})" if thresholds else "")
     if clause.attestable:
         rule += "; may be attested"

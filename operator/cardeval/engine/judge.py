@@ -48,16 +48,16 @@ def verdict_for(clause: Clause, finding: Finding) -> Verdict:
 
 
 def thresholds_for(clause: Clause, spec: EvaluationSpec) -> dict[str, float]:
-    merged = dict(clause.thresholds)
+    merged = clause.defaults(spec.training_dataset)
     merged.update(spec.thresholds.get(clause.id, {}))
     return merged
 
 
 def threshold_uses(clause: Clause, spec: EvaluationSpec) -> dict[str, ThresholdUse]:
-    """Every threshold of ``clause`` as judged, beside the catalog's value."""
+    """Every threshold of ``clause`` as judged, beside the catalog's value (the training case's, where it has one)."""
     given = spec.thresholds.get(clause.id, {})
     out = {}
-    for key, standard in clause.thresholds.items():
+    for key, standard in clause.defaults(spec.training_dataset).items():
         value = given.get(key, standard)
         out[key] = ThresholdUse(value=value, standard=standard, source="spec" if key in given else "catalog",
                                 change=catalog.change_of(key, standard, value))
@@ -70,7 +70,7 @@ def threshold_overrides(spec: EvaluationSpec) -> list[ThresholdOverride]:
     for clause_id, values in spec.thresholds.items():
         clause = catalog.BY_ID[clause_id]
         for key, value in sorted(values.items()):
-            standard = clause.thresholds[key]
+            standard = clause.defaults(spec.training_dataset)[key]
             out.append(ThresholdOverride(clause=clause_id, key=key, value=value, standard=standard,
                                          change=catalog.change_of(key, standard, value)))
     return sorted(out, key=lambda o: (catalog.CLAUSES.index(catalog.BY_ID[o.clause]), o.key))

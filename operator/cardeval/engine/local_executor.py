@@ -11,6 +11,11 @@ outlives its processes, restarted after a non-zero exit (as a container with
 SIGTERM and started afresh when its log asks for the ``delete`` fault (as a
 deleted pod is, and replaced). What was seen is handed to
 ``fault_report.report``.
+
+A training case on a volume (``spec.trainingCase``) is read where it lies: its
+``hostPath`` is this machine's directory, given to the workloads that train it
+(:mod:`cardeval_workloads.training_case`); a claim cannot be mounted here, so
+their run is an error saying so (the evaluation's other runs go on).
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from cardeval.api.models import TrainingCase
 from cardeval.engine import fault_report
 from cardeval.engine.collect import collect
 from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.planner import WorkItem
 from cardeval_workloads import resume_protocol as protocol
+from cardeval_workloads import training_case
 
 #: Restarts after a non-zero exit before the run is given up (a Job's backoffLimit).
 RESTART_LIMIT = 3
@@ -47,6 +54,8 @@ class LocalExecutor:
     grace_s: float = 5.0
     #: The command for an item; the default runs the workload package with this interpreter.
     command: Callable[[WorkItem], list[str]] | None = None
+    #: ``spec.trainingCase``: where the workloads that train it find its dataset.
+    case: TrainingCase | None = None
 
     def argv(self, item: WorkItem) -> list[str]:
         return self.command(item) if self.command else [self.python, *item.argv(self.device)]
@@ -54,9 +63,16 @@ class LocalExecutor:
     def run(self, item: WorkItem) -> WorkloadRun:
         if item.workload == protocol.WORKLOAD:
             return self._run_restarted(item)
+        dataset: dict[str, str] = {}
+        if item.workload in training_case.WORKLOADS and self.case is not None and self.case.volume is not None:
+            if self.case.volume.host_path is None:
+                return WorkloadRun(item.workload, error=(
+                    f"spec.trainingCase.volume.claimName: the claim {self.case.volume.claim_name} cannot be mounted "
+                    "by a local evaluation; give hostPath, the dataset's directory on this machine"))
+            dataset[training_case.DATASET_DIR_ENV] = self.case.volume.host_path
         with tempfile.TemporaryDirectory(prefix="cardeval-") as tmp:
             termination = Path(tmp) / "termination-log"
-            env = dict(os.environ, TERMINATION_MESSAGE_PATH=str(termination), PYTHONUNBUFFERED="1")
+            env = dict(os.environ, TERMINATION_MESSAGE_PATH=str(termination), PYTHONUNBUFFERED="1", **dataset)
             stderr_path = (self.logs_dir / f"{item.workload}.log") if self.logs_dir else Path(tmp) / "stderr"
             stderr_path.parent.mkdir(parents=True, exist_ok=True)
             with open(stderr_path, "wb") as err:

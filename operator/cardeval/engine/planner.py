@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from cardeval.api.models import CardEvaluation, EvaluationSpec, Launcher, Profile
 from cardeval.engine.catalog import Clause, Topology, select
 from cardeval.engine.facts import WorkloadRun
+from cardeval_workloads import training_case
 from cardeval_workloads.available import OPERATOR_WORKLOADS, WORKLOADS
 
 #: Per-profile time limit of one work item, unless the spec sets one.
@@ -65,16 +66,19 @@ def given_params(clause: Clause, spec: EvaluationSpec) -> list[GivenParam]:
     for key, to in clause.params.items():
         if to.only_when_set and key not in given:
             continue
-        value = given.get(key, clause.thresholds[key]) * to.scale
+        value = given.get(key, clause.defaults(spec.training_dataset)[key]) * to.scale
         out.append(GivenParam(clause.takes(to), to.param, key, f"{value:g}"))
     return out
 
 
 def workload_params(clauses: list[Clause], spec: EvaluationSpec, workload: str | None = None
                     ) -> tuple[tuple[str, str], ...]:
-    """The ``--param``s the clauses' thresholds become for ``workload`` (None: for any of theirs)."""
+    """The ``--param``s the clauses' thresholds become for ``workload`` (None: for any of theirs), and
+    the training case the spec names for a workload that trains it (``training_case.WORKLOADS``)."""
     out = {p.param: p.value for clause in clauses for p in given_params(clause, spec)
            if workload is None or p.workload == workload}
+    if workload in training_case.WORKLOADS and spec.training_dataset != "digits":
+        out["dataset"] = spec.training_dataset
     return tuple(sorted(out.items()))
 
 

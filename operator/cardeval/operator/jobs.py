@@ -6,7 +6,8 @@ pinned to the item's node and asking for the evaluation's extended resource in
 the count the item needs.  The workload runs with ``--device`` from
 ``planner.cluster_device``: the cards the pod was given (``accelerator``: never a
 silent fall-back to the host CPU), or the host CPU when ``spec.cpuStandIn`` asks
-for it.
+for it.  A workload that trains the spec's training case gets its volume,
+read-only at :data:`DATASET_MOUNT` (:mod:`cardeval_workloads.training_case`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cardeval.api.models import CardEvaluation
+from cardeval.api.models import CardEvaluation, TrainingCase
 from cardeval.engine.planner import WorkItem, cluster_device
 from cardeval.operator import labels
 from cardeval.operator.config import Settings
 from cardeval.operator.pods import PodDefaults, workload_pod_spec
+from cardeval_workloads import training_case
+
+#: Where the training case's dataset volume is mounted in the workload container.
+DATASET_MOUNT = "/datasets"
 
 
 def pod_defaults(settings: Settings) -> PodDefaults:
@@ -43,6 +48,8 @@ def job_manifest(item: WorkItem, evaluation: CardEvaluation, uid: str, settings:
                                  [item.node], pod_defaults(settings),
                                  limits={spec.resource_name: str(item.cards)},
                                  field_env={"CARDEVAL_NODE": "spec.nodeName"})
+    if item.workload in training_case.WORKLOADS and spec.training_case is not None:
+        _mount_dataset(pod_spec, spec.training_case)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -61,6 +68,21 @@ def job_manifest(item: WorkItem, evaluation: CardEvaluation, uid: str, settings:
                          "spec": pod_spec},
         },
     }
+
+
+def _mount_dataset(pod_spec: dict[str, Any], case: TrainingCase) -> None:
+    """The case's volume, read-only (the workload reads it; a shared dataset is never written)."""
+    volume = case.volume
+    if volume is None:  # the built-in case
+        return
+    if volume.claim_name:
+        source: dict[str, Any] = {"persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": True}}
+    else:
+        source = {"hostPath": {"path": volume.host_path, "type": "Directory"}}
+    pod_spec["volumes"].append({"name": "dataset", **source})
+    container = pod_spec["containers"][0]
+    container["volumeMounts"].append({"name": "dataset", "mountPath": DATASET_MOUNT, "readOnly": True})
+    container["env"].append({"name": training_case.DATASET_DIR_ENV, "value": DATASET_MOUNT})
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ stops at the end of that epoch.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from typing import Any
 
 import torch
 
+from cardeval_workloads import training_case
 from cardeval_workloads.envelope import Stats
 from cardeval_workloads.harness.errors import UsageError
 
@@ -98,15 +100,18 @@ def target_of(params: dict[str, Any], case: Case | None = None) -> tuple[float, 
 
 
 def case_of(params: dict[str, Any]) -> Case:
-    """``--param dataset`` (default digits); cifar10 needs ``--param dataset_dir``."""
+    """``--param dataset`` (default digits); cifar10 needs ``--param dataset_dir``, or the directory
+    its executor gives in ``CARDEVAL_DATASET_DIR`` (:mod:`cardeval_workloads.training_case`)."""
     name = params.get("dataset") or "digits"
     if name == "digits":
         if params.get("dataset_dir"):
             raise UsageError("--param dataset_dir is only read with --param dataset=cifar10")
         return digits()
-    if not params.get("dataset_dir"):
-        raise UsageError(f"--param dataset={name} needs --param dataset_dir (a directory in its python format)")
-    return cifar10(str(params["dataset_dir"]))
+    directory = params.get("dataset_dir") or os.environ.get(training_case.DATASET_DIR_ENV)
+    if not directory:
+        raise UsageError(f"--param dataset={name} needs --param dataset_dir (a directory in its python format) "
+                         f"or {training_case.DATASET_DIR_ENV}")
+    return cifar10(str(directory))
 
 
 def cpu_threads(ctx: Any) -> None:
