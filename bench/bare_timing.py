@@ -6,6 +6,7 @@ harness's timing would cancel out of the ratio. Every bench times its references
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -25,3 +26,11 @@ def bare_rates(fn: Callable[[], object], work: float, warmup: int, repeats: int,
             fn()
         rates.append(work * inner / (time.perf_counter() - t0) / 1e9)
     return sorted(rates)
+
+
+def load_note() -> str:
+    """The one-minute load average against the core count, and whether it made the figures noisy."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    verdict = ("above the core count: other processes shared the CPUs and the numbers are noisy" if load > cores
+               else "at or below the core count")
+    return f"load average during the run: {load:.2f} on {cores} cores ({verdict})"

@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from cardeval_workloads.harness.device import CpuBackend  # noqa: E402
-from bare_timing import bare_rates  # noqa: E402
+from bare_timing import bare_rates, load_note  # noqa: E402
 from cardeval_workloads.suite import memory  # noqa: E402
 
 CFG = dict(repeats=7, min_sample_s=0.05, budget_s=10.0)
@@ -135,8 +135,7 @@ def main() -> None:
     paired.sort()
     print(f"paired: median over {len(paired)} rounds of ours / that round's best reference "
           f"{paired[len(paired) // 2]:.2f} (range {paired[0]:.2f}-{paired[-1]:.2f})")
-    print(f"load average during the run: {os.getloadavg()[0]:.2f} on {cores} cores "
-          "(above the core count, other processes shared the CPUs and the numbers are noisy)")
+    print(load_note())
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workloads"))
 
-from bare_timing import bare_rates  # noqa: E402
+from bare_timing import bare_rates, load_note  # noqa: E402
 
 #: The variables this machine sets to handicap OpenBLAS; removed only in the clean reference's environment.
 HANDICAP = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -198,8 +198,7 @@ def main() -> None:
           "(goal >= 0.9)")
     print(f"fastest single sample: ours {ours_fast:.1f}, best reference {ref_fast} {best[ref_fast][1]:.1f}, "
           f"ratio {ours_fast / best[ref_fast][1]:.2f}")
-    print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
-          "(above the core count, other processes shared the CPUs and the numbers are noisy)")
+    print(load_note())
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workloads"))
 
 import torch  # noqa: E402
 
+from bare_timing import load_note  # noqa: E402
 from cardeval_workloads.suite import _training, train  # noqa: E402
 
 HANDICAP = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -152,8 +153,7 @@ def main() -> None:
     median = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1:][:2]) / 2
     print(f"median ours/bare over {len(rounds)} rounds {median:.3f} (range {ratios[0]:.3f}-{ratios[-1]:.3f}; "
           f"goal >= 0.97); final weights ours vs bare: max |diff| {diff:.3g}")
-    print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
-          "(above the core count, other processes shared the CPUs and the numbers are noisy)")
+    print(load_note())
     print(json.dumps({"bench": "train_vs_bare", "unit": "samples/s", "threads": args.threads, "batch": batch,
                       "epochs": args.epochs, "rounds": rounds, "ratio": round(median, 4),
                       "weights_max_diff": diff, "goal": 0.97}))
