@@ -16,7 +16,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends g++ openmpi-bin
  && rm -rf /var/lib/apt/lists/*
 RUN pip install ${TORCH_INDEX:+--index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple} \
       "torch==${TORCH_VERSION}" "numpy==2.4.6" "nvidia-ml-py==13.615.71" "pydantic==2.14.4" \
-      "grpcio==1.85.3" "protobuf==7.36.2" "ninja==1.13.2" "scikit-learn==1.9.1"
+      "grpcio==1.85.3" "protobuf==7.36.2" "ninja==1.13.2" "scikit-learn==1.9.1" \
+      "onnx==1.23.2" "onnxruntime-gpu==1.31.1"
 WORKDIR /opt/cardeval
 COPY workloads/cardeval_workloads/ /opt/cardeval/cardeval_workloads/
 ENV PYTHONPATH=/opt/cardeval

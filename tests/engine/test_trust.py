@@ -390,3 +390,20 @@ def test_json_document_has_every_clause_with_thresholds_and_measurements():
     assert clause["thresholds"]["min_gbps"] == {"value": 600.0, "standard": 600.0, "source": "catalog",
                                                 "change": "same"}
     assert clause["measurements"]["memory.bandwidth_gbps"]["value"] == 900.0
+
+
+def test_an_inference_engine_that_fell_back_to_the_cpu_is_an_error_never_a_pass():
+    """On a card, an ONNX Runtime session on the CPU provider did not infer on the card (6.3.3.b)."""
+    cards = [gpu(0), gpu(1)]
+
+    def infer_run(completed):
+        checks = [c for d in cards for c in (
+            check("infer.engine.completed", completed, device=d.index,
+                  detail="the engine ran on the CPU provider, not the card" if completed is None else ""),
+            check("infer.engine.reached_target", True, device=d.index))]
+        return {"infer": WorkloadRun("infer", envelope=envelope("infer", checks=checks, devices=cards))}
+
+    by_id, _, _ = _judge("['6.3.3.b']", infer_run(None), card_type="inference")
+    assert by_id["6.3.3.b"].verdict == Verdict.ERROR and "CPU provider" in by_id["6.3.3.b"].reason
+    by_id, _, _ = _judge("['6.3.3.b']", infer_run(True), card_type="inference")
+    assert by_id["6.3.3.b"].verdict == Verdict.PASS

@@ -1,0 +1,109 @@
+"""The ``infer`` workload: the digits CNN trained on the card, then inferred by PyTorch and by ONNX Runtime.
+
+Real runs on the CPU stand-in (one thread): the checks pass on the real model
+and each fails through its hook (scrambled weights in one path leave the other
+passing; a sleep in every other pass makes the pass times fluctuate); the
+engine judges 6.3.3.a/b, 6.3.4.a and 6.3.5.1–4 on the envelope. Power comes
+from a constant source so that 6.3.5.3–4 have a figure.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+
+from cardeval.api.models import Verdict
+from cardeval.engine.catalog import BY_ID
+from cardeval.engine.facts import NodeFacts, WorkloadRun
+from cardeval.engine.judge import judge_clause
+from cardeval.engine.rules import JudgeContext
+from cardeval_workloads.envelope import Envelope
+from cardeval_workloads.harness import power
+from cardeval_workloads.suite import _training, infer
+
+WATTS = 30.0
+
+
+class ConstantWatts(power.Source):
+    name = "constant"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.power_reason = None
+
+    def read(self) -> power.Reading:
+        return power.Reading(time.perf_counter(), watts=WATTS)
+
+
+@pytest.fixture
+def constant_power(monkeypatch):
+    monkeypatch.setitem(power.SOURCES, "cpu", [lambda accel, index: ConstantWatts()])
+
+
+def check(env: Envelope, name: str):
+    (found,) = env.checks_named(name)
+    return found
+
+
+def judge(clause_id: str, env: Envelope, **thresholds: float):
+    clause = BY_ID[clause_id]
+    ctx = JudgeContext(clause=clause, node=NodeFacts("n1"), runs={"infer": WorkloadRun("infer", envelope=env)},
+                       thresholds={**clause.thresholds, **thresholds}, mode="local", cards_per_node=0,
+                       nodes_in_evaluation=1)
+    return judge_clause(clause, ctx, None, {})
+
+
+@pytest.mark.slow
+def test_the_trained_model_infers_at_target_in_the_framework_and_the_engine(constant_power, run_quick):
+    env = run_quick("infer")
+    for name in infer.CHECKS:
+        assert check(env, name).ok is True, (name, check(env, name).detail)
+    engine = check(env, "infer.engine.completed").detail
+    assert "ONNX Runtime" in engine and "on CPUExecutionProvider" in engine and "weights inside" in engine
+    assert "450 held-out images" in check(env, "infer.framework.completed").detail
+    assert check(env, "infer.engine.reached_target").expected == _training.DEFAULT_TARGET
+    (agreement,) = env.metrics_named("infer.engine.agreement")
+    assert agreement.value > 0.99  # the same model, converted
+    (passes,) = env.metrics_named("infer.pass_s")
+    assert passes.stats.n == 10
+    (cv,) = env.metrics_named("infer.stability.cv_pct")
+    assert cv.value == pytest.approx(passes.stats.stdev / passes.stats.mean * 100)
+    (rate,) = env.metrics_named("infer.throughput")
+    assert rate.value == pytest.approx(statistics.median(450 / s for s in passes.stats.samples))
+    (latency,) = env.metrics_named("infer.latency_ms")
+    assert latency.labels["requests"] == "1024" and latency.labels["batch"] == "1"
+    assert 0 < latency.value <= float(latency.labels["p90"]) <= float(latency.labels["p99"])
+    assert env.metrics_named("infer.power_w")[0].value == pytest.approx(WATTS)
+    assert float(env.metrics_named("infer.efficiency_tflops_per_w")[0].labels["flops_per_sample"]) > 0
+    for clause_id in ("6.3.3.a", "6.3.3.b", "6.3.5.1", "6.3.5.2", "6.3.5.3", "6.3.5.4"):
+        result = judge(clause_id, env)
+        assert result.verdict == Verdict.PASS, (clause_id, result.reason)
+    # 6.3.4.a: the fluctuation against the bound, whichever side of it this host's noise falls
+    assert judge("6.3.4.a", env, max_cv_pct=cv.value + 1).verdict == Verdict.PASS
+    assert judge("6.3.4.a", env, max_cv_pct=cv.value / 2).verdict == Verdict.FAIL
+
+
+@pytest.mark.slow
+def test_scrambled_engine_weights_fail_the_engine_only_and_jitter_fails_the_stability(run_quick):
+    env = run_quick("infer", "corrupt=engine", "jitter=true", "passes=6", "requests=64")
+    assert check(env, "infer.framework.reached_target").ok is True
+    missed = check(env, "infer.engine.reached_target")
+    assert missed.ok is False and missed.observed < 0.5 and "corrupt=engine test hook" in missed.detail
+    assert judge("6.3.3.a", env).verdict == Verdict.PASS and judge("6.3.3.b", env).verdict == Verdict.FAIL
+    (cv,) = env.metrics_named("infer.stability.cv_pct")
+    assert cv.value > 20  # 30 ms slept in every other pass of a few ms
+    assert judge("6.3.4.a", env).verdict == Verdict.FAIL
+
+
+@pytest.mark.slow
+def test_scrambled_framework_weights_miss_the_target_everywhere_it_is_read(run_quick):
+    env = run_quick("infer", "corrupt=framework", "passes=2", "requests=64")
+    assert check(env, "infer.framework.reached_target").ok is False
+    assert check(env, "infer.stability.reached_target").ok is False
+    assert check(env, "infer.engine.reached_target").ok is True  # the engine converted the real model
+    (latency,) = env.metrics_named("infer.latency_ms")
+    assert latency.value is None and "missed the target" in latency.unavailable
+    assert judge("6.3.3.a", env).verdict == Verdict.WARN  # a should clause
+    assert judge("6.3.4.a", env).verdict == Verdict.FAIL

@@ -1,0 +1,357 @@
+"""``infer``: a model the product trains runs inference at its target, in the framework and in an engine.
+
+Serves 6.3.3.a (8.4.3.1: the framework — PyTorch — infers the whole test set
+at the target accuracy), 6.3.3.b (8.4.3.2: the model converted for an
+inference engine — exported to ONNX with its weights inside, run by ONNX
+Runtime — infers it at the target), 6.3.4.a (8.4.4.1: repeated full passes,
+each timed, the target reached every time, their fluctuation bounded) and the
+metrics 6.3.5.1–6.3.5.4 (8.4.5.2 h–l).
+
+The model is :mod:`._training`'s digits CNN, trained on the card to
+``--param target`` (default 0.97, this product's default for the digits case;
+the catalog passes ``min_accuracy``) before anything is timed; the test set
+is the case's held-out validation split (450 images, never trained on). A
+model that could not be trained to the target is reported, and every
+to-target check then fails on it.
+
+Per card:
+
+* ``infer.framework.completed`` / ``reached_target`` — ``passes`` full passes
+  (eval mode, batches of ``batch``), every sample's prediction recorded;
+  completed: every output finite; reached: every pass's accuracy ≥ target.
+* ``infer.engine.completed`` / ``reached_target`` — the same test set through
+  ONNX Runtime. The provider is the card's (CUDA where the card is CUDA-like,
+  else the CPU provider for the CPU stand-in) and the one the session actually
+  uses is reported; on a card, a session that runs on the CPU provider leaves
+  ``completed`` undetermined with the reason (the catalog makes that an
+  ``Error``: the card was not what inferred), as is an engine that is not installed.
+* ``infer.stability.reached_target`` and ``infer.stability.cv_pct`` — the
+  framework passes' accuracy every time, and the coefficient of variation of
+  their times (stdev / mean, %); each pass's seconds are ``infer.pass_s``'s ``stats.samples``.
+* ``infer.throughput`` — test-set samples per second of a pass (8.4.5.2 h 1),
+  over the passes with the repeat rule (l); ``infer.latency_ms`` — batch 1,
+  ``requests`` requests (default 1024) in dataset order, each from the sample
+  on the host to its class on the host (copy in, forward, copy out, argmax;
+  6.3.5.1's t2 − t1 and seed 002's pre/post-processing included): the median,
+  with the mean and p90/p99 as labels, unavailable when those requests' accuracy
+  missed the target (h 2 asks for it); ``infer.power_w`` — mean power over the
+  passes (the shared sampler); ``infer.efficiency_tflops_per_w`` — FLOPs of a
+  sample's forward (``torch.utils.flop_counter``) × samples / time / power.
+* Shown: ``infer.accuracy`` (label ``path``: framework or engine),
+  ``infer.engine.agreement`` (share of samples where the engine's class equals
+  the framework's), ``infer.model_accuracy`` (what training reached).
+
+Test hooks (each fails its check through the real code path):
+``corrupt=framework|engine`` scrambles that path's weights (a seeded
+permutation), so its accuracy falls; ``jitter=true`` sleeps :data:`JITTER_S`
+inside every other pass, so the pass times fluctuate.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cardeval_workloads.envelope import Stats
+from cardeval_workloads.harness import power
+from cardeval_workloads.harness.context import RunContext
+from cardeval_workloads.harness.params import Param, str_list
+from cardeval_workloads.harness.profiles import merged
+
+from . import _training
+
+NAME = "infer"
+TOPOLOGY = "card"
+
+PATHS = ("framework", "engine")
+CHECKS = ("infer.framework.completed", "infer.framework.reached_target", "infer.engine.completed",
+          "infer.engine.reached_target", "infer.stability.reached_target")
+METRICS = ("infer.stability.cv_pct", "infer.latency_ms", "infer.throughput", "infer.power_w",
+           "infer.efficiency_tflops_per_w")
+SHOWN = ("infer.accuracy", "infer.engine.agreement", "infer.model_accuracy", "infer.pass_s")
+
+PARAMS = {
+    "target": Param(float, None, f"test-set accuracy to reach (default {_training.DEFAULT_TARGET}, "
+                    f"{_training.DEFAULT_TARGET_SOURCE})"),
+    "passes": Param(int, None, "full passes over the test set instead of the profile's"),
+    "requests": Param(int, None, "batch-1 latency requests instead of the profile's"),
+    "threads": Param(int, None, "torch CPU threads on the CPU (default 1: see _training.cpu_threads)"),
+    "corrupt": Param(str_list, None, "TEST HOOK: scramble the weights of these paths (framework,engine)",
+                     choices=PATHS),
+    "jitter": Param(bool, False, "TEST HOOK: sleep 30 ms inside every other pass"),
+}
+
+_SIZES = dict(batch=64, lr=2e-3, max_epochs=30)
+PROFILES = {
+    "quick": {"cpu": dict(passes=10, requests=1024, **_SIZES), "accelerator": dict(passes=10, requests=1024, **_SIZES)},
+    "standard": {"cpu": dict(passes=20, requests=1024, **_SIZES),
+                 "accelerator": dict(passes=20, requests=1024, **_SIZES)},
+    "full": {"cpu": dict(passes=50, requests=4096, **_SIZES), "accelerator": dict(passes=50, requests=4096, **_SIZES)},
+}
+
+#: The ``jitter`` test hook's sleep inside every other pass.
+JITTER_S = 0.03
+#: Passes before the timed ones (a first call's allocations and kernel selection are not inference).
+WARM_UP_PASSES = 1
+
+
+@dataclass
+class Pass:
+    seconds: float
+    accuracy: float
+    finite: bool
+    predictions: torch.Tensor = field(repr=False)
+
+
+def run(ctx: RunContext) -> None:
+    _training.cpu_threads(ctx)
+    data = _training.digits()
+    ctx.per_device(lambda index: _card(ctx, index, data))
+
+
+def _card(ctx: RunContext, index: int, data: _training.Case) -> None:
+    ctx.out.device(ctx.identity(index))
+    cfg = merged(ctx.sizes, ctx.params, "passes", "requests")
+    target, source = _training.target_of(ctx.params)
+    device = ctx.accel.device(index)
+    sync = lambda: ctx.accel.synchronize(index)  # noqa: E731 - a short callback
+    corrupt = set(ctx.params.get("corrupt") or ())
+    trained = _training.train(_training.Run(
+        data=data, device=device, precision=_training.Precision("fp32", device.type), target=target,
+        max_epochs=int(cfg["max_epochs"]), batch=int(cfg["batch"]), lr=float(cfg["lr"]), seed=_training.SPLIT_SEED,
+        synchronize=sync))
+    ctx.log.info("model for inference: %s", trained.outcome.summary())
+    module = trained.module.eval()
+    threads = "" if ctx.accel.is_accelerator else f", {torch.get_num_threads()} CPU threads"
+    where = (f"{data.describe()} trained here to {trained.outcome.accuracy:.4f} ({trained.outcome.epochs} epochs); "
+             f"test set: the {len(data.y_val)} held-out images ({data.split}); target {target:g} ({source}); on "
+             f"{ctx.accel.describe(index)}{threads}")
+    framework = _scrambled(module) if "framework" in corrupt else module
+    xv, yv = data.x_val, data.y_val
+    batch = int(cfg["batch"])
+    with power.sampling(ctx, [index]) as sampler:
+        for _ in range(WARM_UP_PASSES):
+            _pass(framework, xv, yv, batch, device, sync, jitter=False)
+        start = sampler.mark()
+        passes = [_pass(framework, xv, yv, batch, device, sync, jitter=bool(ctx.params.get("jitter")) and i % 2 == 1)
+                  for i in range(int(cfg["passes"]))]
+        window = sampler.window(start, sampler.mark(), index)
+        latencies, latency_accuracy = _latency(framework, xv, yv, int(cfg["requests"]), device, sync)
+    out = ctx.out
+    out.metric("infer.model_accuracy", trained.outcome.accuracy, "fraction", device=index,
+               labels={"epochs": str(trained.outcome.epochs), "reached": str(trained.outcome.reached).lower()})
+    note = _hooks_note(ctx, "framework")
+    _report_framework(ctx, index, passes, target, where + note)
+    _report_stability(ctx, index, passes, target, where + note)
+    _report_performance(ctx, index, passes, window, sampler.power_reason(index), latencies, latency_accuracy,
+                        target, _flops_per_sample(framework, xv[:1], device), len(yv))
+    engine_model = _scrambled(module) if "engine" in corrupt else module
+    _report_engine(ctx, index, engine_model, xv, yv, batch, target, passes[0].predictions,
+                   where + _hooks_note(ctx, "engine"))
+
+
+def _hooks_note(ctx: RunContext, path: str) -> str:
+    used = []
+    if path in set(ctx.params.get("corrupt") or ()):
+        used.append(f"corrupt={path}")
+    if path == "framework" and ctx.params.get("jitter"):
+        used.append("jitter")
+    return f" [{', '.join(used)} test hook: on purpose]" if used else ""
+
+
+def _scrambled(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy whose every weight tensor is permuted (seeded): the same shapes and values, no knowledge left."""
+    import copy
+
+    other = copy.deepcopy(module)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in other.parameters():
+            flat = p.view(-1)
+            flat.copy_(flat[torch.randperm(flat.numel(), generator=g).to(flat.device)])
+    return other.eval()
+
+
+def _pass(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, device: torch.device,
+          sync: Any, jitter: bool) -> Pass:
+    """One full pass, from the host images to the host predictions (copies in and out timed)."""
+    sync()
+    t0 = time.perf_counter()
+    predictions = []
+    finite = True
+    with torch.no_grad():
+        for i in range(0, len(y), batch):
+            logits = module(x[i:i + batch].to(device))
+            finite = finite and bool(torch.isfinite(logits).all())
+            predictions.append(logits.argmax(dim=1).cpu())
+    if jitter:
+        time.sleep(JITTER_S)
+    sync()
+    seconds = time.perf_counter() - t0
+    predicted = torch.cat(predictions)
+    return Pass(seconds, float((predicted == y).float().mean()), finite, predicted)
+
+
+def _latency(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, requests: int, device: torch.device,
+             sync: Any) -> tuple[list[float], float]:
+    """``requests`` batch-1 requests in dataset order (wrapping round): each one's milliseconds, and the accuracy."""
+    times, right = [], 0
+    with torch.no_grad():
+        for r in range(requests):
+            i = r % len(y)
+            sync()
+            t1 = time.perf_counter()
+            label = int(module(x[i:i + 1].to(device)).argmax(dim=1).cpu())
+            t2 = time.perf_counter()
+            times.append((t2 - t1) * 1e3)
+            right += label == int(y[i])
+    return times, right / requests
+
+
+def _flops_per_sample(module: torch.nn.Module, sample: torch.Tensor, device: torch.device) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(sample.to(device))
+    return float(counter.get_total_flops())
+
+
+def _report_framework(ctx: RunContext, index: int, passes: list[Pass], target: float, where: str) -> None:
+    out = ctx.out
+    broken = [i for i, p in enumerate(passes) if not p.finite]
+    out.check("infer.framework.completed", not broken,
+              (f"pass(es) {broken} gave non-finite outputs" if broken else
+               f"{len(passes)} full passes over the test set ended with finite outputs for every sample")
+              + f" (PyTorch {torch.__version__}, eval mode; {where})",
+              observed=len(passes) - len(broken), expected=len(passes), device=index)
+    worst = min(p.accuracy for p in passes)
+    out.check("infer.framework.reached_target", worst >= target,
+              f"accuracy {worst:.4f} in the worst of {len(passes)} passes against target {target:g} ({where})",
+              observed=round(worst, 6), expected=target, device=index)
+    out.metric("infer.accuracy", passes[0].accuracy, "fraction", device=index,
+               labels={"path": "framework", "target": f"{target:g}"})
+
+
+def _report_stability(ctx: RunContext, index: int, passes: list[Pass], target: float, where: str) -> None:
+    out = ctx.out
+    missed = [i for i, p in enumerate(passes) if p.accuracy < target]
+    out.check("infer.stability.reached_target", not missed,
+              (f"pass(es) {missed} missed the target" if missed else f"every one of {len(passes)} passes reached "
+               "the target") + f": accuracies {sorted({round(p.accuracy, 4) for p in passes})} ({where})",
+              observed=round(min(p.accuracy for p in passes), 6), expected=target, device=index)
+    seconds = [p.seconds for p in passes]
+    if len(seconds) < 2:
+        out.metric("infer.stability.cv_pct", None, "%", device=index, unavailable="a fluctuation needs two passes")
+        return
+    stats = Stats.of(seconds)
+    out.metric("infer.pass_s", stats.median, "s", device=index, stats=stats,
+               labels={"timed": "each full pass over the test set", "warm_up_passes": str(WARM_UP_PASSES)})
+    out.metric("infer.stability.cv_pct", stats.stdev / stats.mean * 100, "%", device=index,
+               labels={"passes": str(len(seconds)), "formula": "stdev / mean of the pass times (infer.pass_s)"})
+
+
+def _report_performance(ctx: RunContext, index: int, passes: list[Pass], window: power.Window,
+                        power_reason: str | None, latencies: list[float], latency_accuracy: float, target: float,
+                        flops_per_sample: float, samples: int) -> None:
+    out = ctx.out
+    rates = [samples / p.seconds for p in passes]
+    out.metric("infer.throughput", statistics.median(rates), "samples/s", device=index, stats=Stats.of(rates),
+               labels={"passes": str(len(passes)), "timed": "a full pass, host images to host predictions"})
+    ordered = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+    if latency_accuracy < target:
+        out.metric("infer.latency_ms", None, "ms", device=index,
+                   unavailable=f"the batch-1 requests' accuracy {latency_accuracy:.4f} missed the target {target:g}")
+    else:
+        out.metric("infer.latency_ms", statistics.median(latencies), "ms", device=index,
+                   labels={"requests": str(len(latencies)), "batch": "1", "mean": f"{statistics.fmean(latencies):.4g}",
+                           "p90": f"{pct(0.9):.4g}", "p99": f"{pct(0.99):.4g}", "max": f"{ordered[-1]:.4g}",
+                           "accuracy": f"{latency_accuracy:.4f}",
+                           "timed": "sample on the host to its class on the host (copy in, forward, copy out, argmax)"})
+    if window.avg_w is None:
+        why = window.reason or power_reason or "no power reading"
+        out.metric("infer.power_w", None, "W", device=index, unavailable=why)
+        out.metric("infer.efficiency_tflops_per_w", None, "TFLOPS/W", device=index, unavailable=why)
+        return
+    out.metric("infer.power_w", window.avg_w, "W", device=index, labels={"method": window.method[:120]})
+    seconds = sum(p.seconds for p in passes)
+    efficiency = flops_per_sample * samples * len(passes) / seconds / 1e12 / window.avg_w
+    out.metric("infer.efficiency_tflops_per_w", efficiency, "TFLOPS/W", device=index,
+               labels={"flops_per_sample": f"{flops_per_sample:.4g}",
+                       "counter": "torch.utils.flop_counter.FlopCounterMode"})
+
+
+def _providers(ctx: RunContext, index: int) -> list[Any]:
+    """The ONNX Runtime providers for this card, best first (the CPU provider for the CPU stand-in)."""
+    if ctx.accel.is_accelerator and ctx.accel.device(index).type == "cuda":
+        device_id = ctx.accel.device(index).index or 0
+        return [("TensorrtExecutionProvider", {"device_id": device_id}),
+                ("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _report_engine(ctx: RunContext, index: int, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   batch: int, target: float, framework_predictions: torch.Tensor, where: str) -> None:
+    out = ctx.out
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        why = f"ONNX Runtime is not installed here ({exc})"
+        out.check("infer.engine.completed", None, why, device=index)
+        out.check("infer.engine.reached_target", None, why, device=index)
+        return
+    with tempfile.TemporaryDirectory(prefix="cardeval-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        cpu_model = _on_cpu(module)
+        torch.onnx.export(cpu_model, (x[:1],), str(path), input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        options = ort.SessionOptions()
+        if not ctx.accel.is_accelerator:
+            options.intra_op_num_threads = torch.get_num_threads()
+        available = ort.get_available_providers()
+        wanted = [p for p in _providers(ctx, index) if (p if isinstance(p, str) else p[0]) in available]
+        session = ort.InferenceSession(str(path), options, providers=wanted)
+        used = session.get_providers()[0]
+        nbytes = path.stat().st_size
+        logits = [session.run(None, {"image": x[i:i + batch].numpy()})[0] for i in range(0, len(y), batch)]
+    import numpy as np
+
+    stacked = np.concatenate(logits)
+    predicted = torch.from_numpy(stacked.argmax(axis=1))
+    accuracy = float((predicted == y).float().mean())
+    agreement = float((predicted == framework_predictions).float().mean())
+    engine = (f"ONNX Runtime {ort.__version__} on {used} (available: {', '.join(available)}); the model exported "
+              f"by torch.onnx (TorchScript exporter, weights inside, {nbytes} bytes, dynamic batch)")
+    finite = bool(np.isfinite(stacked).all())
+    if ctx.accel.is_accelerator and used == "CPUExecutionProvider":
+        out.check("infer.engine.completed", None,
+                  f"the engine ran on the CPU provider, not the card: {engine} ({where})", device=index)
+    else:
+        out.check("infer.engine.completed", finite,
+                  f"{'every' if finite else 'not every'} test sample inferred with a finite output by {engine} "
+                  f"({where})", observed=len(y), expected=len(y), device=index)
+    out.check("infer.engine.reached_target", accuracy >= target,
+              f"accuracy {accuracy:.4f} against target {target:g}; {agreement:.4f} of the classes equal the "
+              f"framework's; {engine} ({where})", observed=round(accuracy, 6), expected=target, device=index)
+    out.metric("infer.accuracy", accuracy, "fraction", device=index,
+               labels={"path": "engine", "target": f"{target:g}", "provider": used})
+    out.metric("infer.engine.agreement", agreement, "fraction", device=index,
+               labels={"formula": "share of samples whose engine class equals the framework's"})
+
+
+def _on_cpu(module: torch.nn.Module) -> torch.nn.Module:
+    """The module's weights on the host, for the exporter (the session places them where it runs)."""
+    import copy
+
+    return copy.deepcopy(module).cpu().eval()
