@@ -590,8 +590,15 @@ INFERENCE_CLAUSES = [
     Clause(id="6.3.3.g", title="A model trained on another vendor's card, converted, reaches its accuracy",
            text="应支持部署运行经过模型格式转化的由不同厂商生产的加速卡所训练生成的模型", level="shall",
            card_types=INFERENCE, method="8.4.3.4", topology=Topology.CARD,
-           rule=ChecksAll(("infer_cross_vendor.completed", "infer_cross_vendor.reached_target")),
-           workloads=("infer-cross-vendor",)),
+           rule=ChecksAll(("infer_cross_vendor.completed", "infer_cross_vendor.reached_target"),
+                          unknown=Outcome.ERROR),
+           workloads=("infer-cross-vendor",), thresholds={"max_accuracy_drop": 0.01},
+           params={"max_accuracy_drop": ToWorkload("max_accuracy_drop")},
+           note="the model the repository ships (the digits CNN trained on another device, an AMD EPYC host CPU, "
+                "exported to ONNX with its model card: device, seed, epochs, dataset, split, accuracy, SHA-256, "
+                "the command that regenerates it), run by ONNX Runtime on the card over the held-out set; "
+                "max_accuracy_drop (this product's default) is how far below the card's accuracy it may land; "
+                "on a card, a session on the CPU provider is an Error"),
     Clause(id="6.3.4.a", title="Latency stays stable over repeated full passes",
            text="推理过程稳定运行，同一个模型连续多次推理的推理时延波动应相当", level="shall", card_types=INFERENCE,
            method="8.4.4.1", topology=Topology.CARD,

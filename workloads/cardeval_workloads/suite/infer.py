@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cardeval_workloads.envelope import Stats
@@ -65,7 +66,7 @@ from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param, str_list
 from cardeval_workloads.harness.profiles import merged
 
-from . import _training
+from . import _onnx, _training
 
 NAME = "infer"
 TOPOLOGY = "card"
@@ -292,60 +293,40 @@ def _report_performance(ctx: RunContext, index: int, passes: list[Pass], window:
                        "counter": "torch.utils.flop_counter.FlopCounterMode"})
 
 
-def _providers(ctx: RunContext, index: int) -> list[Any]:
-    """The ONNX Runtime providers for this card, best first (the CPU provider for the CPU stand-in)."""
-    if ctx.accel.is_accelerator and ctx.accel.device(index).type == "cuda":
-        device_id = ctx.accel.device(index).index or 0
-        return [("TensorrtExecutionProvider", {"device_id": device_id}),
-                ("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
 def _report_engine(ctx: RunContext, index: int, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                    batch: int, target: float, framework_predictions: torch.Tensor, where: str) -> None:
     out = ctx.out
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        why = f"ONNX Runtime is not installed here ({exc})"
-        out.check("infer.engine.completed", None, why, device=index)
-        out.check("infer.engine.reached_target", None, why, device=index)
-        return
     with tempfile.TemporaryDirectory(prefix="cardeval-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
-        cpu_model = _on_cpu(module)
-        torch.onnx.export(cpu_model, (x[:1],), str(path), input_names=["image"], output_names=["logits"],
+        torch.onnx.export(_on_cpu(module), (x[:1],), str(path), input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-        options = ort.SessionOptions()
-        if not ctx.accel.is_accelerator:
-            options.intra_op_num_threads = torch.get_num_threads()
-        available = ort.get_available_providers()
-        wanted = [p for p in _providers(ctx, index) if (p if isinstance(p, str) else p[0]) in available]
-        session = ort.InferenceSession(str(path), options, providers=wanted)
-        used = session.get_providers()[0]
         nbytes = path.stat().st_size
-        logits = [session.run(None, {"image": x[i:i + batch].numpy()})[0] for i in range(0, len(y), batch)]
-    import numpy as np
-
-    stacked = np.concatenate(logits)
-    predicted = torch.from_numpy(stacked.argmax(axis=1))
+        try:
+            engine = _onnx.open_engine(str(path), ctx.accel, index)
+        except ImportError as exc:
+            why = f"ONNX Runtime is not installed here ({exc})"
+            out.check("infer.engine.completed", None, why, device=index)
+            out.check("infer.engine.reached_target", None, why, device=index)
+            return
+        logits = engine.logits(x, batch)
+    predicted = torch.from_numpy(logits.argmax(axis=1))
     accuracy = float((predicted == y).float().mean())
     agreement = float((predicted == framework_predictions).float().mean())
-    engine = (f"ONNX Runtime {ort.__version__} on {used} (available: {', '.join(available)}); the model exported "
-              f"by torch.onnx (TorchScript exporter, weights inside, {nbytes} bytes, dynamic batch)")
-    finite = bool(np.isfinite(stacked).all())
-    if ctx.accel.is_accelerator and used == "CPUExecutionProvider":
+    described = (f"{engine.describe()}; the model exported by torch.onnx (TorchScript exporter, weights inside, "
+                 f"{nbytes} bytes, dynamic batch)")
+    finite = bool(np.isfinite(logits).all())
+    if ctx.accel.is_accelerator and not engine.on_card():
         out.check("infer.engine.completed", None,
-                  f"the engine ran on the CPU provider, not the card: {engine} ({where})", device=index)
+                  f"the engine ran on the CPU provider, not the card: {described} ({where})", device=index)
     else:
         out.check("infer.engine.completed", finite,
-                  f"{'every' if finite else 'not every'} test sample inferred with a finite output by {engine} "
+                  f"{'every' if finite else 'not every'} test sample inferred with a finite output by {described} "
                   f"({where})", observed=len(y), expected=len(y), device=index)
     out.check("infer.engine.reached_target", accuracy >= target,
               f"accuracy {accuracy:.4f} against target {target:g}; {agreement:.4f} of the classes equal the "
-              f"framework's; {engine} ({where})", observed=round(accuracy, 6), expected=target, device=index)
+              f"framework's; {described} ({where})", observed=round(accuracy, 6), expected=target, device=index)
     out.metric("infer.accuracy", accuracy, "fraction", device=index,
-               labels={"path": "engine", "target": f"{target:g}", "provider": used})
+               labels={"path": "engine", "target": f"{target:g}", "provider": engine.provider})
     out.metric("infer.engine.agreement", agreement, "fraction", device=index,
                labels={"formula": "share of samples whose engine class equals the framework's"})
 
