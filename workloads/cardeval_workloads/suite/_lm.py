@@ -293,7 +293,13 @@ def training_tokens(run: Run) -> torch.Tensor:
     return flat[torch.randperm(len(flat), generator=g)].reshape(tokens.shape)
 
 
-def train(run: Run) -> Outcome:
+@dataclass
+class Trained:
+    outcome: Outcome
+    module: TinyLM
+
+
+def train(run: Run) -> Trained:
     """Train to ``run.target_perplexity`` or ``run.max_epochs``; the corpus and the model come before t1."""
     module = model(run.seed).to(run.device)
     opt = torch.optim.Adam(module.parameters(), lr=run.lr)
@@ -347,4 +353,4 @@ def train(run: Run) -> Outcome:
     run.synchronize()
     out.train_s = time.perf_counter() - t1
     out.first_losses = [float(v) for v in torch.stack(first).cpu()] if first else []
-    return out
+    return Trained(out, module.eval())

@@ -112,7 +112,8 @@ def _card(ctx: RunContext, index: int, corpus: _lm.Corpus, baseline: list[float]
             corpus=corpus, device=device, target_perplexity=target, max_epochs=int(cfg["max_epochs"]),
             batch=int(cfg["batch"]), lr=float(cfg["lr"]), seed=_lm.SOURCE_SEED + r,
             synchronize=lambda: ctx.accel.synchronize(index),
-            corrupt_tokens=bool(ctx.params.get("corrupt_tokens")), inject_nan=bool(ctx.params.get("inject_nan")))))
+            corrupt_tokens=bool(ctx.params.get("corrupt_tokens")),
+            inject_nan=bool(ctx.params.get("inject_nan")))).outcome)
         ctx.log.info("run %d: %s", r, outcomes[-1].summary())
     threads = "" if ctx.accel.is_accelerator else f", {torch.get_num_threads()} CPU threads"
     where = (f"{corpus.describe()}, {corpus.split}; target perplexity {target:.4f} = {ratio:g} x the source's "
