@@ -2,7 +2,7 @@
 
 Real runs on the CPU stand-in (one thread): the checks pass on the real model
 and each fails through its hook (scrambled weights in one path leave the other
-passing; a sleep in every other pass makes the pass times fluctuate); the
+passing; a sleep in every other timed sample makes the pass times fluctuate); the
 engine judges 6.3.3.a/b, 6.3.4.a and 6.3.5.1–4 on the envelope. Power comes
 from a constant source so that 6.3.5.3–4 have a figure.
 """
@@ -77,9 +77,12 @@ def test_the_trained_model_infers_at_target_in_the_framework_and_the_engine(cons
     assert 0 < latency.value <= float(latency.labels["p90"]) <= float(latency.labels["p99"])
     assert env.metrics_named("infer.power_w")[0].value == pytest.approx(WATTS)
     assert float(env.metrics_named("infer.efficiency_tflops_per_w")[0].labels["flops_per_sample"]) > 0
-    for clause_id in ("6.3.3.a", "6.3.3.b", "6.3.5.1", "6.3.5.2", "6.3.5.3", "6.3.5.4"):
+    for clause_id in ("6.3.3.a", "6.3.3.b", "6.3.5.3", "6.3.5.4"):
         result = judge(clause_id, env)
         assert result.verdict == Verdict.PASS, (clause_id, result.reason)
+    for clause_id in ("6.3.5.1", "6.3.5.2"):  # their language-model half is test_infer_lm's
+        result = judge(clause_id, env)
+        assert result.verdict == Verdict.NOT_RUN and "infer-lm" in result.reason, (clause_id, result.reason)
     # 6.3.4.a: the fluctuation against the bound, whichever side of it this host's noise falls
     assert judge("6.3.4.a", env, max_cv_pct=cv.value + 1).verdict == Verdict.PASS
     assert judge("6.3.4.a", env, max_cv_pct=cv.value / 2).verdict == Verdict.FAIL
@@ -93,7 +96,7 @@ def test_scrambled_engine_weights_fail_the_engine_only_and_jitter_fails_the_stab
     assert missed.ok is False and missed.observed < 0.5 and "corrupt=engine test hook" in missed.detail
     assert judge("6.3.3.a", env).verdict == Verdict.PASS and judge("6.3.3.b", env).verdict == Verdict.FAIL
     (cv,) = env.metrics_named("infer.stability.cv_pct")
-    assert cv.value > 20  # 30 ms slept in every other pass of a few ms
+    assert cv.value > 20  # every other sample slept as long as it ran
     assert judge("6.3.4.a", env).verdict == Verdict.FAIL
 
 
