@@ -1,4 +1,4 @@
-"""Running a workload for real in a test, and a ``train-lm`` run shared by the tests that judge it.
+"""Running a workload for real in a test, a power source of known wattage, and a shared ``train-lm`` run.
 
 The digits tests judge 6.2.3.a and 6.2.5.1–2 with the language case beside ``train``; one
 session-wide run serves them and the language case's own tests.
@@ -6,13 +6,37 @@ session-wide run serves them and the language case's own tests.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cardeval_workloads.envelope import Envelope, parse_envelope
-from cardeval_workloads.harness import cli
+from cardeval_workloads.harness import cli, power
+
+#: What :class:`ConstantWatts` reads.
+WATTS = 40.0
+
+
+class ConstantWatts(power.Source):
+    """A power source reading a fixed wattage (no energy counter: the sampler averages its samples)."""
+
+    name = "constant"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.power_reason = None
+
+    def read(self) -> power.Reading:
+        return power.Reading(time.perf_counter(), watts=WATTS)
+
+
+@pytest.fixture
+def constant_power(monkeypatch) -> float:
+    """The host CPU read as a constant :data:`WATTS` (the machine may have no RAPL); the wattage."""
+    monkeypatch.setitem(power.SOURCES, "cpu", [lambda accel, index: ConstantWatts()])
+    return WATTS
 
 
 def run_workload(name: str, *params: str) -> Envelope:

@@ -10,7 +10,6 @@ from a constant source so that 6.3.5.3–4 have a figure.
 from __future__ import annotations
 
 import statistics
-import time
 
 import pytest
 
@@ -20,26 +19,7 @@ from cardeval.engine.facts import NodeFacts, WorkloadRun
 from cardeval.engine.judge import judge_clause
 from cardeval.engine.rules import JudgeContext
 from cardeval_workloads.envelope import Envelope
-from cardeval_workloads.harness import power
 from cardeval_workloads.suite import _training, infer
-
-WATTS = 30.0
-
-
-class ConstantWatts(power.Source):
-    name = "constant"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.power_reason = None
-
-    def read(self) -> power.Reading:
-        return power.Reading(time.perf_counter(), watts=WATTS)
-
-
-@pytest.fixture
-def constant_power(monkeypatch):
-    monkeypatch.setitem(power.SOURCES, "cpu", [lambda accel, index: ConstantWatts()])
 
 
 def check(env: Envelope, name: str):
@@ -75,7 +55,7 @@ def test_the_trained_model_infers_at_target_in_the_framework_and_the_engine(cons
     (latency,) = env.metrics_named("infer.latency_ms")
     assert latency.labels["requests"] == "1024" and latency.labels["batch"] == "1"
     assert 0 < latency.value <= float(latency.labels["p90"]) <= float(latency.labels["p99"])
-    assert env.metrics_named("infer.power_w")[0].value == pytest.approx(WATTS)
+    assert env.metrics_named("infer.power_w")[0].value == pytest.approx(constant_power)
     assert float(env.metrics_named("infer.efficiency_tflops_per_w")[0].labels["flops_per_sample"]) > 0
     for clause_id in ("6.3.3.a", "6.3.3.b", "6.3.5.3", "6.3.5.4"):
         result = judge(clause_id, env)

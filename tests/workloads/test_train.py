@@ -11,8 +11,6 @@ have no RAPL), or from a source that cannot read, to show the reason.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from cardeval.api.models import Verdict
@@ -23,27 +21,6 @@ from cardeval.engine.rules import JudgeContext
 from cardeval_workloads.envelope import Envelope
 from cardeval_workloads.harness import power
 from cardeval_workloads.suite import _training
-
-WATTS = 40.0
-
-
-class ConstantWatts(power.Source):
-    """A power source reading a fixed wattage (no energy counter: the sampler averages its samples)."""
-
-    name = "constant"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.power_reason = None
-
-    def read(self) -> power.Reading:
-        return power.Reading(time.perf_counter(), watts=WATTS)
-
-
-@pytest.fixture
-def constant_power(monkeypatch):
-    monkeypatch.setitem(power.SOURCES, "cpu", [lambda accel, index: ConstantWatts()])
-
 
 @pytest.fixture
 def no_power(monkeypatch, tmp_path):
@@ -86,20 +63,21 @@ def test_the_digits_case_trains_to_target_in_fp32_and_amp(constant_power, lm_run
         (m,) = env.metrics_named(name)
         assert m.unit == unit and m.value is not None and m.value > 0, (name, m.unavailable)
         assert m.stats is not None and len(m.stats.samples) == 3 and "nonconverged" not in m.labels, name
-    assert env.metrics_named("train.power_w")[0].value == pytest.approx(WATTS)
+    assert env.metrics_named("train.power_w")[0].value == pytest.approx(constant_power)
     # seed 002, 7.1, over the same runs
     for name, unit in {"train.step_time_ms": "ms", "train.total_s": "s", "train.epoch_throughput": "samples/s",
                        "train.peak_power_w": "W", "train.samples_per_j": "samples/J"}.items():
         (m,) = env.metrics_named(name)
         assert m.unit == unit and m.value is not None and m.value > 0, (name, m.unavailable)
-    assert env.metrics_named("train.peak_power_w")[0].value == pytest.approx(WATTS)
+    assert env.metrics_named("train.peak_power_w")[0].value == pytest.approx(constant_power)
     step_ms = env.metrics_named("train.step_time_ms")[0].value
     epoch_rate = env.metrics_named("train.epoch_throughput")[0].value
     assert epoch_rate == pytest.approx(64 / (step_ms / 1e3), rel=0.05)  # one step's batch over its time
     assert epoch_rate > env.metrics_named("train.throughput")[0].value  # no validation passes in it
     assert env.metrics_named("train.total_s")[0].value > env.metrics_named("train.time_to_target_s")[0].value
     samples_per_j = env.metrics_named("train.samples_per_j")[0].value
-    assert samples_per_j < env.metrics_named("train.throughput")[0].value / WATTS  # energy covers validation too
+    # the run's energy covers its validation passes too
+    assert samples_per_j < env.metrics_named("train.throughput")[0].value / constant_power
     assert "not readable" in env.metrics_named("train.utilization_pct")[0].unavailable  # the constant source
     assert float(env.metrics_named("train.efficiency_tflops_per_w")[0].labels["flops_per_step"]) > 0
     accuracies = env.metrics_named("train.accuracy")
