@@ -90,3 +90,16 @@ def test_scrambled_framework_weights_miss_the_target_everywhere_it_is_read(run_q
     assert latency.value is None and "missed the target" in latency.unavailable
     assert judge("6.3.3.a", env).verdict == Verdict.WARN  # a should clause
     assert judge("6.3.4.a", env).verdict == Verdict.FAIL
+
+
+def test_a_conversion_that_fails_leaves_the_engine_undetermined_not_crashed(monkeypatch, run_quick):
+    """An exporter error is the engine check's finding (6.3.3.b reads undetermined as Error), never a crash."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter refused the graph")
+
+    monkeypatch.setattr(infer.torch.onnx, "export", broken)
+    env = run_quick("infer", "passes=1", "requests=8")
+    completed = check(env, "infer.engine.completed")
+    assert completed.ok is None and "could not be converted" in completed.detail and "refused" in completed.detail
+    assert check(env, "infer.framework.reached_target").ok is True  # the framework's evidence is unaffected
+    assert judge("6.3.3.b", env).verdict == Verdict.ERROR

@@ -105,7 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Regenerate the model 6.3.3.g deploys, on this machine's device")
     parser.add_argument("--device", default="cpu", help="the torch device to train on (cuda, cuda:1, cpu, ...)")
     parser.add_argument("--out", type=Path, default=MODELS)
-    card = regenerate(parser.parse_args().device, parser.parse_args().out)
+    args = parser.parse_args()
+    card = regenerate(args.device, args.out)
     print(json.dumps(card, indent=2))
 
 

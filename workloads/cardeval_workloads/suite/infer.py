@@ -311,15 +311,17 @@ def _report_engine(ctx: RunContext, index: int, module: torch.nn.Module, x: torc
     out = ctx.out
     with tempfile.TemporaryDirectory(prefix="cardeval-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
-        torch.onnx.export(_on_cpu(module), (x[:1],), str(path), input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-        nbytes = path.stat().st_size
         try:
+            torch.onnx.export(_on_cpu(module), (x[:1],), str(path), input_names=["image"], output_names=["logits"],
+                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+            nbytes = path.stat().st_size
             engine = _onnx.open_engine(str(path), ctx.accel, index)
         except ImportError as exc:
-            why = f"ONNX Runtime is not installed here ({exc})"
-            out.check("infer.engine.completed", None, why, device=index)
-            out.check("infer.engine.reached_target", None, why, device=index)
+            _engine_undetermined(ctx, index, f"ONNX or ONNX Runtime is not installed here ({exc})")
+            return
+        except Exception as exc:  # noqa: BLE001 - a conversion that fails is this check's finding, not a crash
+            _engine_undetermined(ctx, index, f"the model could not be converted for the engine: "
+                                             f"{type(exc).__name__}: {exc}")
             return
         logits = engine.logits(x, batch)
     predicted = torch.from_numpy(logits.argmax(axis=1))
@@ -342,6 +344,12 @@ def _report_engine(ctx: RunContext, index: int, module: torch.nn.Module, x: torc
                labels={"path": "engine", "target": f"{target:g}", "provider": engine.provider})
     out.metric("infer.engine.agreement", agreement, "fraction", device=index,
                labels={"formula": "share of samples whose engine class equals the framework's"})
+
+
+def _engine_undetermined(ctx: RunContext, index: int, why: str) -> None:
+    """The engine path could not run: both its checks undetermined, with the reason (6.3.3.b: an Error)."""
+    ctx.out.check("infer.engine.completed", None, why, device=index)
+    ctx.out.check("infer.engine.reached_target", None, why, device=index)
 
 
 def _on_cpu(module: torch.nn.Module) -> torch.nn.Module:
