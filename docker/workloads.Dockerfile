@@ -16,13 +16,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends g++ openmpi-bin
  && rm -rf /var/lib/apt/lists/*
 RUN pip install ${TORCH_INDEX:+--index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple} \
       "torch==${TORCH_VERSION}" "numpy==2.4.6" "nvidia-ml-py==13.615.71" "pydantic==2.14.4" \
-      "grpcio==1.85.3" "protobuf==7.36.2" "ninja==1.13.2" "scikit-learn==1.9.1" \
-      "onnx==1.23.2" "onnxruntime-gpu==1.31.1"
+      "grpcio==1.85.3" "protobuf==6.33.6" "ninja==1.13.2" "scikit-learn==1.9.1" \
+      "onnx==1.23.2" "onnxruntime-gpu==1.31.1" "mlserver==1.7.1" "tritonclient[http,grpc]==2.73.0"
 WORKDIR /opt/cardeval
 COPY workloads/cardeval_workloads/ /opt/cardeval/cardeval_workloads/
 ENV PYTHONPATH=/opt/cardeval
 # The device-plugin probe's gRPC stubs are generated at build time, not committed.
-RUN pip install "grpcio-tools==1.85.1" && python -m cardeval_workloads.protogen && pip uninstall -y grpcio-tools
+# grpcio-tools of the protobuf-6 line: MLServer and tritonclient need protobuf < 7 (README, "One environment").
+RUN pip install "grpcio-tools==1.81.1" && python -m cardeval_workloads.protogen && pip uninstall -y grpcio-tools
 # The workload package must not need the engine or the operator (an import-linter contract); check it loads.
 RUN python -m compileall -q /opt/cardeval && python -c "import cardeval_workloads.envelope" \
  && (python -c "import kopf" 2>/dev/null && exit 1 || true)

@@ -399,6 +399,32 @@ def test_relaxed_thresholds_are_listed_and_do_not_admit_a_stand_in_node(cluster,
         delete_eval(cluster, name)
 
 
+def test_online_serving_passes_through_a_job_with_the_runtime_on_the_pods_address(cluster, installed, operator,
+                                                                                  node_agent, unique):
+    """6.3.1.h on the test control plane: the serving workload's Job asks for the node's cards, its pod is
+    given its own IP through the downward API, MLServer binds that address and the client beside it passes
+    every check (on the CPU stand-in: said so, not compliant)."""
+    name, pool = f"serve-{unique}", f"serve-{unique}"
+    node_agent([{"name": f"srv-{unique}", "capacity": {"example.com/accel": "2"},
+                 "labels": {"cardeval.io/pool": pool}}])
+    doc = evaluation_doc(name, pool, cardType="inference", clauses={"include": ["6.3.1.h"]})
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    try:
+        obj = wait_complete(cluster, name, timeout=420)
+        (job,) = jobs_of(cluster, name)
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["limits"] == {"example.com/accel": "2"}, container
+        env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+        assert env["CARDEVAL_POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}, env
+        (r,) = node_result(cluster, name, f"srv-{unique}")["results"]
+        assert r["clause"] == "6.3.1.h" and r["verdict"] == "Pass" and r["cpuStandIn"] is True, r
+        text = json.dumps(r)
+        assert "bound to HTTP 127.0.0.1:" in text and "3 tasks ready" in text, text[:2000]
+        assert obj["status"]["compliant"] is False
+    finally:
+        delete_eval(cluster, name)
+
+
 def test_a_workload_that_hangs_past_its_deadline_is_an_error(cluster, installed, node_agent, unique, tmp_path):
     """The pod starts and never finishes (the workload command sleeps): the Job's activeDeadlineSeconds
     stops it, and the clause is Error "did not finish within its time limit", as locally — not NotRun."""

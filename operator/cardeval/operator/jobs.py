@@ -20,7 +20,7 @@ from cardeval.engine.planner import WorkItem, cluster_device
 from cardeval.operator import labels
 from cardeval.operator.config import Settings
 from cardeval.operator.pods import PodDefaults, workload_pod_spec
-from cardeval_workloads import training_case
+from cardeval_workloads import pod_env, training_case
 
 #: Where the training case's dataset volume is mounted in the workload container.
 DATASET_MOUNT = "/datasets"
@@ -47,7 +47,7 @@ def job_manifest(item: WorkItem, evaluation: CardEvaluation, uid: str, settings:
     pod_spec = workload_pod_spec(evaluation, [*settings.workload_python, *item.argv(cluster_device(spec))],
                                  [item.node], pod_defaults(settings),
                                  limits={spec.resource_name: str(item.cards)},
-                                 field_env={"CARDEVAL_NODE": "spec.nodeName"})
+                                 field_env={"CARDEVAL_NODE": "spec.nodeName", pod_env.POD_IP_ENV: "status.podIP"})
     if item.workload in training_case.WORKLOADS and spec.training_case is not None:
         _mount_dataset(pod_spec, spec.training_case)
     return {
