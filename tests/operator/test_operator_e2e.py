@@ -415,7 +415,7 @@ def test_online_serving_passes_through_a_job_with_the_runtime_on_the_pods_addres
         container = job["spec"]["template"]["spec"]["containers"][0]
         assert container["resources"]["limits"] == {"example.com/accel": "2"}, container
         env = {e["name"]: e.get("valueFrom") for e in container["env"]}
-        assert env["CARDEVAL_POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}, env
+        assert env["CARDEVAL_POD_IP"]["fieldRef"]["fieldPath"] == "status.podIP", env
         (r,) = node_result(cluster, name, f"srv-{unique}")["results"]
         assert r["clause"] == "6.3.1.h" and r["verdict"] == "Pass" and r["cpuStandIn"] is True, r
         text = json.dumps(r)
