@@ -5,9 +5,10 @@ over HTTP (JSON tensors: MLServer does not take Triton's binary extension) or
 gRPC, and returns each answer with the response parameters the runtime set
 (where it ran). :func:`closed_loop` is ``concurrency`` threads, each with its
 own client, each sending its next request as soon as the last was answered,
-for ``duration_s``: every answer is checked, every latency (request built and
-sent to answer decoded, :func:`time.perf_counter`) kept. The rate is the
-answered requests over the span from the first send to the last answer.
+for ``duration_s``: every latency (request sent to answer received,
+:func:`time.perf_counter`) kept, every answer decoded and checked once the
+clock has stopped. The rate is the answered requests over the span from the
+first send to the last answer.
 
 The benchmark ``bench/serving_client.py`` runs :func:`closed_loop` beside a
 bare ``tritonclient`` loop on the same server: the measuring must not be what
@@ -35,52 +36,84 @@ class Answer:
     where: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A request built once (its tensors encoded), to be sent any number of times, from any thread."""
+
+    model: str
+    tensors: list[Any]
+    outputs: list[Any]
+    output: str
+
+
 class Client:
     """One connection to the server over ``protocol`` (``http`` or ``grpc``)."""
 
     def __init__(self, protocol: str, url: str, timeout_s: float = 60.0) -> None:
         self.protocol = protocol
         self.timeout_s = timeout_s
+        self._module = _module(protocol)
         if protocol == "http":
-            import tritonclient.http as module
-            self._client: Any = module.InferenceServerClient(url, network_timeout=timeout_s,
-                                                             connection_timeout=timeout_s)
-        elif protocol == "grpc":
-            import tritonclient.grpc as module
-            self._client = module.InferenceServerClient(url)
+            self._client: Any = self._module.InferenceServerClient(url, network_timeout=timeout_s,
+                                                                   connection_timeout=timeout_s)
         else:
-            raise ValueError(f"protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
-        self._module = module
+            self._client = self._module.InferenceServerClient(url)
 
     @property
     def raw(self) -> Any:
         """The tritonclient client itself (readiness, the repository API)."""
         return self._client
 
-    def infer(self, model: str, inputs: Sequence[tuple[str, np.ndarray]], output: str) -> Answer:
-        tensors = []
-        for name, value in inputs:
-            tensor = self._module.InferInput(name, list(value.shape), _DATATYPES[value.dtype])
-            if self.protocol == "http":
-                tensor.set_data_from_numpy(value, binary_data=False)
-            else:
-                tensor.set_data_from_numpy(value)
-            tensors.append(tensor)
+    def send(self, request: Prepared) -> Any:
+        """The server's answer, received and parsed (tritonclient's InferResult), not yet decoded."""
         if self.protocol == "http":
-            result = self._client.infer(model, tensors, outputs=[self._module.InferRequestedOutput(
-                output, binary_data=False)], timeout=int(self.timeout_s))
+            return self._client.infer(request.model, request.tensors, outputs=request.outputs,
+                                      timeout=int(self.timeout_s))
+        return self._client.infer(request.model, request.tensors, outputs=request.outputs,
+                                  client_timeout=self.timeout_s)
+
+    def decode(self, request: Prepared, result: Any) -> Answer:
+        """The output tensor and the response parameters (where it ran) of an answer."""
+        if self.protocol == "http":
             where = {k: str(v) for k, v in (result.get_response().get("parameters") or {}).items()}
         else:
-            result = self._client.infer(model, tensors, outputs=[self._module.InferRequestedOutput(output)],
-                                        client_timeout=self.timeout_s)
             where = {k: v.string_param for k, v in result.get_response().parameters.items()}
-        value = result.as_numpy(output)
+        value = result.as_numpy(request.output)
         if value is None:
-            raise ValueError(f"the answer of {model} has no output {output!r}")
+            raise ValueError(f"the answer of {request.model} has no output {request.output!r}")
         return Answer(value, where)
+
+    def infer(self, model: str, inputs: Sequence[tuple[str, np.ndarray]], output: str) -> Answer:
+        request = prepare(self.protocol, model, inputs, output)
+        return self.decode(request, self.send(request))
 
     def close(self) -> None:
         self._client.close()
+
+
+def _module(protocol: str) -> Any:
+    if protocol == "http":
+        import tritonclient.http
+        return tritonclient.http
+    if protocol == "grpc":
+        import tritonclient.grpc
+        return tritonclient.grpc
+    raise ValueError(f"protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
+
+
+def prepare(protocol: str, model: str, inputs: Sequence[tuple[str, np.ndarray]], output: str) -> Prepared:
+    module = _module(protocol)
+    tensors = []
+    for name, value in inputs:
+        tensor = module.InferInput(name, list(value.shape), _DATATYPES[value.dtype])
+        if protocol == "http":
+            tensor.set_data_from_numpy(value, binary_data=False)
+        else:
+            tensor.set_data_from_numpy(value)
+        tensors.append(tensor)
+    wanted = module.InferRequestedOutput(output, binary_data=False) if protocol == "http" \
+        else module.InferRequestedOutput(output)
+    return Prepared(model, tensors, [wanted], output)
 
 
 #: One request of a load: (model, inputs, output name, check of the answer → None if right, else why not).
@@ -127,9 +160,13 @@ class Load:
 
 
 def closed_loop(protocol: str, url: str, requests: Sequence[Request], concurrency: int, duration_s: float) -> Load:
-    """``concurrency`` clients sending ``requests`` (each client from its own offset, cycling) for ``duration_s``."""
+    """``concurrency`` clients sending ``requests`` (each client from its own offset, cycling) for ``duration_s``.
+
+    The requests are encoded once, before the clock starts; each answer is decoded and checked after it
+    stops, so the timed loop is what a bare client's is: send, wait, count (and note the time)."""
     load = Load(protocol, concurrency)
     lock = threading.Lock()
+    prepared = [prepare(protocol, model, inputs, output) for model, inputs, output, _ in requests]
     clients = [Client(protocol, url) for _ in range(concurrency)]
     ready = threading.Barrier(concurrency + 1)
     start: list[float] = []
@@ -137,30 +174,37 @@ def closed_loop(protocol: str, url: str, requests: Sequence[Request], concurrenc
 
     def worker(rank: int, client: Client) -> None:
         latencies: list[float] = []
-        wrong = failed = 0
+        answered: list[tuple[int, Any]] = []
+        failed = 0
         problems: list[str] = []
         i = rank * len(requests) // concurrency
         ready.wait()
         deadline = start[0] + duration_s
         last = start[0]
         while time.perf_counter() < deadline:
-            model, inputs, output, check = requests[i % len(requests)]
+            j = i % len(requests)
             i += 1
             sent = time.perf_counter()
             try:
-                answer = client.infer(model, inputs, output)
+                result = client.send(prepared[j])
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 failed += 1
                 if len(problems) < 3:
-                    problems.append(f"{model}: {type(exc).__name__}: {exc}"[:300])
+                    problems.append(f"{requests[j][0]}: {type(exc).__name__}: {exc}"[:300])
                 continue
             last = time.perf_counter()
             latencies.append(last - sent)
-            why = check(answer)
+            answered.append((j, result))
+        wrong = 0
+        for j, result in answered:
+            try:
+                why = requests[j][3](client.decode(prepared[j], result))
+            except Exception as exc:  # noqa: BLE001 - an undecodable answer is a wrong one
+                why = f"{type(exc).__name__}: {exc}"[:300]
             if why is not None:
                 wrong += 1
                 if len(problems) < 3:
-                    problems.append(f"{model}: {why}")
+                    problems.append(f"{requests[j][0]}: {why}")
         with lock:
             load.latencies_s += latencies
             load.wrong += wrong
