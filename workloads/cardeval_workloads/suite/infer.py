@@ -38,6 +38,11 @@ Per card:
   missed the target (h 2 asks for it); ``infer.power_w`` — mean power over the
   passes (the shared sampler); ``infer.efficiency_tflops_per_w`` — FLOPs of a
   sample's forward (``torch.utils.flop_counter``) × samples / time / power.
+* Shown, seed 002 (6.2 h-i, 7.2): ``infer.model_size_mb`` and
+  ``infer.model_gflops`` with their grades (tables 1-2, :mod:`._grades`),
+  ``infer.output_mse`` — the card's logits over the test set against the
+  model's on the host CPU in fp32, graded by table 3 — and
+  ``infer.samples_per_j`` (throughput over mean power).
 * Shown: ``infer.accuracy`` (label ``path``: framework or engine),
   ``infer.engine.agreement`` (share of samples where the engine's class equals
   the framework's), ``infer.model_accuracy`` (what training reached).
@@ -67,7 +72,7 @@ from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param, str_list
 from cardeval_workloads.harness.profiles import merged
 
-from . import _onnx, _training
+from . import _grades, _onnx, _training
 
 NAME = "infer"
 TOPOLOGY = "card"
@@ -77,7 +82,8 @@ CHECKS = ("infer.framework.completed", "infer.framework.reached_target", "infer.
           "infer.engine.reached_target", "infer.stability.reached_target")
 METRICS = ("infer.stability.cv_pct", "infer.latency_ms", "infer.throughput", "infer.power_w",
            "infer.efficiency_tflops_per_w")
-SHOWN = ("infer.accuracy", "infer.engine.agreement", "infer.model_accuracy", "infer.pass_s")
+SHOWN = ("infer.accuracy", "infer.engine.agreement", "infer.model_accuracy", "infer.pass_s", "infer.model_size_mb",
+         "infer.model_gflops", "infer.output_mse", "infer.samples_per_j")
 
 PARAMS = {
     "target": Param(float, None, f"test-set accuracy to reach (default {_training.DEFAULT_TARGET}, "
@@ -156,8 +162,10 @@ def _card(ctx: RunContext, index: int, data: _training.Case) -> None:
     note = _hooks_note(ctx, "framework")
     _report_framework(ctx, index, passes, target, where + note)
     _report_stability(ctx, index, passes, target, where + note)
+    flops = _flops_per_sample(framework, xv[:1], device)
     _report_performance(ctx, index, passes, window, sampler.power_reason(index), latencies, latency_accuracy,
-                        target, _flops_per_sample(framework, xv[:1], device), len(yv))
+                        target, flops, len(yv))
+    _report_grades(ctx, index, framework, xv, batch, device, flops)
     engine_model = _scrambled(module) if "engine" in corrupt else module
     _report_engine(ctx, index, engine_model, xv, yv, batch, target, passes[0].predictions,
                    where + _hooks_note(ctx, "engine"))
@@ -297,6 +305,7 @@ def _report_performance(ctx: RunContext, index: int, passes: list[Pass], window:
         why = window.reason or power_reason or "no power reading"
         out.metric("infer.power_w", None, "W", device=index, unavailable=why)
         out.metric("infer.efficiency_tflops_per_w", None, "TFLOPS/W", device=index, unavailable=why)
+        out.metric("infer.samples_per_j", None, "samples/J", device=index, unavailable=why)
         return
     out.metric("infer.power_w", window.avg_w, "W", device=index, labels={"method": window.method[:120]})
     seconds = sum(p.seconds for p in passes)
@@ -304,6 +313,30 @@ def _report_performance(ctx: RunContext, index: int, passes: list[Pass], window:
     out.metric("infer.efficiency_tflops_per_w", efficiency, "TFLOPS/W", device=index,
                labels={"flops_per_sample": f"{flops_per_sample:.4g}",
                        "counter": "torch.utils.flop_counter.FlopCounterMode"})
+    out.metric("infer.samples_per_j", statistics.median(rates) / window.avg_w, "samples/J", device=index,
+               labels={"formula": "infer.throughput / infer.power_w (seed 002)"})
+
+
+def _report_grades(ctx: RunContext, index: int, module: torch.nn.Module, x: torch.Tensor, batch: int,
+                   device: torch.device, flops_per_sample: float) -> None:
+    """Seed 002's tables 1-3: the model's size and computation, and the card's outputs against the CPU's in fp32."""
+    out = ctx.out
+    size_mb = sum(p.numel() * p.element_size() for p in module.parameters()) / 1e6
+    out.metric("infer.model_size_mb", size_mb, "MB", device=index,
+               labels={"grade": _grades.size_grade(size_mb), "table": "seed 002 table 1 (parameters, fp32 bytes)"})
+    gflops = flops_per_sample / 1e9
+    out.metric("infer.model_gflops", gflops, "GFLOP", device=index,
+               labels={"grade": _grades.size_grade(gflops), "table": "seed 002 table 2 (one sample's forward)"})
+    with torch.no_grad():
+        card = torch.cat([module(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)])
+        reference = _on_cpu(module)(x).float()
+    mse = float(torch.mean((card - reference) ** 2))
+    same = not ctx.accel.is_accelerator
+    out.metric("infer.output_mse", mse, "", device=index,
+               labels={"grade": _grades.precision_grade(mse), "table": "seed 002 table 3",
+                       "reference": "the model on the host CPU in fp32" + (" (the device under test itself: the "
+                                                                           "CPU stand-in)" if same else ""),
+                       "samples": str(len(x))})
 
 
 def _report_engine(ctx: RunContext, index: int, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
