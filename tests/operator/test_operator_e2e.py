@@ -527,6 +527,12 @@ MALFORMED = [
     ("a training case for an inference card (CEL)",
      _with("spec.trainingCase", {"dataset": "cifar10", "volume": {"claimName": "d"}},
            _with("spec.cardType", "inference")), "spec.trainingCase"),
+    ("an engine command without {input} (CEL)",
+     _with("spec.inferenceEngine", {"name": "v", "command": ["vendor-run", "{model}", "{output}"]},
+           _with("spec.cardType", "inference")), "spec.inferenceEngine.command"),
+    ("an inference engine for a training card (CEL)",
+     _with("spec.inferenceEngine", {"name": "v", "command": ["run", "{model}", "{input}", "{output}"]}),
+     "spec.inferenceEngine"),
 ]
 
 

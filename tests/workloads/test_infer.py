@@ -9,7 +9,10 @@ from a constant source so that 6.3.5.3–4 have a figure.
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +22,7 @@ from cardeval.engine.facts import NodeFacts, WorkloadRun
 from cardeval.engine.judge import judge_clause
 from cardeval.engine.rules import JudgeContext
 from cardeval_workloads.envelope import Envelope
+from cardeval_workloads.harness import cli
 from cardeval_workloads.suite import _training, infer
 
 
@@ -115,3 +119,40 @@ def test_a_conversion_that_fails_leaves_the_engine_undetermined_not_crashed(monk
     assert completed.ok is None and "could not be converted" in completed.detail and "refused" in completed.detail
     assert check(env, "infer.framework.reached_target").ok is True  # the framework's evidence is unaffected
     assert judge("6.3.3.b", env).verdict == Verdict.ERROR
+
+
+ENGINE_CLI = Path(__file__).with_name("onnx_engine_cli.py")
+
+
+def _engine(*extra: str) -> str:
+    return "engine_command=" + json.dumps([sys.executable, str(ENGINE_CLI), "{model}", "{input}", "{output}",
+                                           "{report}", *extra])
+
+
+@pytest.mark.slow
+def test_a_configured_vendor_engine_takes_onnx_runtimes_place_and_is_judged_the_same(run_quick):
+    env = run_quick("infer", _engine(), "engine_name=vendor-cli", "passes=2", "requests=16")
+    completed, reached = check(env, "infer.engine.completed"), check(env, "infer.engine.reached_target")
+    assert completed.ok is True and reached.ok is True, (completed.detail, reached.detail)
+    assert "the configured engine 'vendor-cli'" in completed.detail and "onnx_engine_cli (ONNX Runtime" in \
+        completed.detail and "on cpu" in completed.detail
+    (accuracy,) = [m for m in env.metrics_named("infer.accuracy") if m.labels["path"] == "engine"]
+    assert accuracy.labels["provider"] == "vendor-cli: cpu" and accuracy.value >= _training.DEFAULT_TARGET
+
+
+@pytest.mark.slow
+def test_a_vendor_engine_that_fails_or_writes_malformed_logits_is_undetermined_with_the_reason(run_quick):
+    env = run_quick("infer", _engine("--exit", "3"), "passes=2", "requests=16")
+    for name in ("infer.engine.completed", "infer.engine.reached_target"):
+        c = check(env, name)
+        assert c.ok is None and "exited with status 3" in c.detail and "error 0x2a" in c.detail, c.detail
+    assert judge("6.3.3.b", env).verdict == Verdict.ERROR
+    env = run_quick("infer", _engine("--transpose"), "passes=2", "requests=16")
+    assert check(env, "infer.engine.completed").ok is None
+    assert "shape (10, 450), not (450, 10)" in check(env, "infer.engine.completed").detail
+
+
+def test_an_engine_command_without_its_placeholders_is_an_invalid_invocation():
+    envelope, code = cli.run(["infer", "--device", "cpu", "--param",
+                              'engine_command=["vendor-run", "{model}", "{output}"]'])
+    assert code == 2 and "names no {input}" in envelope.errors[0]

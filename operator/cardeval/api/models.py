@@ -238,6 +238,37 @@ class TrainingCase(ApiModel):
         return self
 
 
+#: What a configured engine's command must name (cardeval_workloads.suite._vendor_engine fills them in).
+ENGINE_PLACEHOLDERS = ("{model}", "{input}", "{output}")
+
+
+class InferenceEngine(ApiModel):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "A vendor's inference engine for 6.3.3.b in place of ONNX Runtime: a command in the "
+                       "workload image that converts the ONNX model at {model} and runs it on the card over the "
+                       "test images at {input} (.npy, float32 N×1×8×8), writing the logits to {output} (.npy, "
+                       "float32 N×10) and, where the argv names {report}, a JSON file saying "
+                       "{\"engine\": ..., \"device\": ...}. Judged as ONNX Runtime is; on a card, a run that "
+                       "does not report a card is an Error.",
+        "x-kubernetes-validations": [cel(
+            "self.command.exists(a, a.contains('{model}')) && self.command.exists(a, a.contains('{input}')) && "
+            "self.command.exists(a, a.contains('{output}'))",
+            "inferenceEngine.command must name {model}, {input} and {output}", ".command")]})
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$", max_length=64)] = Field(
+        description="how the results name the engine")
+    command: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] = Field(
+        min_length=1, max_length=64, description="the argv (no shell), with the placeholders")
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> InferenceEngine:
+        missing = [p for p in ENGINE_PLACEHOLDERS if not any(p in a for a in self.command)]
+        if missing:
+            raise ValueError(f"inferenceEngine.command must name {{model}}, {{input}} and {{output}}; it names no "
+                             f"{', '.join(missing)}")
+        return self
+
+
 class Admission(ApiModel):
     on_pass: OnPass | None = None
     accept_relaxed_thresholds: bool = Field(
@@ -273,6 +304,8 @@ _SPEC_RULES: list[JsonValue] = [
         "multiNode.nodes × expectedCardsPerNode must not exceed 8192 cards", ".multiNode"),
     cel("!has(self.trainingCase) || self.cardType == 'training'",
         "trainingCase is for a training card", ".trainingCase"),
+    cel("!has(self.inferenceEngine) || self.cardType == 'inference'",
+        "inferenceEngine is for an inference card", ".inferenceEngine"),
     cel("!self.resourceName.startsWith('kubernetes.io/') && !self.resourceName.startsWith('requests.')",
         "resourceName must be an extended resource outside kubernetes.io", ".resourceName"),
     cel("!has(self.clauses) || !has(self.clauses.include) || !has(self.clauses.exclude) || "
@@ -313,6 +346,7 @@ class EvaluationSpec(ApiModel):
     max_nodes_in_parallel: int = Field(default=50, ge=1, le=10000)
     checkpoint_volume: CheckpointVolume | None = None
     training_case: TrainingCase | None = None
+    inference_engine: InferenceEngine | None = None
 
     @property
     def training_dataset(self) -> str:
@@ -342,6 +376,8 @@ def validate_cross_fields(spec: EvaluationSpec) -> None:
         raise ValueError("multiNode: multiNode.nodes × expectedCardsPerNode must not exceed 8192 cards")
     if spec.training_case is not None and spec.card_type != CardType.TRAINING.value:
         raise ValueError("trainingCase: is for a training card")
+    if spec.inference_engine is not None and spec.card_type != CardType.INFERENCE.value:
+        raise ValueError("inferenceEngine: is for an inference card")
     if spec.resource_name.startswith(("kubernetes.io/", "requests.")):
         raise ValueError("resourceName: must be an extended resource outside kubernetes.io")
     both = set(spec.clauses.include) & set(spec.clauses.exclude)

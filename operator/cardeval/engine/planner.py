@@ -17,6 +17,7 @@ Indexed Job); a local evaluation, on one machine, cannot.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ CLUSTER_RUN = ".cluster"
 #: Slack over a run of a requested duration (the stress test): setup, calibration, the final checks.
 DURATION_SLACK = 1.1
 DURATION_MARGIN_S = 600
+#: The workload whose engine path (6.3.3.b) ``spec.inferenceEngine`` replaces.
+ENGINE_WORKLOAD = "infer"
 
 
 def cluster_device(spec: EvaluationSpec) -> str:
@@ -73,12 +76,16 @@ def given_params(clause: Clause, spec: EvaluationSpec) -> list[GivenParam]:
 
 def workload_params(clauses: list[Clause], spec: EvaluationSpec, workload: str | None = None
                     ) -> tuple[tuple[str, str], ...]:
-    """The ``--param``s the clauses' thresholds become for ``workload`` (None: for any of theirs), and
-    the training case the spec names for a workload that trains it (``training_case.WORKLOADS``)."""
+    """The ``--param``s the clauses' thresholds become for ``workload`` (None: for any of theirs), the
+    training case the spec names for a workload that trains it (``training_case.WORKLOADS``), and the
+    inference engine it configures for the workload that runs 6.3.3.b's engine (:data:`ENGINE_WORKLOAD`)."""
     out = {p.param: p.value for clause in clauses for p in given_params(clause, spec)
            if workload is None or p.workload == workload}
     if workload in training_case.WORKLOADS and spec.training_dataset != "digits":
         out["dataset"] = spec.training_dataset
+    if workload == ENGINE_WORKLOAD and spec.inference_engine is not None:
+        out["engine_command"] = json.dumps(spec.inference_engine.command)
+        out["engine_name"] = spec.inference_engine.name
     return tuple(sorted(out.items()))
 
 

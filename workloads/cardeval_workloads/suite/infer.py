@@ -26,6 +26,9 @@ Per card:
   uses is reported; on a card, a session that runs on the CPU provider leaves
   ``completed`` undetermined with the reason (the catalog makes that an
   ``Error``: the card was not what inferred), as is an engine that is not installed.
+  ``--param engine_command`` puts a vendor's engine in ONNX Runtime's place
+  (:mod:`._vendor_engine`: it converts the exported file and runs it), judged
+  the same way; on a card, a run that does not report a card is undetermined.
 * ``infer.stability.reached_target`` and ``infer.stability.cv_pct`` — the
   framework passes' accuracy every time, and the coefficient of variation of
   their times (stdev / mean, %); each pass's seconds are ``infer.pass_s``'s ``stats.samples``.
@@ -72,7 +75,7 @@ from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param, str_list
 from cardeval_workloads.harness.profiles import merged
 
-from . import _grades, _onnx, _training
+from . import _grades, _onnx, _training, _vendor_engine
 
 NAME = "infer"
 TOPOLOGY = "card"
@@ -94,6 +97,10 @@ PARAMS = {
     "corrupt": Param(str_list, None, "TEST HOOK: scramble the weights of these paths (framework,engine)",
                      choices=PATHS),
     "jitter": Param(bool, False, "TEST HOOK: every other timed sample sleeps as long as it ran"),
+    "engine_command": Param(str, None, "a vendor engine instead of ONNX Runtime: a JSON argv with {model}, {input}, "
+                            "{output} and optionally {report} (see _vendor_engine)"),
+    "engine_name": Param(str, None, "how the reports name the configured engine (default: its program's name)"),
+    "engine_timeout_s": Param(float, 600.0, "how long the configured engine may run"),
 }
 
 _SIZES = dict(batch=64, lr=2e-3, max_epochs=30)
@@ -123,6 +130,8 @@ class Pass:
 
 
 def run(ctx: RunContext) -> None:
+    if ctx.params.get("engine_command"):
+        _vendor_engine.parse(ctx.params["engine_command"])  # a malformed command is an invalid invocation
     _training.cpu_threads(ctx)
     data = _training.digits()
     ctx.per_device(lambda index: _card(ctx, index, data))
@@ -342,30 +351,42 @@ def _report_grades(ctx: RunContext, index: int, module: torch.nn.Module, x: torc
 def _report_engine(ctx: RunContext, index: int, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                    batch: int, target: float, framework_predictions: torch.Tensor, where: str) -> None:
     out = ctx.out
+    command = ctx.params.get("engine_command")
     with tempfile.TemporaryDirectory(prefix="cardeval-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
         try:
             torch.onnx.export(_on_cpu(module), (x[:1],), str(path), input_names=["image"], output_names=["logits"],
                               dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-            nbytes = path.stat().st_size
-            engine = _onnx.open_engine(str(path), ctx.accel, index)
+            exported = (f"the model exported by torch.onnx (TorchScript exporter, weights inside, "
+                        f"{path.stat().st_size} bytes, dynamic batch)")
+            if command:
+                logits, described, provider, on_card = _vendor(ctx, command, path, x, Path(tmp))
+            else:
+                engine = _onnx.open_engine(str(path), ctx.accel, index)
+                logits, described, provider = engine.logits(x, batch), engine.describe(), engine.provider
+                on_card = engine.on_card()
         except ImportError as exc:
             _engine_undetermined(ctx, index, f"ONNX or ONNX Runtime is not installed here ({exc})")
+            return
+        except _vendor_engine.EngineFailed as exc:
+            _engine_undetermined(ctx, index, f"the configured engine failed: {exc}")
             return
         except Exception as exc:  # noqa: BLE001 - a conversion that fails is this check's finding, not a crash
             _engine_undetermined(ctx, index, f"the model could not be converted for the engine: "
                                              f"{type(exc).__name__}: {exc}")
             return
-        logits = engine.logits(x, batch)
+    described = f"{described}; {exported}"
+    if logits.shape != (len(y), 10):
+        _engine_undetermined(ctx, index, f"the engine's logits have shape {logits.shape}, not {(len(y), 10)}: "
+                                         f"{described}")
+        return
     predicted = torch.from_numpy(logits.argmax(axis=1))
     accuracy = float((predicted == y).float().mean())
     agreement = float((predicted == framework_predictions).float().mean())
-    described = (f"{engine.describe()}; the model exported by torch.onnx (TorchScript exporter, weights inside, "
-                 f"{nbytes} bytes, dynamic batch)")
     finite = bool(np.isfinite(logits).all())
-    if ctx.accel.is_accelerator and not engine.on_card():
+    if ctx.accel.is_accelerator and not on_card:
         out.check("infer.engine.completed", None,
-                  f"the engine ran on the CPU provider, not the card: {described} ({where})", device=index)
+                  f"the engine did not run on the card ({provider}): {described} ({where})", device=index)
     else:
         out.check("infer.engine.completed", finite,
                   f"{'every' if finite else 'not every'} test sample inferred with a finite output by {described} "
@@ -374,9 +395,22 @@ def _report_engine(ctx: RunContext, index: int, module: torch.nn.Module, x: torc
               f"accuracy {accuracy:.4f} against target {target:g}; {agreement:.4f} of the classes equal the "
               f"framework's; {described} ({where})", observed=round(accuracy, 6), expected=target, device=index)
     out.metric("infer.accuracy", accuracy, "fraction", device=index,
-               labels={"path": "engine", "target": f"{target:g}", "provider": engine.provider})
+               labels={"path": "engine", "target": f"{target:g}", "provider": provider[:120]})
     out.metric("infer.engine.agreement", agreement, "fraction", device=index,
                labels={"formula": "share of samples whose engine class equals the framework's"})
+
+
+def _vendor(ctx: RunContext, command: str, model: Path, x: torch.Tensor, workdir: Path
+            ) -> tuple[np.ndarray, str, str, bool]:
+    """The configured engine's logits, how it is described, the device it reported, whether that is a card."""
+    argv = _vendor_engine.parse(command)
+    name = str(ctx.params.get("engine_name") or Path(argv[0]).name)
+    result = _vendor_engine.run(argv, model, x.numpy(), workdir, float(ctx.params.get("engine_timeout_s") or 600))
+    said = result.report.get("engine")
+    device = result.device or "no device reported ({report} not written)"
+    described = (f"the configured engine {name!r} ({' '.join(argv)[:200]}; it reports "
+                 f"{str(said)[:80] + ' on ' if said else ''}{device})")
+    return result.logits, described, f"{name}: {device}"[:120], result.on_card()
 
 
 def _engine_undetermined(ctx: RunContext, index: int, why: str) -> None:
