@@ -17,7 +17,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends g++ openmpi-bin
 RUN pip install ${TORCH_INDEX:+--index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple} \
       "torch==${TORCH_VERSION}" "numpy==2.4.6" "nvidia-ml-py==13.615.71" "pydantic==2.14.4" \
       "grpcio==1.85.3" "protobuf==6.33.6" "ninja==1.13.2" "scikit-learn==1.9.1" \
-      "onnx==1.23.2" "onnxruntime-gpu==1.31.1" "mlserver==1.7.1" "tritonclient[http,grpc]==2.73.0"
+      "onnx==1.23.2" "onnxruntime-gpu==1.31.1" "mlserver==1.7.1" "tritonclient[http,grpc]==2.73.0" \
+      "requests==2.34.2" "PyYAML==6.0.4"
 WORKDIR /opt/cardeval
 COPY workloads/cardeval_workloads/ /opt/cardeval/cardeval_workloads/
 ENV PYTHONPATH=/opt/cardeval

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cardeval.api.crd import crd_yaml
 from cardeval.api.models import ComplianceReason, EvaluationStatus, NodeResult, Verdict
+from cardeval.engine.bmc_access import load_access
 from cardeval.engine.clause_map import markdown
 from cardeval.engine.facts import local_node_facts
 from cardeval.engine.load import InvalidInput, load_file
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print the status and every node's clause results as one JSON object on stdout, "
                           "nothing else")
     run.add_argument("--device", choices=DEVICES, default="auto", help="backend for the workloads")
+    run.add_argument("--bmc", metavar="FILE", help="this server's BMC (Redfish) settings, for 6.1.b-e "
+                     "(see cardeval.engine.bmc_access)")
     pl = sub.add_parser("plan", help="show what an evaluation would run")
     pl.add_argument("file")
     pl.add_argument("--json", action="store_true")
@@ -87,7 +90,8 @@ def cmd_run(args) -> int:
             state = "ok" if run.usable else f"error: {run.failure()}"
             print(f"  {item.workload:<12} {state}", file=sys.stderr, flush=True)
 
-    executor = LocalExecutor(device=args.device, logs_dir=out / "logs", case=evaluation.spec.training_case)
+    bmc = load_access(args.bmc) if args.bmc else None
+    executor = LocalExecutor(device=args.device, logs_dir=out / "logs", case=evaluation.spec.training_case, bmc=bmc)
     outcome = evaluate(evaluation, executor, out, progress=progress)
     if args.json:
         print(json.dumps(json_document(outcome.status, [outcome.node]), ensure_ascii=False))

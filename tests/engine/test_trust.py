@@ -159,9 +159,9 @@ def test_thresholds_reach_the_workloads_that_use_them():
     assert quick["stress"].params == ()  # the profile decides the duration unless the spec sets it
 
 
-def test_a_threshold_nothing_reads_is_refused_with_the_field_named():
-    with pytest.raises(InvalidInput, match=r"spec.thresholds.6.1.d.max_deviation_pct: nothing reads"):
-        _spec("['6.1.d']", "  thresholds: {'6.1.d': {max_deviation_pct: 50}}\n")
+def test_an_unknown_threshold_and_a_deadline_too_short_are_refused_with_the_field_named():
+    with pytest.raises(InvalidInput, match=r"spec.thresholds.6.1.d.max_deviaton_pct: clause 6.1.d has no threshold"):
+        _spec("['6.1.d']", "  thresholds: {'6.1.d': {max_deviaton_pct: 50}}\n")
     with pytest.raises(InvalidInput, match=r"spec.itemTimeoutSeconds: 600 s cannot hold the 6.2.4.b run"):
         _spec("['6.2.4.b']", "  itemTimeoutSeconds: 600\n  thresholds: {'6.2.4.b': {duration_hours: 1}}\n")
 

@@ -14,3 +14,7 @@ WORKLOADS: frozenset[str] = frozenset(available())
 #: planned Job; a local run has no cluster to run them in. The planner plans their clause's
 #: item only for an executor that says it runs them (``plan(..., operator_checks=...)``).
 OPERATOR_WORKLOADS: frozenset[str] = frozenset({"device-plugin", "device-visibility"}) & WORKLOADS
+
+#: Workloads that need access only the executor holds — the BMC's endpoint and credentials — planned
+#: only for an executor that says it has it (``plan(..., operator_checks=...)``), judged NotRun otherwise.
+CONFIGURED_WORKLOADS: frozenset[str] = frozenset({"bmc"}) & WORKLOADS

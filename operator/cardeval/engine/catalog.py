@@ -39,7 +39,7 @@ class Topology(str, Enum):
     MULTI_NODE = "multi-node"  # several nodes (MPIJob or Indexed Job)
     CONTROL = "control"        # the Node object / the local host, no workload
     PROBE = "probe"            # a privileged probe on the node (device plugin sockets)
-    BMC = "bmc"                # the server's BMC over Redfish
+    BMC = "bmc"                # the server's BMC over Redfish, beside the OS's view of the node's cards
     ATTEST = "attest"          # evidence in the spec
 
 
@@ -286,6 +286,18 @@ MEMORY_BANDWIDTH = MetricsAtLeast({"memory.bandwidth_gbps": "min_gbps"}, units={
 
 # --- 6.1 general ----------------------------------------------------------------
 
+BMC_NOTE = ("the bmc workload on the node: the cards through its BMC's Redfish service (Systems/*/Processors of "
+            "type GPU or Accelerator) against the OS's readers, each card matched by serial number, else UUID; "
+            "power and temperature read in pairs (BMC, then the OS straight after), idle and under load, every "
+            "pair within max_deviation_pct of the OS reading (the largest deviation judged)")
+
+
+def _bmc_reading(quantity: str) -> Rule:
+    name = f"bmc.{quantity}_deviation_pct"
+    return AllOf((ChecksAll((f"bmc.{quantity}_paired",), unknown=Outcome.ERROR),
+                  MetricsAtLeast({name: "max_deviation_pct"}, units={name: "%"}, at_most=True)))
+
+
 GENERAL = [
     Clause(id="6.1.a", title="Basic configuration readable by the OS",
            text="应内置生产厂家、产品型号、序列号、固件版本、显存信息等基础配置信息，且可被操作系统正常读取",
@@ -296,21 +308,25 @@ GENERAL = [
     Clause(id="6.1.b", title="Serial number through the BMC equals the OS reading",
            text="应支持资产管理功能，可通过服务器远程管理系统读取加速卡的序列号信息，且应与操作系统读取的信息保持一致",
            level="shall", card_types=BOTH, method="8.2.2", topology=Topology.BMC,
-           rule=NeedsBmc("the card's serial number"), workloads=()),
+           rule=NeedsBmc("the card's serial number", ChecksAll(("bmc.serial_equal",), unknown=Outcome.ERROR)),
+           workloads=("bmc",), note=BMC_NOTE),
     Clause(id="6.1.c", title="Firmware version through the BMC equals the OS reading",
            text="应支持固件版本管理功能，可通过服务器远程管理系统读取加速卡的固件版本信息，且应与操作系统读取的信息保持一致",
            level="shall", card_types=BOTH, method="8.2.3", topology=Topology.BMC,
-           rule=NeedsBmc("the card's firmware version"), workloads=()),
+           rule=NeedsBmc("the card's firmware version", ChecksAll(("bmc.firmware_equal",), unknown=Outcome.ERROR)),
+           workloads=("bmc",), note=BMC_NOTE),
     Clause(id="6.1.d", title="Power through the BMC within 5 % of the OS reading",
            text="应支持功耗监控功能，可通过服务器远程管理系统读取加速卡的当前功耗信息，"
                 "且与操作系统读取的功耗值差距应在 5%以内",
-           level="shall", card_types=BOTH, method="8.2.4", topology=Topology.BMC, rule=NeedsBmc("the card's power"),
-           workloads=(), thresholds={"max_deviation_pct": 5.0}),
+           level="shall", card_types=BOTH, method="8.2.4", topology=Topology.BMC,
+           rule=NeedsBmc("the card's power", _bmc_reading("power")), workloads=("bmc",),
+           thresholds={"max_deviation_pct": 5.0}, note=BMC_NOTE),
     Clause(id="6.1.e", title="Temperature through the BMC within 5 % of the OS reading",
            text="应支持温度监控功能，可通过服务器远程管理系统读取加速卡的当前温度信息，"
                 "且与操作系统读取的温度值差距应在 5%以内",
            level="shall", card_types=BOTH, method="8.2.5", topology=Topology.BMC,
-           rule=NeedsBmc("the card's temperature"), workloads=(), thresholds={"max_deviation_pct": 5.0}),
+           rule=NeedsBmc("the card's temperature", _bmc_reading("temperature")), workloads=("bmc",),
+           thresholds={"max_deviation_pct": 5.0}, note=BMC_NOTE),
     Clause(id="6.1.f", title="Supports a Linux operating system (Annex A.1)", text="应支持至少一种 Linux 操作系统",
            level="shall", card_types=BOTH, method="8.2.6", topology=Topology.CONTROL, rule=HostOs(xinchuang=False),
            attestable=True),

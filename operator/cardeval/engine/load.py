@@ -93,10 +93,6 @@ def check_against_catalog(evaluation: CardEvaluation, source: str) -> None:
                 known = ", ".join(sorted(clause.thresholds)) or "none"
                 raise InvalidInput(f"{source}: spec.thresholds.{clause_id}.{key}: clause {clause_id} has no "
                                    f"threshold {key!r} (it has: {known})")
-            if key not in clause.used_thresholds():
-                raise InvalidInput(f"{source}: spec.thresholds.{clause_id}.{key}: nothing reads this threshold "
-                                   "in this version (neither the verdict rule nor the workload), so it would "
-                                   "change nothing")
     check_deadlines(evaluation, source)
     check_shared_runs(evaluation, source)
     for i, ev in enumerate(spec.evidence):

@@ -20,6 +20,7 @@ their run is an error saying so (the evaluation's other runs go on).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -32,7 +33,8 @@ from pathlib import Path
 from typing import Callable
 
 from cardeval.api.models import TrainingCase
-from cardeval.engine import fault_report
+from cardeval.engine import bmc_access, fault_report
+from cardeval.engine.bmc_access import BmcAccess
 from cardeval.engine.collect import collect
 from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.planner import WorkItem
@@ -56,11 +58,20 @@ class LocalExecutor:
     command: Callable[[WorkItem], list[str]] | None = None
     #: ``spec.trainingCase``: where the workloads that train it find its dataset.
     case: TrainingCase | None = None
+    #: ``cardeval run --bmc FILE``: the server's BMC, for the ``bmc`` workload (6.1.b–e).
+    bmc: BmcAccess | None = None
+
+    @property
+    def configured(self) -> frozenset[str]:
+        """The workloads of ``CONFIGURED_WORKLOADS`` this executor holds the access for."""
+        return frozenset({bmc_access.WORKLOAD}) if self.bmc is not None else frozenset()
 
     def argv(self, item: WorkItem) -> list[str]:
         return self.command(item) if self.command else [self.python, *item.argv(self.device)]
 
     def run(self, item: WorkItem) -> WorkloadRun:
+        if item.workload == bmc_access.WORKLOAD and self.bmc is not None:
+            item = dataclasses.replace(item, params=item.params + self.bmc.params())
         if item.workload == protocol.WORKLOAD:
             return self._run_restarted(item)
         dataset: dict[str, str] = {}

@@ -33,7 +33,7 @@ def evaluate(evaluation: CardEvaluation, executor: LocalExecutor, out_dir: Path 
              progress: Callable[[WorkItem, WorkloadRun | None], None] | None = None) -> LocalOutcome:
     facts = facts or local_node_facts()
     started = now()
-    the_plan = plan(evaluation, [facts.name])
+    the_plan = plan(evaluation, [facts.name], operator_checks=executor.configured)
     runs: dict[str, WorkloadRun] = {}
     for item in the_plan.items_for(facts.name):
         if progress:

@@ -25,16 +25,16 @@ from cardeval.api.models import CardEvaluation, EvaluationSpec, Launcher, Profil
 from cardeval.engine.catalog import Clause, Topology, select
 from cardeval.engine.facts import WorkloadRun
 from cardeval_workloads import training_case
-from cardeval_workloads.available import OPERATOR_WORKLOADS, WORKLOADS
+from cardeval_workloads.available import CONFIGURED_WORKLOADS, OPERATOR_WORKLOADS, WORKLOADS
 
 #: Per-profile time limit of one work item, unless the spec sets one.
 DEFAULT_ITEM_TIMEOUT_S = {Profile.QUICK.value: 600, Profile.STANDARD.value: 4 * 3600,
                           Profile.FULL.value: 4 * 24 * 3600}
 
-#: Topologies that need no workload: judged from node facts, the BMC or evidence.
-NO_WORKLOAD = {Topology.CONTROL, Topology.BMC, Topology.ATTEST}
+#: Topologies that need no workload: judged from node facts or evidence.
+NO_WORKLOAD = {Topology.CONTROL, Topology.ATTEST}
 
-_TOPOLOGY_ORDER = [Topology.CARD, Topology.NODE, Topology.PROBE, Topology.MULTI_NODE]
+_TOPOLOGY_ORDER = [Topology.CARD, Topology.NODE, Topology.BMC, Topology.PROBE, Topology.MULTI_NODE]
 
 #: A clause's workload named ``<workload>.cluster``: that workload's run across the cluster's nodes.
 CLUSTER_RUN = ".cluster"
@@ -156,8 +156,9 @@ def item_name(evaluation: str, node: str, workload: str) -> str:
 def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozenset[str] | set[str] = frozenset()
          ) -> Plan:
     """``operator_checks``: workloads of ``OPERATOR_WORKLOADS`` the executor runs itself (the
-    operator's device-plugin check); their items come first on each node. Without it their
-    clauses get no item and their rules judge them (NotRun, with the reason)."""
+    operator's device-plugin check; their items come first on each node) and of
+    ``CONFIGURED_WORKLOADS`` it holds the access for (the BMC's). Without it their clauses get no
+    item and their rules judge them (NotRun, with the reason)."""
     spec = evaluation.spec
     selected, excluded = select(spec.card_type, spec.clauses.include, spec.clauses.exclude)
     timeout = spec.item_timeout_seconds or DEFAULT_ITEM_TIMEOUT_S[spec.profile]
@@ -173,7 +174,7 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
                 known = program_of(workload) in WORKLOADS
                 (across if known else missing).setdefault(workload, []).append(clause.id)
                 continue
-            if workload in OPERATOR_WORKLOADS:
+            if workload in OPERATOR_WORKLOADS | CONFIGURED_WORKLOADS:
                 if workload in operator_checks:
                     by_workload.setdefault(workload, []).append(clause)
                 continue  # not missing: this executor does not run it (local, or an operator without it)

@@ -148,16 +148,27 @@ def _fmt(value: float) -> str:
 
 @dataclass
 class NeedsBmc(Rule):
-    """Clauses compared against the server's BMC (Redfish)."""
+    """Clauses compared against the server's BMC (Redfish): judged by ``inner`` on the ``bmc`` run, which is
+    planned only where the executor holds the BMC's access (``available.CONFIGURED_WORKLOADS``)."""
 
     what: str
+    inner: Rule
 
     def describe(self) -> str:
-        return f"reads {self.what} through the node's BMC (Redfish) and compares it with the OS reading"
+        return f"reads {self.what} through the node's BMC (Redfish) and compares it with the OS reading: " \
+               f"{self.inner.describe()}"
+
+    def reads(self) -> frozenset[Read]:
+        return self.inner.reads()
+
+    def threshold_keys(self) -> frozenset[str]:
+        return self.inner.threshold_keys()
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
-        return Finding(Outcome.NOT_RUN, f"needs the node's BMC to read {self.what}; "
-                       "no BMC (Redfish) access is configured for this evaluation")
+        if ctx.clause.workloads[0] not in ctx.runs:
+            return Finding(Outcome.NOT_RUN, f"needs the node's BMC to read {self.what}; no BMC (Redfish) access "
+                           "is configured for this evaluation (locally: cardeval run --bmc FILE)")
+        return self.inner.judge(ctx)
 
 
 @dataclass

@@ -1,0 +1,186 @@
+"""``bmc`` (6.1.b–e): the OS's cards (a card-management command) against a real HTTPS Redfish service."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cardeval.api.models import Verdict
+from cardeval.engine.bmc_access import load_access
+from cardeval.engine.catalog import BY_ID
+from cardeval.engine.facts import NodeFacts, WorkloadRun
+from cardeval.engine.judge import judge_clause
+from cardeval.engine.load import InvalidInput, from_mapping
+from cardeval.engine.local_executor import LocalExecutor
+from cardeval.engine.local_run import evaluate
+from cardeval.engine.rules import JudgeContext
+from cardeval_testbed import redfish
+from cardeval_workloads.harness import cli
+
+OS_CLI = Path(__file__).with_name("os_cards_cli.py")
+
+
+class Cards:
+    """The cards' true state, read by the OS command from a file and by the BMC's callables."""
+
+    def __init__(self, path: Path, count: int = 2) -> None:
+        self.path = path
+        self.cards = [{"serial": f"16549220086{i:02d}", "firmware": "96.00.AF.00.01",
+                       "uuid": f"GPU-3f1c2a55-{i:04d}", "pci_bus_id": f"0000:{0x18 + i:02x}:00.0",
+                       "power_w": 70.0 + 10 * i, "temperature_c": 35.0 + i} for i in range(count)]
+        self.bmc_power_factor = 1.02
+        self.write()
+
+    def write(self) -> None:
+        self.path.write_text(json.dumps(self.cards))
+
+    def gpus(self) -> list[redfish.Gpu]:
+        return [redfish.Gpu(c["serial"], c["firmware"], c["uuid"],
+                            power_w=lambda c=c: c["power_w"] * self.bmc_power_factor,
+                            temperature_c=lambda c=c: c["temperature_c"]) for c in self.cards]
+
+
+@pytest.fixture
+def bench(tmp_path):
+    cards = Cards(tmp_path / "cards.json")
+    server = redfish.serve(cards.gpus(), tmp_path)
+    creds = tmp_path / "bmc.yaml"
+    creds.write_text(f"username: {server.username}\npassword: {server.password}\n")
+    yield cards, server, creds
+    server.stop()
+
+
+def _run(server, creds, cards_file: Path, *extra: str, cards: int = 2):
+    args = ["bmc", "--profile", "quick", "--device", "cpu", "--param", f"endpoint={server.endpoint}",
+            "--param", f"credentials_file={creds}", "--param", f"ca_file={server.ca_file}",
+            "--param", "os_command=" + json.dumps([sys.executable, str(OS_CLI), str(cards_file), "{index}"]),
+            "--param", f"cards={cards}", "--param", "interval_s=0.05"]
+    for p in extra:
+        args += ["--param", p]
+    envelope, code = cli.run(args)
+    assert code == 0 and envelope.status == "ok", envelope.errors
+    return envelope
+
+
+def _checks(envelope) -> dict:
+    return {c.name: c for c in envelope.checks}
+
+
+def judge(clause_id: str, env) -> object:
+    clause = BY_ID[clause_id]
+    ctx = JudgeContext(clause=clause, node=NodeFacts("n1"), runs={"bmc": WorkloadRun("bmc", envelope=env)},
+                       thresholds=dict(clause.thresholds), mode="local", cards_per_node=0, nodes_in_evaluation=1)
+    return judge_clause(clause, ctx, None, {})
+
+
+def test_agreeing_readings_pass_all_four_clauses(bench):
+    cards, server, creds = bench
+    env = _run(server, creds, cards.path)
+    assert all(c.ok is True for c in env.checks), {c.name: c.detail for c in env.checks}
+    serial = _checks(env)["bmc.serial_equal"].detail
+    assert "card 0 = GPU_SXM_1 (serial 1654922008600)" in serial and "TLS verified against" in serial
+    assert server.password not in json.dumps(env.model_dump(mode="json"))
+    deviations = {m.device: m for m in env.metrics if m.name == "bmc.power_deviation_pct"}
+    assert set(deviations) == {0, 1} and all(m.value == pytest.approx(2.0) for m in deviations.values())
+    assert deviations[0].stats.n == 4
+    for clause_id in ("6.1.b", "6.1.c", "6.1.d", "6.1.e"):
+        assert judge(clause_id, env).verdict == Verdict.PASS, (clause_id, judge(clause_id, env).reason)
+
+
+def test_a_different_firmware_fails_6_1_c_only(bench):
+    cards, server, creds = bench
+    cards.cards[1]["firmware"] = "96.00.AF.00.02"
+    cards.write()
+    env = _run(server, creds, cards.path)
+    checks = _checks(env)
+    assert checks["bmc.firmware_equal"].ok is False and "card 1: OS 96.00.AF.00.02, BMC 96.00.AF.00.01 DIFFERENT" \
+        in checks["bmc.firmware_equal"].detail
+    assert checks["bmc.serial_equal"].ok is True
+    assert judge("6.1.c", env).verdict == Verdict.FAIL
+
+
+def test_power_far_off_fails_6_1_d_with_the_deviation(bench):
+    cards, server, creds = bench
+    cards.bmc_power_factor = 1.5
+    env = _run(server, creds, cards.path)
+    (d0,) = [m for m in env.metrics if m.name == "bmc.power_deviation_pct" and m.device == 0]
+    assert d0.value == pytest.approx(50.0)
+    result = judge("6.1.d", env)
+    assert result.verdict == Verdict.FAIL and "50" in result.reason
+    assert judge("6.1.e", env).verdict == Verdict.PASS
+
+
+def test_a_card_the_bmc_does_not_list_and_a_doubled_serial_fail_6_1_b(bench, tmp_path):
+    cards, server, creds = bench
+    cards.cards.append({**cards.cards[0], "serial": "1654922009999", "uuid": "GPU-other"})
+    cards.write()
+    env = _run(server, creds, cards.path, cards=3)
+    detail = _checks(env)["bmc.serial_equal"].detail
+    assert _checks(env)["bmc.serial_equal"].ok is False and "card 2 (serial 1654922009999) is not listed" in detail
+    server.fault = "duplicate_serial"
+    env = _run(server, creds, cards.path)
+    assert "on more than one GPU" in _checks(env)["bmc.serial_equal"].detail
+    assert judge("6.1.b", env).verdict == Verdict.FAIL
+
+
+def test_a_bmc_that_refuses_the_credentials_is_an_error_on_every_clause(bench):
+    cards, server, creds = bench
+    creds.write_text(f"username: {server.username}\npassword: not-the-password\n")
+    env = _run(server, creds, cards.path)
+    assert all(c.ok is None and "refused the credentials" in c.detail for c in env.checks)
+    assert "not-the-password" not in json.dumps(env.model_dump(mode="json"))
+    for clause_id in ("6.1.b", "6.1.c", "6.1.d", "6.1.e"):
+        assert judge(clause_id, env).verdict == Verdict.ERROR
+
+
+def test_without_the_os_command_on_the_cpu_it_is_an_invalid_invocation(bench):
+    _, server, creds = bench
+    envelope, code = cli.run(["bmc", "--device", "cpu", "--param", f"endpoint={server.endpoint}",
+                              "--param", f"credentials_file={creds}"])
+    assert code == 2 and "os_command" in envelope.errors[0]
+
+
+def _evaluation(clauses: list[str]):
+    return from_mapping({"apiVersion": "cardeval.io/v1alpha1", "kind": "CardEvaluation", "metadata": {"name": "b"},
+                         "spec": {"cardType": "inference", "resourceName": "example.com/accel",
+                                  "expectedCardsPerNode": 2, "clauses": {"include": clauses}}})
+
+
+def test_cardeval_run_with_bmc_settings_judges_6_1_b_to_e_end_to_end(bench, tmp_path):
+    cards, server, creds = bench
+    settings = tmp_path / "bmc-settings.yaml"
+    settings.write_text(yaml.safe_dump({
+        "endpoint": server.endpoint, "credentialsFile": str(creds), "caFile": str(server.ca_file),
+        "osCommand": [sys.executable, str(OS_CLI), str(cards.path), "{index}"], "cards": 2}))
+    evaluation = _evaluation(["6.1.b", "6.1.c", "6.1.d", "6.1.e"])
+    outcome = evaluate(evaluation, LocalExecutor(device="cpu", bmc=load_access(settings)), tmp_path / "out")
+    verdicts = {r.clause: r for r in outcome.node.results}
+    assert {c: r.verdict for c, r in verdicts.items()} == dict.fromkeys(("6.1.b", "6.1.c", "6.1.d", "6.1.e"),
+                                                                         Verdict.PASS), verdicts
+    assert "bmc.power_deviation_pct" in verdicts["6.1.d"].reason
+    written = "".join(p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written and server.password not in written
+
+
+def test_without_bmc_settings_6_1_b_to_e_are_not_run_with_the_reason(tmp_path):
+    outcome = evaluate(_evaluation(["6.1.b", "6.1.d"]), LocalExecutor(device="cpu"))
+    assert not outcome.plan.items
+    for r in outcome.node.results:
+        assert r.verdict == Verdict.NOT_RUN and "cardeval run --bmc FILE" in r.reason, r
+
+
+@pytest.mark.parametrize(("doc", "field"), [
+    ({"endpoint": "http://10.0.0.1", "credentialsFile": "/c"}, "endpoint"),
+    ({"endpoint": "https://10.0.0.1"}, "credentialsFile"),
+    ({"endpoint": "https://10.0.0.1", "credentialsFile": "/c", "password": "x"}, "password: unknown field"),
+    ({"endpoint": "https://10.0.0.1", "credentialsFile": "/c", "osCommand": ["smi"]}, "osCommand"),
+])
+def test_bad_bmc_settings_are_refused_naming_the_field(tmp_path, doc, field):
+    path = tmp_path / "bmc.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InvalidInput, match=field):
+        load_access(path)

@@ -1,0 +1,216 @@
+"""A Redfish client for the BMC cross-check (6.1.b–e): the server's GPUs as its management controller sees them.
+
+Built on ``requests`` rather than DMTF's ``redfish`` library, whose defaults
+this check cannot accept: it turns TLS verification off unless a CA file is
+given (and silences urllib3's warning about it for the whole process), and it
+follows redirects carrying the session token. Here:
+
+* TLS is verified against the system's CA bundle, or ``ca_file``; turning
+  verification off is ``insecure=True``, an explicit choice the caller records;
+* a redirect is refused (a BMC answers where it is asked; a 3xx to another host
+  would take the credentials there);
+* a session (``SessionService/Sessions``, ``X-Auth-Token``) is opened where the
+  BMC offers one and deleted at the end; otherwise HTTP basic authentication;
+* every request has a timeout, and connection errors and 5xx answers to a GET
+  are retried a bounded number of times;
+* no message, exception or ``repr`` carries the password or the token.
+
+:func:`gpus` walks ``Systems/*/Processors`` for processors whose
+``ProcessorType`` is ``GPU`` or ``Accelerator`` and reads each one's serial
+number, firmware version, UUID and, from its ``EnvironmentMetrics``, power and
+temperature.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+ACCELERATOR_TYPES = ("GPU", "Accelerator")
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_RETRIES = 2
+RETRY_PAUSE_S = 0.5
+
+
+class RedfishError(Exception):
+    """The BMC could not be read: what was asked and why (never a credential)."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BmcGpu:
+    """One accelerator as the BMC reports it (None: the BMC does not say)."""
+
+    path: str
+    id: str
+    serial: str | None
+    firmware: str | None
+    uuid: str | None
+    model: str | None
+    power_w: float | None
+    temperature_c: float | None
+
+
+class Client:
+    """An authenticated conversation with one BMC; use as a context manager (it logs in and out)."""
+
+    def __init__(self, endpoint: str, credentials: Credentials, *, ca_file: str | None = None,
+                 insecure: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES) -> None:
+        parts = urlsplit(endpoint)
+        if parts.scheme != "https" or not parts.hostname:
+            raise RedfishError(f"the BMC endpoint must be an https:// URL with a host, not {endpoint!r}")
+        self.base = f"https://{parts.netloc}"
+        self.credentials = credentials
+        self.verify: bool | str = False if insecure else (ca_file or True)
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.auth_method = ""
+        self._session = requests.Session()
+        self._session.headers.update({"Accept": "application/json", "OData-Version": "4.0"})
+        self._session_uri: str | None = None
+
+    def __enter__(self) -> Client:
+        self.login()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logout()
+
+    def describe(self) -> str:
+        tls = "TLS NOT verified (insecure, by request)" if self.verify is False else (
+            f"TLS verified against {self.verify}" if isinstance(self.verify, str) else
+            "TLS verified against the system's CA bundle")
+        return f"Redfish at {self.base} ({self.auth_method or 'not logged in'}; {tls})"
+
+    def login(self) -> None:
+        root = self.get("/redfish/v1/", authenticated=False)
+        sessions = (root.get("Links") or {}).get("Sessions", {}).get("@odata.id")
+        if sessions:
+            answer = self._request("POST", sessions, json={"UserName": self.credentials.username,
+                                                           "Password": self.credentials.password})
+            if answer.status_code in (200, 201) and answer.headers.get("X-Auth-Token"):
+                self._session.headers["X-Auth-Token"] = answer.headers["X-Auth-Token"]
+                location = answer.headers.get("Location")
+                self._session_uri = urlsplit(location).path if location else None
+                self.auth_method = "session"
+                return
+            if answer.status_code in (401, 403):
+                raise RedfishError(f"the BMC refused the credentials for a session (HTTP {answer.status_code})")
+        self._session.auth = (self.credentials.username, self.credentials.password)
+        self.auth_method = "basic authentication"
+        self.get("/redfish/v1/Systems")  # fails here, with the reason, if the credentials are wrong
+
+    def logout(self) -> None:
+        if self._session_uri:
+            try:
+                self._request("DELETE", self._session_uri)
+            except RedfishError:
+                pass  # the session expires on the BMC by itself
+            self._session_uri = None
+        self._session.close()
+
+    def get(self, path: str, authenticated: bool = True) -> dict[str, Any]:
+        """The JSON object at ``path``; RedfishError on anything else."""
+        for attempt in range(self.retries + 1):
+            answer = self._request("GET", path, authenticated=authenticated)
+            if answer.status_code >= 500 and attempt < self.retries:
+                time.sleep(RETRY_PAUSE_S)
+                continue
+            break
+        if 300 <= answer.status_code < 400:
+            raise RedfishError(f"GET {path}: the BMC redirected (HTTP {answer.status_code}) to "
+                               f"{answer.headers.get('Location', '?')}; redirects are not followed")
+        if answer.status_code in (401, 403):
+            raise RedfishError(f"GET {path}: the BMC refused the credentials (HTTP {answer.status_code})")
+        if answer.status_code != 200:
+            raise RedfishError(f"GET {path}: HTTP {answer.status_code} {answer.reason}")
+        try:
+            body = json.loads(answer.content)
+        except ValueError as exc:
+            raise RedfishError(f"GET {path}: the answer is not JSON ({exc}; {len(answer.content)} bytes)") from None
+        if not isinstance(body, dict):
+            raise RedfishError(f"GET {path}: the answer is a JSON {type(body).__name__}, not an object")
+        return body
+
+    def _request(self, method: str, path: str, authenticated: bool = True, **kwargs: Any) -> requests.Response:
+        url = self.base + path
+        for attempt in range(self.retries + 1):
+            try:
+                if authenticated:
+                    return self._session.request(method, url, timeout=self.timeout_s, verify=self.verify,
+                                                 allow_redirects=False, **kwargs)
+                return requests.request(method, url, timeout=self.timeout_s, verify=self.verify,
+                                        allow_redirects=False, headers={"Accept": "application/json"}, **kwargs)
+            except requests.exceptions.SSLError as exc:
+                raise RedfishError(f"{method} {path}: TLS failed ({_reason(exc)})") from None
+            except requests.exceptions.Timeout:
+                if attempt == self.retries or method != "GET":
+                    raise RedfishError(f"{method} {path}: no answer within {self.timeout_s:g} s "
+                                       f"({attempt + 1} attempts)") from None
+            except requests.exceptions.ConnectionError as exc:
+                if attempt == self.retries or method != "GET":
+                    raise RedfishError(f"{method} {path}: cannot connect to {self.base} ({_reason(exc)})") from None
+            except requests.exceptions.RequestException as exc:
+                raise RedfishError(f"{method} {path}: {_reason(exc)}") from None
+            time.sleep(RETRY_PAUSE_S)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost cause of a requests error, short (URLs and reasons only: requests puts no secret there)."""
+    text = str(exc.__context__ or exc) if isinstance(exc, requests.exceptions.ConnectionError) else str(exc)
+    return text[-300:]
+
+
+def _members(client: Client, path: str) -> list[str]:
+    collection = client.get(path)
+    members = collection.get("Members")
+    if not isinstance(members, list):
+        raise RedfishError(f"GET {path}: a collection without Members")
+    return [m["@odata.id"] for m in members if isinstance(m, dict) and isinstance(m.get("@odata.id"), str)]
+
+
+def _reading(metrics: dict[str, Any], key: str) -> float | None:
+    value = (metrics.get(key) or {}).get("Reading") if isinstance(metrics.get(key), dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def gpus(client: Client) -> list[BmcGpu]:
+    """Every GPU/accelerator processor of every system, with its identity and current readings."""
+    found = []
+    for system in _members(client, "/redfish/v1/Systems"):
+        processors = client.get(system).get("Processors", {}).get("@odata.id")
+        if not processors:
+            continue
+        for path in _members(client, processors):
+            gpu = read_gpu(client, path)
+            if gpu is not None:
+                found.append(gpu)
+    return found
+
+
+def read_gpu(client: Client, path: str) -> BmcGpu | None:
+    """The processor at ``path`` now (None: not a GPU or accelerator)."""
+    processor = client.get(path)
+    if processor.get("ProcessorType") not in ACCELERATOR_TYPES:
+        return None
+    metrics_path = (processor.get("EnvironmentMetrics") or {}).get("@odata.id")
+    metrics = client.get(metrics_path) if metrics_path else {}
+    return BmcGpu(path=path, id=str(processor.get("Id", path.rsplit("/", 1)[-1])),
+                  serial=_text(processor.get("SerialNumber")), firmware=_text(processor.get("FirmwareVersion")),
+                  uuid=_text(processor.get("UUID")), model=_text(processor.get("Model")),
+                  power_w=_reading(metrics, "PowerWatts"), temperature_c=_reading(metrics, "TemperatureCelsius"))
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None

@@ -1,0 +1,283 @@
+"""``bmc``: the cards through the server's BMC (Redfish) against the OS's reading (6.1.b–e; 8.2.2–8.2.5).
+
+The methods read each card's serial number, firmware version, current power
+and current temperature through the server's remote management and through
+the operating system, and compare: serial and firmware equal, power and
+temperature within 5 %. The BMC side is :mod:`._redfish` (``--param
+endpoint``, credentials from ``--param credentials_file`` — a JSON or YAML
+file with ``username`` and ``password`` — or ``CARDEVAL_BMC_USERNAME`` /
+``CARDEVAL_BMC_PASSWORD``; TLS verified, ``--param ca_file``, or ``--param
+insecure=true``, recorded in every detail); the OS side is :mod:`._os_cards`.
+
+Each OS card is matched to a BMC GPU by serial number, else UUID; a card the
+BMC does not list, or a BMC GPU no OS card matches, is a mismatch.
+
+* ``bmc.serial_equal`` (6.1.b) — every card matched by serial, each BMC GPU
+  matched once, no GPU without a serial or with another's;
+* ``bmc.firmware_equal`` (6.1.c) — every matched pair's firmware versions equal;
+* ``bmc.power_paired`` / ``bmc.temperature_paired`` — every matched card read
+  on both sides at every one of ``samples`` moments (the BMC, then the OS
+  straight after: the gap is shown); ``bmc.power_deviation_pct`` /
+  ``bmc.temperature_deviation_pct`` (6.1.d, 6.1.e) per card — the largest of
+  the samples' \\|BMC − OS\\| / OS × 100 (every sample must be within the
+  bound, so the largest is the statistic), each sample in ``stats.samples``.
+  On a card, half the samples are taken while the card runs a matrix-multiply
+  load, so the readings are compared idle and under load.
+
+A BMC that cannot be reached, refuses the credentials or answers garbage
+leaves every check undetermined with the reason (the catalog: ``Error``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cardeval_workloads.envelope import Stats
+from cardeval_workloads.harness.context import RunContext
+from cardeval_workloads.harness.errors import UsageError
+from cardeval_workloads.harness.params import Param
+from cardeval_workloads.harness.profiles import merged
+
+from . import _os_cards, _redfish
+
+NAME = "bmc"
+TOPOLOGY = "node"
+
+CHECKS = ("bmc.serial_equal", "bmc.firmware_equal", "bmc.power_paired", "bmc.temperature_paired")
+METRICS = ("bmc.power_deviation_pct", "bmc.temperature_deviation_pct")
+SHOWN = ()
+
+USERNAME_ENV = "CARDEVAL_BMC_USERNAME"
+PASSWORD_ENV = "CARDEVAL_BMC_PASSWORD"
+
+PARAMS = {
+    "endpoint": Param(str, None, "the BMC's Redfish service, https://host[:port]"),
+    "credentials_file": Param(str, None, f"a JSON/YAML file with username and password (else {USERNAME_ENV} and "
+                              f"{PASSWORD_ENV})"),
+    "ca_file": Param(str, None, "the CA bundle that signed the BMC's certificate (default: the system's)"),
+    "insecure": Param(bool, False, "do not verify the BMC's TLS certificate (recorded in every result)"),
+    "samples": Param(int, None, "paired readings per card instead of the profile's"),
+    "interval_s": Param(float, None, "seconds between paired readings instead of the profile's"),
+    "os_command": Param(str, None, "a vendor command for the OS side: JSON argv with {index} (see _os_cards)"),
+    "cards": Param(int, None, "with os_command on the CPU: how many cards the command describes"),
+    "timeout_s": Param(float, _redfish.DEFAULT_TIMEOUT_S, "seconds each BMC request may take"),
+}
+
+PROFILES = {
+    "quick": {"cpu": dict(samples=4, interval_s=0.5), "accelerator": dict(samples=6, interval_s=1.0)},
+    "standard": {"cpu": dict(samples=10, interval_s=1.0), "accelerator": dict(samples=20, interval_s=2.0)},
+    "full": {"cpu": dict(samples=30, interval_s=2.0), "accelerator": dict(samples=60, interval_s=5.0)},
+}
+
+
+def credentials(ctx: RunContext) -> _redfish.Credentials:
+    path = ctx.params.get("credentials_file")
+    if path:
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"--param credentials_file={path}: unreadable ({type(exc).__name__})") from None
+        if not (isinstance(data, dict) and isinstance(data.get("username"), str)
+                and isinstance(data.get("password"), str)):
+            raise UsageError(f"--param credentials_file={path}: needs username and password (strings)")
+        return _redfish.Credentials(data["username"], data["password"])
+    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    if not user or password is None:
+        raise UsageError(f"no BMC credentials: --param credentials_file, or {USERNAME_ENV} and {PASSWORD_ENV}")
+    return _redfish.Credentials(user, password)
+
+
+def run(ctx: RunContext) -> None:
+    endpoint = ctx.params.get("endpoint")
+    if not endpoint:
+        raise UsageError("--param endpoint: the BMC's Redfish service is needed")
+    command = _os_cards.parse_command(ctx.params["os_command"]) if ctx.params.get("os_command") else None
+    if command is None and not ctx.accel.is_accelerator:
+        raise UsageError("on the CPU the OS side needs --param os_command (the host CPU is not a card)")
+    indices = ctx.devices if ctx.accel.is_accelerator else list(range(int(ctx.params.get("cards") or 1)))
+    client = _redfish.Client(endpoint, credentials(ctx), ca_file=ctx.params.get("ca_file"),
+                             insecure=bool(ctx.params.get("insecure")), timeout_s=float(ctx.params["timeout_s"]))
+    reader = _os_cards.Reader(ctx.accel, command)
+    if ctx.accel.is_accelerator:
+        for index in indices:
+            ctx.out.device(ctx.identity(index))
+    try:
+        _compare(ctx, client, reader, indices)
+    finally:
+        reader.close()
+
+
+def _undetermined(ctx: RunContext, why: str) -> None:
+    for name in CHECKS:
+        ctx.out.check(name, None, why)
+    for name in METRICS:
+        ctx.out.metric(name, None, "%", unavailable=why)
+
+
+def _compare(ctx: RunContext, client: _redfish.Client, reader: _os_cards.Reader, indices: list[int]) -> None:
+    try:
+        client.login()
+    except _redfish.RedfishError as exc:
+        return _undetermined(ctx, f"the BMC could not be read: {exc}")
+    try:
+        bmc_gpus = _redfish.gpus(client)
+        cards = [reader.card(i) for i in indices]
+        where = f"{client.describe()}; OS side: {reader.describe()}"
+        pairs = _match(ctx, cards, bmc_gpus, where)
+        _firmware(ctx, pairs, where)
+        _readings(ctx, client, reader, pairs, where)
+    except _redfish.RedfishError as exc:
+        _undetermined(ctx, f"the BMC could not be read: {exc}")
+    except RuntimeError as exc:
+        _undetermined(ctx, f"the OS side could not be read: {exc}")
+    finally:
+        client.logout()
+
+
+def _match(ctx: RunContext, cards: list[_os_cards.Card], gpus: list[_redfish.BmcGpu], where: str
+           ) -> list[tuple[_os_cards.Card, _redfish.BmcGpu]]:
+    """Pairs matched by serial, else UUID; the serial check judged on the whole inventory."""
+    problems = []
+    serials = [g.serial for g in gpus if g.serial]
+    doubled = sorted({s for s in serials if serials.count(s) > 1})
+    if doubled:
+        problems.append(f"the BMC lists serial(s) {doubled} on more than one GPU")
+    problems += [f"BMC GPU {g.id} has no serial number" for g in gpus if not g.serial]
+    if not gpus:
+        problems.append("the BMC lists no GPU or accelerator processor")
+    pairs, taken = [], set()
+    for card in cards:
+        serial, uuid = card.identity["serial"], card.identity["uuid"]
+        by_serial = [g for g in gpus if serial and g.serial == serial and g.path not in taken]
+        by_uuid = [g for g in gpus if uuid and g.uuid and g.uuid.lower() == uuid.lower() and g.path not in taken]
+        match = by_serial[0] if by_serial else (by_uuid[0] if by_uuid else None)
+        if match is None:
+            problems.append(f"card {card.index} (serial {serial or 'unread: ' + card.why.get('serial', '?')}) is "
+                            "not listed by the BMC")
+            continue
+        taken.add(match.path)
+        pairs.append((card, match))
+        if match.serial != serial:
+            problems.append(f"card {card.index}: serial {serial!r} from the OS, {match.serial!r} from the BMC "
+                            f"({match.id}, matched by UUID)")
+    problems += [f"BMC GPU {g.id} (serial {g.serial}) matches no card the OS sees" for g in gpus
+                 if g.path not in taken]
+    matched = ", ".join(f"card {c.index} = {g.id} (serial {c.identity['serial']})" for c, g in pairs)
+    ctx.out.check("bmc.serial_equal", not problems,
+                  ("; ".join(problems) if problems else f"every serial equal: {matched}") + f" ({where})",
+                  observed=len(pairs) - len([p for p in problems if "matched by UUID" in p]), expected=len(cards))
+    return pairs
+
+
+def _firmware(ctx: RunContext, pairs: list[tuple[_os_cards.Card, _redfish.BmcGpu]], where: str) -> None:
+    if not pairs:
+        ctx.out.check("bmc.firmware_equal", False, f"no card was matched to a BMC GPU ({where})")
+        return
+    parts, ok = [], True
+    for card, gpu in pairs:
+        mine, theirs = card.identity["firmware"], gpu.firmware
+        same = mine is not None and theirs is not None and mine.strip() == theirs.strip()
+        ok = ok and same
+        parts.append(f"card {card.index}: OS {mine or 'unread: ' + card.why.get('firmware', '?')!s}, "
+                     f"BMC {theirs or 'not reported'}{'' if same else ' DIFFERENT'}")
+    ctx.out.check("bmc.firmware_equal", ok, "; ".join(parts) + f" ({where})")
+
+
+class _Load:
+    """A matrix-multiply loop on each card while it is set, so the readings are compared under load too."""
+
+    def __init__(self, ctx: RunContext, indices: list[int]) -> None:
+        self.ctx = ctx
+        self.indices = indices
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def __enter__(self) -> _Load:
+        for index in self.indices:
+            thread = threading.Thread(target=self._spin, args=(index,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def _spin(self, index: int) -> None:
+        device = self.ctx.accel.device(index)
+        a = torch.randn(4096, 4096, device=device, dtype=torch.float16)
+        while not self.stop.is_set():
+            for _ in range(20):
+                a = (a @ a).clamp_(-1, 1)
+            self.ctx.accel.synchronize(index)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+def _readings(ctx: RunContext, client: _redfish.Client, reader: _os_cards.Reader,
+              pairs: list[tuple[_os_cards.Card, _redfish.BmcGpu]], where: str) -> None:
+    cfg = merged(ctx.sizes, ctx.params, "samples", "interval_s")
+    samples, interval = int(cfg["samples"]), float(cfg["interval_s"])
+    taken: dict[int, list[tuple[str, _redfish.BmcGpu, _os_cards.Sample, float]]] = {c.index: [] for c, _ in pairs}
+    phases = [("idle", samples - samples // 2), ("load", samples // 2)] if ctx.accel.is_accelerator \
+        else [("idle", samples)]
+    for phase, count in phases:
+        loaded = _Load(ctx, [c.index for c, _ in pairs]) if phase == "load" else None
+        if loaded:
+            loaded.__enter__()
+            time.sleep(2.0)  # let the card's power rise before it is read
+        try:
+            for _ in range(count):
+                for card, gpu in pairs:
+                    start = time.time()
+                    now = _redfish.read_gpu(client, gpu.path)
+                    if now is None:
+                        raise _redfish.RedfishError(f"{gpu.path} is no longer a GPU processor")
+                    mine = reader.sample(card.index)
+                    taken[card.index].append((phase, now, mine, mine.t - start))
+                time.sleep(interval)
+        finally:
+            if loaded:
+                loaded.__exit__()
+    no_load = "" if ctx.accel.is_accelerator else "; not under load: the CPU stand-in has no card to load"
+    for quantity, unit in (("power", "W"), ("temperature", "°C")):
+        _report(ctx, quantity, unit, pairs, taken, f"{where}{no_load}")
+
+
+def _report(ctx: RunContext, quantity: str, unit: str, pairs: list[tuple[_os_cards.Card, _redfish.BmcGpu]],
+            taken: dict[int, list[Any]], where: str) -> None:
+    attr = "power_w" if quantity == "power" else "temperature_c"
+    missing, details = [], []
+    for card, gpu in pairs:
+        deviations, shown, gaps = [], [], []
+        for phase, now, mine, gap in taken[card.index]:
+            gaps.append(gap)
+            theirs, ours = getattr(now, attr), getattr(mine, attr)
+            if theirs is None or ours is None or ours == 0:
+                missing.append(f"card {card.index} ({phase}): BMC {theirs}, OS {ours}")
+                continue
+            deviations.append(abs(theirs - ours) / abs(ours) * 100)
+            shown.append(f"{theirs:g}/{ours:g}")
+        if deviations:
+            ctx.out.metric(f"bmc.{quantity}_deviation_pct", max(deviations), "%", device=card.index,
+                           stats=Stats.of(deviations),
+                           labels={"bmc_gpu": gpu.id, "pairs": " ".join(shown)[:200],
+                                   "read_gap_s": f"{max(gaps):.3f}",
+                                   "statistic": "the largest |BMC - OS| / OS of the samples"})
+        else:
+            ctx.out.metric(f"bmc.{quantity}_deviation_pct", None, "%", device=card.index,
+                           unavailable=f"no {quantity} read on both sides for card {card.index}")
+        details.append(f"card {card.index} = {gpu.id}: {len(deviations)} pairs (BMC/OS {unit})")
+    if not pairs:
+        ctx.out.check(f"bmc.{quantity}_paired", None, f"no card was matched to a BMC GPU ({where})")
+        return
+    ctx.out.check(f"bmc.{quantity}_paired", None if missing else True,
+                  ("; ".join(missing[:4]) + " (not read)" if missing else "; ".join(details))
+                  + f" ({where})")
