@@ -14,6 +14,7 @@ processes and reports them like a kubelet.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from cardeval.engine.catalog import BY_ID, Topology
 from cardeval.engine.load import from_mapping
 from cardeval.engine.planner import plan
 from cardeval.operator.results import configmap_name
+from cardeval_testbed import redfish
 from cardeval_testbed.waiting import wait_for
 from cardeval_workloads.available import OPERATOR_WORKLOADS, WORKLOADS
 
@@ -425,6 +427,56 @@ def test_online_serving_passes_through_a_job_with_the_runtime_on_the_pods_addres
         delete_eval(cluster, name)
 
 
+def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_nodes_endpoint(
+        cluster, installed, operator, node_agent, unique, tmp_path):
+    """6.1.b-e through the operator: a Redfish service over TLS, its endpoint in one node's annotation, its
+    credentials in a Secret (given to the pod as environment: the operator reads no Secret), its CA in a
+    ConfigMap; the OS side a card-management command. The annotated node passes all four (on the CPU
+    stand-in); the node without the annotation gets no Job and an Error naming the annotation."""
+    cards = [{"serial": f"SN-{unique}-{i}", "firmware": "96.00.AF.00.01", "uuid": f"GPU-{unique}-{i}",
+              "power_w": 80.0 + i, "temperature_c": 40.0 + i} for i in range(2)]
+    # Not under /tmp: the node agent maps a pod's /tmp to its own emptyDir, also in the command's arguments.
+    state = Path.home() / ".cache" / "cardeval" / "tests" / f"bmc-cards-{unique}.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps(cards))
+    server = redfish.serve([redfish.Gpu(c["serial"], c["firmware"], c["uuid"], power_w=lambda c=c: c["power_w"],
+                                        temperature_c=lambda c=c: c["temperature_c"]) for c in cards], tmp_path)
+    name, pool, secret = f"bmc-{unique}", f"bmc-{unique}", f"bmc-cred-{unique}"
+    annotated, bare = f"bmc-{unique}-1", f"bmc-{unique}-2"
+    node_agent([{"name": annotated, "capacity": {"example.com/accel": "2"}, "labels": {"cardeval.io/pool": pool},
+                 "annotations": {"cardeval.io/bmc-endpoint": server.endpoint}},
+                {"name": bare, "capacity": {"example.com/accel": "2"}, "labels": {"cardeval.io/pool": pool}}])
+    cluster.kubectl("create", "secret", "generic", secret, "-n", NAMESPACE,
+                    f"--from-literal=username={server.username}", f"--from-literal=password={server.password}")
+    cluster.kubectl("create", "configmap", f"{secret}-ca", "-n", NAMESPACE, f"--from-file=ca.crt={server.ca_file}")
+    os_command = [sys.executable, str(ROOT / "tests" / "workloads" / "os_cards_cli.py"), str(state), "{index}"]
+    doc = evaluation_doc(name, pool, cardType="inference", clauses={"include": ["6.1.b", "6.1.c", "6.1.d", "6.1.e"]},
+                         bmc={"credentialsSecret": secret, "caConfigMap": f"{secret}-ca", "osCommand": os_command})
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    try:
+        wait_complete(cluster, name)
+        (job,) = jobs_of(cluster, name)
+        assert job["metadata"]["annotations"]["cardeval.io/node"] == annotated
+        text = json.dumps(job)
+        assert server.password not in text and f"endpoint={server.endpoint}" in text
+        env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["CARDEVAL_BMC_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "password"}
+        verdicts = {r["clause"]: r for r in node_result(cluster, name, annotated)["results"]}
+        for clause in ("6.1.b", "6.1.c", "6.1.d", "6.1.e"):
+            assert verdicts[clause]["verdict"] == "Pass", verdicts[clause]["reason"]
+        said = json.dumps(verdicts["6.1.b"])
+        assert "TLS verified against" in said and "bmc-ca/ca.crt" in said
+        for r in node_result(cluster, name, bare)["results"]:
+            assert r["verdict"] == "Error" and "has no annotation cardeval.io/bmc-endpoint" in r["reason"], r
+        assert server.password not in json.dumps(get_eval(cluster, name))
+    finally:
+        delete_eval(cluster, name)
+        cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
+        cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
+        server.stop()
+        state.unlink()
+
+
 def test_a_workload_that_hangs_past_its_deadline_is_an_error(cluster, installed, node_agent, unique, tmp_path):
     """The pod starts and never finishes (the workload command sleeps): the Job's activeDeadlineSeconds
     stops it, and the clause is Error "did not finish within its time limit", as locally — not NotRun."""
@@ -530,6 +582,10 @@ MALFORMED = [
     ("an engine command without {input} (CEL)",
      _with("spec.inferenceEngine", {"name": "v", "command": ["vendor-run", "{model}", "{output}"]},
            _with("spec.cardType", "inference")), "spec.inferenceEngine.command"),
+    ("a BMC without its Secret", _with("spec.bmc", {"caConfigMap": "ca"}), "spec.bmc.credentialsSecret"),
+    ("a BMC endpoint annotation that is no key", _with("spec.bmc", {"credentialsSecret": "s",
+                                                                    "endpointAnnotation": "has space"}),
+     "spec.bmc.endpointAnnotation"),
     ("an inference engine for a training card (CEL)",
      _with("spec.inferenceEngine", {"name": "v", "command": ["run", "{model}", "{input}", "{output}"]}),
      "spec.inferenceEngine"),

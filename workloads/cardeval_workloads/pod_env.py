@@ -9,3 +9,8 @@ reads it too.
 
 #: The pod's IP (``status.podIP``).
 POD_IP_ENV = "CARDEVAL_POD_IP"
+
+#: The BMC's credentials in the ``bmc`` workload's container, from the Secret ``spec.bmc.credentialsSecret``
+#: names (``secretKeyRef``: the kubelet resolves it, the operator never reads the Secret).
+BMC_USERNAME_ENV = "CARDEVAL_BMC_USERNAME"
+BMC_PASSWORD_ENV = "CARDEVAL_BMC_PASSWORD"

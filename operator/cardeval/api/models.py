@@ -269,6 +269,28 @@ class InferenceEngine(ApiModel):
         return self
 
 
+class Bmc(ApiModel):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "The nodes' BMCs (Redfish), for 6.1.b-e: each node's endpoint in its annotation, the "
+                       "credentials in a Secret of the operator's namespace (keys username and password), given "
+                       "to the bmc workload's pod as environment from the Secret: the operator itself never "
+                       "reads it"})
+
+    credentials_secret: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)] = Field(
+        description="the Secret with the keys username and password")
+    endpoint_annotation: Annotated[str, StringConstraints(pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9][-A-Za-z0-9_.]*$",
+                                                          max_length=316)] = Field(
+        default="cardeval.io/bmc-endpoint", description="the Node annotation holding its BMC's https:// URL")
+    ca_config_map: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)] | None = Field(
+        default=None, description="a ConfigMap whose key ca.crt holds the CA that signed the BMCs' certificates")
+    insecure_skip_verify: bool = Field(
+        default=False, description="do not verify the BMCs' TLS certificates (recorded in every result)")
+    os_command: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="a vendor command in the workload image printing card {index}'s serial, firmware, uuid, "
+                    "power_w and temperature_c as JSON (default: NVML)")
+
+
 class Admission(ApiModel):
     on_pass: OnPass | None = None
     accept_relaxed_thresholds: bool = Field(
@@ -347,6 +369,7 @@ class EvaluationSpec(ApiModel):
     checkpoint_volume: CheckpointVolume | None = None
     training_case: TrainingCase | None = None
     inference_engine: InferenceEngine | None = None
+    bmc: Bmc | None = None
 
     @property
     def training_dataset(self) -> str:

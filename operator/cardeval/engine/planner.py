@@ -153,6 +153,11 @@ def item_name(evaluation: str, node: str, workload: str) -> str:
     return f"{head}-{digest}"
 
 
+def configured_for(spec: EvaluationSpec) -> frozenset[str]:
+    """The ``CONFIGURED_WORKLOADS`` whose access the spec gives: ``spec.bmc``, the BMC's (the only one)."""
+    return CONFIGURED_WORKLOADS if spec.bmc is not None else frozenset()
+
+
 def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozenset[str] | set[str] = frozenset()
          ) -> Plan:
     """``operator_checks``: workloads of ``OPERATOR_WORKLOADS`` the executor runs itself (the

@@ -55,12 +55,14 @@ from cardeval.api.models import (
     API_VERSION, GROUP, PLURAL, VERSION, CardEvaluation, ComplianceReason, EvaluationSpec, EvaluationStatus,
     NodeResult, NodeSummary, Phase, ResultsRef,
 )
+from cardeval.engine import bmc_access
 from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.judge import admission_blocker, judge_node, threshold_overrides
 from cardeval.engine.load import InvalidInput, from_mapping
 from cardeval.engine.planner import MultiNodePlan, WorkItem, not_run_outside, plan
 from cardeval.engine.status import build_status, node_summary, now
 from cardeval.operator import admission, labels, metrics, nodes
+from cardeval.operator.bmc_runner import BmcRunner
 from cardeval.operator.config import Settings
 from cardeval.operator.deviceplugin import DevicePluginRunner, ProbeSettings
 from cardeval.operator.evaluation_pass import Observed, Pass, PassScope
@@ -106,6 +108,7 @@ class Reconciler:
         device_plugin = DevicePluginRunner(kube, ProbeSettings.from_env(settings))
         by_workload: dict[str, ItemRunner] = dict.fromkeys(device_plugin.workloads, device_plugin)
         by_workload[resume_protocol.WORKLOAD] = ResumeRunner(kube, settings, self.events)
+        by_workload[bmc_access.WORKLOAD] = BmcRunner(kube, settings)
         self.runners = Runners(JobRunner(kube, settings), by_workload)
         #: Runs across nodes (inter-node clauses, cluster linearity): MPIJobs or Indexed Jobs.
         self.multinode = MultiNodeRuns(kube, settings, self.store, self.events)
@@ -192,7 +195,7 @@ class Reconciler:
             self._fail(name, uid, generation, prev, f"no node matches spec.nodeSelector {sel}", "NoMatchingNodes")
             return None
         names = [n["metadata"]["name"] for n in matching]
-        the_plan = plan(evaluation, names, operator_checks=self.runners.operator_checks)
+        the_plan = plan(evaluation, names, operator_checks=self.runners.checks_for(evaluation.spec))
         pending = [NodeSummary(name=n, phase=Phase.PENDING, message="queued") for n in names]
         status = build_status(prev if prev and prev.observed_generation is not None else None, generation,
                               pending, len(names), [c.id for c in the_plan.excluded], now(),
@@ -240,7 +243,7 @@ class Reconciler:
     def _observe(self, evaluation: CardEvaluation, uid: str, generation: int, prev: EvaluationStatus | None,
                  planned: list[str]) -> Pass:
         name = evaluation.metadata.name
-        the_plan = plan(evaluation, planned, operator_checks=self.runners.operator_checks)
+        the_plan = plan(evaluation, planned, operator_checks=self.runners.checks_for(evaluation.spec))
         stored: dict[str, StoredNode] = {}
         for s in self.store.scan(name):
             if s.generation == generation and uid in s.owner_uids:

@@ -20,14 +20,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from cardeval.api.models import CardEvaluation
+from cardeval.api.models import CardEvaluation, EvaluationSpec
 from cardeval.engine.facts import WorkloadRun
-from cardeval.engine.planner import WorkItem
+from cardeval.engine.planner import WorkItem, configured_for
 from cardeval.operator import metrics
 from cardeval.operator.collect_k8s import collect_job
 from cardeval.operator.config import Settings
 from cardeval.operator.jobs import job_manifest, job_state
 from cardeval.operator.kube import ApiError, KubeApi
+from cardeval_workloads.available import CONFIGURED_WORKLOADS
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ class Runners:
     def operator_checks(self) -> frozenset[str]:
         """The workloads not run as Jobs (``planner.plan(operator_checks=...)``)."""
         return frozenset(self.by_workload)
+
+    def checks_for(self, spec: EvaluationSpec) -> frozenset[str]:
+        """``operator_checks`` for an evaluation: the configured workloads only where its spec configures them."""
+        return self.operator_checks - (CONFIGURED_WORKLOADS - configured_for(spec))
 
     def of(self, item: WorkItem) -> ItemRunner:
         return self.by_workload.get(item.workload, self.default)

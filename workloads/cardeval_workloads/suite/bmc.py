@@ -43,6 +43,7 @@ from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import UsageError
 from cardeval_workloads.harness.params import Param
 from cardeval_workloads.harness.profiles import merged
+from cardeval_workloads.pod_env import BMC_PASSWORD_ENV, BMC_USERNAME_ENV
 
 from . import _os_cards, _redfish
 
@@ -53,13 +54,11 @@ CHECKS = ("bmc.serial_equal", "bmc.firmware_equal", "bmc.power_paired", "bmc.tem
 METRICS = ("bmc.power_deviation_pct", "bmc.temperature_deviation_pct")
 SHOWN = ()
 
-USERNAME_ENV = "CARDEVAL_BMC_USERNAME"
-PASSWORD_ENV = "CARDEVAL_BMC_PASSWORD"
 
 PARAMS = {
     "endpoint": Param(str, None, "the BMC's Redfish service, https://host[:port]"),
-    "credentials_file": Param(str, None, f"a JSON/YAML file with username and password (else {USERNAME_ENV} and "
-                              f"{PASSWORD_ENV})"),
+    "credentials_file": Param(str, None, f"a JSON/YAML file with username and password (else {BMC_USERNAME_ENV} and "
+                              f"{BMC_PASSWORD_ENV})"),
     "ca_file": Param(str, None, "the CA bundle that signed the BMC's certificate (default: the system's)"),
     "insecure": Param(bool, False, "do not verify the BMC's TLS certificate (recorded in every result)"),
     "samples": Param(int, None, "paired readings per card instead of the profile's"),
@@ -89,9 +88,9 @@ def credentials(ctx: RunContext) -> _redfish.Credentials:
                 and isinstance(data.get("password"), str)):
             raise UsageError(f"--param credentials_file={path}: needs username and password (strings)")
         return _redfish.Credentials(data["username"], data["password"])
-    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    user, password = os.environ.get(BMC_USERNAME_ENV), os.environ.get(BMC_PASSWORD_ENV)
     if not user or password is None:
-        raise UsageError(f"no BMC credentials: --param credentials_file, or {USERNAME_ENV} and {PASSWORD_ENV}")
+        raise UsageError(f"no BMC credentials: --param credentials_file, or {BMC_USERNAME_ENV} and {BMC_PASSWORD_ENV}")
     return _redfish.Credentials(user, password)
 
 
@@ -106,9 +105,8 @@ def run(ctx: RunContext) -> None:
     client = _redfish.Client(endpoint, credentials(ctx), ca_file=ctx.params.get("ca_file"),
                              insecure=bool(ctx.params.get("insecure")), timeout_s=float(ctx.params["timeout_s"]))
     reader = _os_cards.Reader(ctx.accel, command)
-    if ctx.accel.is_accelerator:
-        for index in indices:
-            ctx.out.device(ctx.identity(index))
+    for index in ctx.devices:  # on the CPU: the host, so that the result says it is the stand-in's
+        ctx.out.device(ctx.identity(index))
     try:
         _compare(ctx, client, reader, indices)
     finally:
