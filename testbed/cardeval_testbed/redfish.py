@@ -8,9 +8,10 @@ What a real BMC does that the client depends on, and nothing else:
   location closes it; every other resource needs the token or HTTP basic auth;
 * ``Systems/HGX_Baseboard_0/Processors`` lists a host CPU (``ProcessorType``
   ``CPU``) and one ``GPU_SXM_n`` per card with ``SerialNumber``,
-  ``FirmwareVersion``, ``UUID``, ``Model`` and an ``EnvironmentMetrics`` link
-  whose ``PowerWatts``/``TemperatureCelsius`` readings come from callables, so a
-  test can make them follow a card's load over time.
+  ``FirmwareVersion``, ``UUID``, ``Model``, an ``EnvironmentMetrics`` link whose
+  ``PowerWatts``/``TemperatureCelsius`` readings come from callables (so a test
+  can make them follow a card's load over time), and ``Links.Chassis`` to
+  ``Chassis/HGX_GPU_SXM_n``, whose ``Sensors`` give the same readings.
 
 :attr:`RedfishServer.fault` makes it misbehave the ways a BMC does (see
 :data:`FAULTS`), one at a time. TLS: a certificate issued by the test's own CA
@@ -35,7 +36,7 @@ from .pki import CertificateAuthority
 
 SYSTEM = "/redfish/v1/Systems/HGX_Baseboard_0"
 FAULTS = ("unauthorized", "forbidden", "server_error", "malformed", "truncated", "redirect", "slow",
-          "no_sessions", "no_gpus", "no_serial", "duplicate_serial")
+          "no_sessions", "no_gpus", "no_serial", "duplicate_serial", "sensors_only")
 
 
 @dataclass
@@ -104,7 +105,10 @@ class RedfishServer:
                 body = {"@odata.id": base, "@odata.type": "#Processor.v1_20_0.Processor", "Id": f"GPU_SXM_{i + 1}",
                         "ProcessorType": "GPU", "Manufacturer": "NVIDIA", "Model": gpu.model, "UUID": gpu.uuid,
                         "SerialNumber": serial, "FirmwareVersion": gpu.firmware,
-                        "EnvironmentMetrics": {"@odata.id": f"{base}/EnvironmentMetrics"}}
+                        "EnvironmentMetrics": {"@odata.id": f"{base}/EnvironmentMetrics"},
+                        "Links": {"Chassis": [{"@odata.id": f"/redfish/v1/Chassis/HGX_GPU_SXM_{i + 1}"}]}}
+                if self.fault == "sensors_only":
+                    del body["EnvironmentMetrics"]
                 if self.fault == "no_serial" and i == 0:
                     del body["SerialNumber"]
                 return body
@@ -112,7 +116,20 @@ class RedfishServer:
                 return {"@odata.id": path, "PowerWatts": {"Reading": round(gpu.power_w(), 2)},
                         "TemperatureCelsius": {"Reading": round(gpu.temperature_c(), 1)}}
         if path == "/redfish/v1/Chassis":
-            return _collection(path, [])
+            return _collection(path, [f"/redfish/v1/Chassis/HGX_GPU_SXM_{i + 1}" for i in range(len(gpus))])
+        for i, gpu in enumerate(gpus):
+            chassis = f"/redfish/v1/Chassis/HGX_GPU_SXM_{i + 1}"
+            if path == chassis:
+                return {"@odata.id": chassis, "Id": f"HGX_GPU_SXM_{i + 1}", "ChassisType": "Module",
+                        "Sensors": {"@odata.id": f"{chassis}/Sensors"}}
+            if path == f"{chassis}/Sensors":
+                return _collection(path, [f"{chassis}/Sensors/HGX_GPU_SXM_{i + 1}_{s}_0" for s in ("Power", "TEMP")])
+            if path == f"{chassis}/Sensors/HGX_GPU_SXM_{i + 1}_Power_0":
+                return {"@odata.id": path, "ReadingType": "Power", "ReadingUnits": "W",
+                        "Reading": round(gpu.power_w(), 2)}
+            if path == f"{chassis}/Sensors/HGX_GPU_SXM_{i + 1}_TEMP_0":
+                return {"@odata.id": path, "ReadingType": "Temperature", "ReadingUnits": "Cel",
+                        "Reading": round(gpu.temperature_c(), 1)}
         return None
 
     # -- HTTP -----------------------------------------------------------------------------------------------------

@@ -184,3 +184,13 @@ def test_bad_bmc_settings_are_refused_naming_the_field(tmp_path, doc, field):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(InvalidInput, match=field):
         load_access(path)
+
+
+def test_a_bmc_that_lists_no_gpu_fails_6_1_b_and_leaves_the_readings_unpaired(bench):
+    cards, server, creds = bench
+    server.fault = "no_gpus"
+    env = _run(server, creds, cards.path)
+    checks = _checks(env)
+    assert checks["bmc.serial_equal"].ok is False and "lists no GPU" in checks["bmc.serial_equal"].detail
+    assert checks["bmc.power_paired"].ok is None
+    assert judge("6.1.b", env).verdict == Verdict.FAIL and judge("6.1.d", env).verdict == Verdict.ERROR

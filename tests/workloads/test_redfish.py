@@ -114,3 +114,10 @@ def test_odd_trees_are_read_as_they_are(server, fault, seen):
     server.fault = fault
     _, found = _read(server)
     assert [g.serial for g in found] == seen
+
+
+def test_readings_come_from_the_gpus_chassis_sensors_where_it_has_no_environment_metrics(server):
+    server.fault = "sensors_only"
+    _, found = _read(server)
+    assert [(g.power_w, g.temperature_c) for g in found] == [(72.0, 36.0), (301.5, 61.0)]
+    assert not any(path.endswith("EnvironmentMetrics") for _, path in server.requests)

@@ -17,8 +17,8 @@ follows redirects carrying the session token. Here:
 
 :func:`gpus` walks ``Systems/*/Processors`` for processors whose
 ``ProcessorType`` is ``GPU`` or ``Accelerator`` and reads each one's serial
-number, firmware version, UUID and, from its ``EnvironmentMetrics``, power and
-temperature.
+number, firmware version, UUID and, from its ``EnvironmentMetrics`` — else the
+``Sensors`` of the chassis it links to — power and temperature.
 """
 
 from __future__ import annotations
@@ -206,10 +206,31 @@ def read_gpu(client: Client, path: str) -> BmcGpu | None:
         return None
     metrics_path = (processor.get("EnvironmentMetrics") or {}).get("@odata.id")
     metrics = client.get(metrics_path) if metrics_path else {}
+    power, temperature = _reading(metrics, "PowerWatts"), _reading(metrics, "TemperatureCelsius")
+    if power is None or temperature is None:
+        sensed = _chassis_sensors(client, processor)
+        power = power if power is not None else sensed.get("Power")
+        temperature = temperature if temperature is not None else sensed.get("Temperature")
     return BmcGpu(path=path, id=str(processor.get("Id", path.rsplit("/", 1)[-1])),
                   serial=_text(processor.get("SerialNumber")), firmware=_text(processor.get("FirmwareVersion")),
                   uuid=_text(processor.get("UUID")), model=_text(processor.get("Model")),
-                  power_w=_reading(metrics, "PowerWatts"), temperature_c=_reading(metrics, "TemperatureCelsius"))
+                  power_w=power, temperature_c=temperature)
+
+
+def _chassis_sensors(client: Client, processor: dict[str, Any]) -> dict[str, float]:
+    """The first Power and Temperature sensor readings of the GPU's own chassis (``Links.Chassis``), where a
+    tree puts them there rather than in the processor's ``EnvironmentMetrics`` (HGX baseboards do both)."""
+    found: dict[str, float] = {}
+    for link in ((processor.get("Links") or {}).get("Chassis") or [])[:1]:
+        chassis = client.get(link["@odata.id"]) if isinstance(link, dict) and "@odata.id" in link else {}
+        sensors = (chassis.get("Sensors") or {}).get("@odata.id")
+        for sensor_path in _members(client, sensors) if sensors else []:
+            sensor = client.get(sensor_path)
+            kind, value = sensor.get("ReadingType"), sensor.get("Reading")
+            if kind in ("Power", "Temperature") and kind not in found and isinstance(value, (int, float)) \
+                    and not isinstance(value, bool):
+                found[kind] = float(value)
+    return found
 
 
 def _text(value: Any) -> str | None:
