@@ -8,6 +8,7 @@ evaluation would then measure something other than what the user asked for.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,25 @@ def str_list(text: str) -> list[str]:
     if not values:
         raise ValueError("empty list")
     return values
+
+
+def argv_with(*placeholders: str) -> Callable[[str], list[str]]:
+    """A parser of a command given as a JSON list of strings (an argv, run without a shell) that names
+    every one of ``placeholders`` somewhere in its arguments."""
+
+    def parse(text: str) -> list[str]:
+        try:
+            argv = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list of strings ({exc})") from None
+        if not (isinstance(argv, list) and argv and all(isinstance(a, str) and a for a in argv)):
+            raise ValueError("not a non-empty JSON list of strings (the argv)")
+        missing = [p for p in placeholders if not any(p in a for a in argv)]
+        if missing:
+            raise ValueError(f"names no {', '.join(missing)} (needs {', '.join(placeholders)})")
+        return argv
+
+    return parse
 
 
 _PARSERS: dict[type, Callable[[str], Any]] = {int: int, float: float, str: str, bool: _bool}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cardeval_workloads.harness import mgmt, power
-from cardeval_workloads.harness.errors import UsageError
+from cardeval_workloads.harness.params import argv_with
 
 IDENTITY = ("serial", "firmware", "uuid", "pci_bus_id")
 
@@ -40,16 +40,8 @@ class Sample:
     temperature_c: float | None
 
 
-def parse_command(text: str) -> list[str]:
-    try:
-        command = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--param os_command: not a JSON list of strings ({exc})") from None
-    if not (isinstance(command, list) and command and all(isinstance(a, str) for a in command)):
-        raise UsageError("--param os_command: a non-empty JSON list of strings (the argv)")
-    if not any("{index}" in a for a in command):
-        raise UsageError("--param os_command: names no {index}")
-    return command
+#: ``--param os_command``'s parser.
+COMMAND = argv_with("{index}")
 
 
 class Reader:

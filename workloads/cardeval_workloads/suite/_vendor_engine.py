@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from cardeval_workloads.harness.errors import UsageError
+from cardeval_workloads.harness.params import argv_with
 
 REQUIRED = ("{model}", "{input}", "{output}")
 REPORT = "{report}"
+#: ``--param engine_command``'s parser.
+COMMAND = argv_with(*REQUIRED)
 TAIL_CHARS = 600
 
 
@@ -44,20 +46,6 @@ class VendorRun:
 
     def on_card(self) -> bool:
         return self.device is not None and self.device.strip().lower() not in ("", "cpu", "host")
-
-
-def parse(text: str) -> list[str]:
-    """``--param engine_command``: a JSON list of strings naming every required placeholder."""
-    try:
-        command = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--param engine_command: not a JSON list of strings ({exc})") from None
-    if not (isinstance(command, list) and command and all(isinstance(a, str) for a in command)):
-        raise UsageError("--param engine_command: a non-empty JSON list of strings (the argv)")
-    missing = [p for p in REQUIRED if not any(p in a for a in command)]
-    if missing:
-        raise UsageError(f"--param engine_command: names no {', '.join(missing)} (needs {', '.join(REQUIRED)})")
-    return command
 
 
 def run(command: list[str], model: Path, images: np.ndarray, workdir: Path, timeout_s: float) -> VendorRun:

@@ -63,7 +63,8 @@ PARAMS = {
     "insecure": Param(bool, False, "do not verify the BMC's TLS certificate (recorded in every result)"),
     "samples": Param(int, None, "paired readings per card instead of the profile's"),
     "interval_s": Param(float, None, "seconds between paired readings instead of the profile's"),
-    "os_command": Param(str, None, "a vendor command for the OS side: JSON argv with {index} (see _os_cards)"),
+    "os_command": Param(_os_cards.COMMAND, None, "a vendor command for the OS side: JSON argv with {index} "
+                        "(see _os_cards)"),
     "cards": Param(int, None, "with os_command on the CPU: how many cards the command describes"),
     "timeout_s": Param(float, _redfish.DEFAULT_TIMEOUT_S, "seconds each BMC request may take"),
 }
@@ -98,7 +99,7 @@ def run(ctx: RunContext) -> None:
     endpoint = ctx.params.get("endpoint")
     if not endpoint:
         raise UsageError("--param endpoint: the BMC's Redfish service is needed")
-    command = _os_cards.parse_command(ctx.params["os_command"]) if ctx.params.get("os_command") else None
+    command = ctx.params.get("os_command")
     if command is None and not ctx.accel.is_accelerator:
         raise UsageError("on the CPU the OS side needs --param os_command (the host CPU is not a card)")
     indices = ctx.devices if ctx.accel.is_accelerator else list(range(int(ctx.params.get("cards") or 1)))

@@ -97,8 +97,8 @@ PARAMS = {
     "corrupt": Param(str_list, None, "TEST HOOK: scramble the weights of these paths (framework,engine)",
                      choices=PATHS),
     "jitter": Param(bool, False, "TEST HOOK: every other timed sample sleeps as long as it ran"),
-    "engine_command": Param(str, None, "a vendor engine instead of ONNX Runtime: a JSON argv with {model}, {input}, "
-                            "{output} and optionally {report} (see _vendor_engine)"),
+    "engine_command": Param(_vendor_engine.COMMAND, None, "a vendor engine instead of ONNX Runtime: a JSON argv with "
+                            "{model}, {input}, {output} and optionally {report} (see _vendor_engine)"),
     "engine_name": Param(str, None, "how the reports name the configured engine (default: its program's name)"),
     "engine_timeout_s": Param(float, 600.0, "how long the configured engine may run"),
 }
@@ -130,8 +130,6 @@ class Pass:
 
 
 def run(ctx: RunContext) -> None:
-    if ctx.params.get("engine_command"):
-        _vendor_engine.parse(ctx.params["engine_command"])  # a malformed command is an invalid invocation
     _training.cpu_threads(ctx)
     data = _training.digits()
     ctx.per_device(lambda index: _card(ctx, index, data))
@@ -400,10 +398,9 @@ def _report_engine(ctx: RunContext, index: int, module: torch.nn.Module, x: torc
                labels={"formula": "share of samples whose engine class equals the framework's"})
 
 
-def _vendor(ctx: RunContext, command: str, model: Path, x: torch.Tensor, workdir: Path
+def _vendor(ctx: RunContext, argv: list[str], model: Path, x: torch.Tensor, workdir: Path
             ) -> tuple[np.ndarray, str, str, bool]:
     """The configured engine's logits, how it is described, the device it reported, whether that is a card."""
-    argv = _vendor_engine.parse(command)
     name = str(ctx.params.get("engine_name") or Path(argv[0]).name)
     result = _vendor_engine.run(argv, model, x.numpy(), workdir, float(ctx.params.get("engine_timeout_s") or 600))
     said = result.report.get("engine")
