@@ -91,7 +91,8 @@ def cmd_run(args) -> int:
             print(f"  {item.workload:<12} {state}", file=sys.stderr, flush=True)
 
     bmc = load_access(args.bmc) if args.bmc else None
-    executor = LocalExecutor(device=args.device, logs_dir=out / "logs", case=evaluation.spec.training_case, bmc=bmc)
+    executor = LocalExecutor(device=args.device, logs_dir=out / "logs", case=evaluation.spec.training_case,
+                             model=evaluation.spec.foreign_model, bmc=bmc)
     outcome = evaluate(evaluation, executor, out, progress=progress)
     if args.json:
         print(json.dumps(json_document(outcome.status, [outcome.node]), ensure_ascii=False))

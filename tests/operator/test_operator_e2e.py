@@ -582,6 +582,8 @@ MALFORMED = [
     ("an engine command without {input} (CEL)",
      _with("spec.inferenceEngine", {"name": "v", "command": ["vendor-run", "{model}", "{output}"]},
            _with("spec.cardType", "inference")), "spec.inferenceEngine.command"),
+    ("a foreign model for a training card (CEL)",
+     _with("spec.foreignModel", {"volume": {"claimName": "m"}, "model": "m.onnx"}), "spec.foreignModel"),
     ("a BMC without its Secret", _with("spec.bmc", {"caConfigMap": "ca"}), "spec.bmc.credentialsSecret"),
     ("a BMC endpoint annotation that is no key", _with("spec.bmc", {"credentialsSecret": "s",
                                                                     "endpointAnnotation": "has space"}),

@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator, model_validator
 from pydantic.config import JsonDict
 from pydantic.alias_generators import to_camel
 
@@ -178,7 +178,7 @@ class OnPass(ApiModel):
         return self
 
 
-class _VolumeSource(ApiModel):
+class VolumeSource(ApiModel):
     """A volume the operator mounts into a workload's pod: a claim or a node's directory, exactly one."""
 
     #: The spec field, for the validation message.
@@ -190,13 +190,13 @@ class _VolumeSource(ApiModel):
         default=None, description="a directory on every evaluated node (locally: on this machine)")
 
     @model_validator(mode="after")
-    def _one_source(self) -> _VolumeSource:
+    def _one_source(self) -> VolumeSource:
         if (self.claim_name is None) == (self.host_path is None):
             raise ValueError(f"{self.FIELD} takes exactly one of claimName and hostPath")
         return self
 
 
-class CheckpointVolume(_VolumeSource):
+class CheckpointVolume(VolumeSource):
     model_config = ConfigDict(json_schema_extra={
         "description": "A volume that outlives a pod, for the resume test's checkpoints (6.2.4.a), writable by "
                        "the workload's user (ReadWriteOnce is enough: the test runs on one node at a time). With "
@@ -208,7 +208,7 @@ class CheckpointVolume(_VolumeSource):
     FIELD: ClassVar[str] = "checkpointVolume"
 
 
-class DatasetVolume(_VolumeSource):
+class DatasetVolume(VolumeSource):
     model_config = ConfigDict(json_schema_extra={
         "description": "The volume holding the training case's dataset in its published format (CIFAR-10: "
                        "data_batch_1-5, test_batch, batches.meta at its top), mounted read-only",
@@ -236,6 +236,42 @@ class TrainingCase(ApiModel):
         if (self.dataset == "digits") != (self.volume is None):
             raise ValueError("trainingCase: cifar10 needs a volume holding it; digits is built in and takes none")
         return self
+
+
+class ModelVolume(VolumeSource):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "The volume holding the foreign model, its model card and, for a cifar10 card, the "
+                       "dataset, mounted read-only",
+        "x-kubernetes-validations": [cel("has(self.claimName) != has(self.hostPath)",
+                                         "foreignModel.volume takes exactly one of claimName and hostPath")]})
+
+    FIELD: ClassVar[str] = "foreignModel.volume"
+
+
+#: A path inside a volume: relative (a ".." part is refused by ``ForeignModel``'s validator).
+RELATIVE_PATH_PATTERN = r"^[^/\x00][^\x00]*$"
+
+
+class ForeignModel(ApiModel):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "6.3.3.g with the user's own model trained on another vendor's card: an ONNX file and its "
+                       "model card (JSON: model, sha256, trained_on, dataset, split, accuracy, command) on a "
+                       "volume, in place of the model the repository ships"})
+
+    volume: ModelVolume
+    model: Annotated[str, StringConstraints(pattern=RELATIVE_PATH_PATTERN, max_length=1024)] = Field(
+        description="the ONNX file, relative to the volume")
+    card: Annotated[str, StringConstraints(pattern=RELATIVE_PATH_PATTERN, max_length=1024)] | None = Field(
+        default=None, description="its model card, relative to the volume (default: the model's path with .json)")
+    dataset_dir: Annotated[str, StringConstraints(pattern=RELATIVE_PATH_PATTERN, max_length=1024)] | None = Field(
+        default=None, description="for a card whose dataset is cifar10: its directory, relative to the volume")
+
+    @field_validator("model", "card", "dataset_dir")
+    @classmethod
+    def _inside(cls, path: str | None) -> str | None:
+        if path is not None and ".." in path.split("/"):
+            raise ValueError("must stay inside the volume (no '..')")
+        return path
 
 
 #: What a configured engine's command must name (cardeval_workloads.suite._vendor_engine fills them in).
@@ -328,6 +364,8 @@ _SPEC_RULES: list[JsonValue] = [
         "trainingCase is for a training card", ".trainingCase"),
     cel("!has(self.inferenceEngine) || self.cardType == 'inference'",
         "inferenceEngine is for an inference card", ".inferenceEngine"),
+    cel("!has(self.foreignModel) || self.cardType == 'inference'",
+        "foreignModel is for an inference card", ".foreignModel"),
     cel("!self.resourceName.startsWith('kubernetes.io/') && !self.resourceName.startsWith('requests.')",
         "resourceName must be an extended resource outside kubernetes.io", ".resourceName"),
     cel("!has(self.clauses) || !has(self.clauses.include) || !has(self.clauses.exclude) || "
@@ -369,6 +407,7 @@ class EvaluationSpec(ApiModel):
     checkpoint_volume: CheckpointVolume | None = None
     training_case: TrainingCase | None = None
     inference_engine: InferenceEngine | None = None
+    foreign_model: ForeignModel | None = None
     bmc: Bmc | None = None
 
     @property
@@ -401,6 +440,8 @@ def validate_cross_fields(spec: EvaluationSpec) -> None:
         raise ValueError("trainingCase: is for a training card")
     if spec.inference_engine is not None and spec.card_type != CardType.INFERENCE.value:
         raise ValueError("inferenceEngine: is for an inference card")
+    if spec.foreign_model is not None and spec.card_type != CardType.INFERENCE.value:
+        raise ValueError("foreignModel: is for an inference card")
     if spec.resource_name.startswith(("kubernetes.io/", "requests.")):
         raise ValueError("resourceName: must be an extended resource outside kubernetes.io")
     both = set(spec.clauses.include) & set(spec.clauses.exclude)

@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cardeval.api.models import TrainingCase
+from cardeval.api.models import ForeignModel, TrainingCase, VolumeSource
 from cardeval.engine import bmc_access, fault_report
 from cardeval.engine.bmc_access import BmcAccess
 from cardeval.engine.collect import collect
 from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.planner import WorkItem
 from cardeval_workloads import resume_protocol as protocol
-from cardeval_workloads import training_case
+from cardeval_workloads import foreign_model_case, training_case
 
 #: Restarts after a non-zero exit before the run is given up (a Job's backoffLimit).
 RESTART_LIMIT = 3
@@ -58,6 +58,8 @@ class LocalExecutor:
     command: Callable[[WorkItem], list[str]] | None = None
     #: ``spec.trainingCase``: where the workloads that train it find its dataset.
     case: TrainingCase | None = None
+    #: ``spec.foreignModel``: where the workload of 6.3.3.g finds the user's model.
+    model: ForeignModel | None = None
     #: ``cardeval run --bmc FILE``: the server's BMC, for the ``bmc`` workload (6.1.b–e).
     bmc: BmcAccess | None = None
 
@@ -75,12 +77,17 @@ class LocalExecutor:
         if item.workload == protocol.WORKLOAD:
             return self._run_restarted(item)
         dataset: dict[str, str] = {}
+        volumes: list[tuple[str, VolumeSource, str]] = []
         if item.workload in training_case.WORKLOADS and self.case is not None and self.case.volume is not None:
-            if self.case.volume.host_path is None:
+            volumes.append(("spec.trainingCase.volume", self.case.volume, training_case.DATASET_DIR_ENV))
+        if item.workload == foreign_model_case.WORKLOAD and self.model is not None:
+            volumes.append(("spec.foreignModel.volume", self.model.volume, foreign_model_case.MODEL_DIR_ENV))
+        for field_name, volume, variable in volumes:
+            if volume.host_path is None:
                 return WorkloadRun(item.workload, error=(
-                    f"spec.trainingCase.volume.claimName: the claim {self.case.volume.claim_name} cannot be mounted "
-                    "by a local evaluation; give hostPath, the dataset's directory on this machine"))
-            dataset[training_case.DATASET_DIR_ENV] = self.case.volume.host_path
+                    f"{field_name}.claimName: the claim {volume.claim_name} cannot be mounted by a local "
+                    "evaluation; give hostPath, the directory on this machine"))
+            dataset[variable] = volume.host_path
         with tempfile.TemporaryDirectory(prefix="cardeval-") as tmp:
             termination = Path(tmp) / "termination-log"
             env = dict(os.environ, TERMINATION_MESSAGE_PATH=str(termination), PYTHONUNBUFFERED="1", **dataset)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from cardeval.api.models import CardEvaluation, EvaluationSpec, Launcher, Profile
 from cardeval.engine.catalog import Clause, Topology, select
 from cardeval.engine.facts import WorkloadRun
-from cardeval_workloads import training_case
+from cardeval_workloads import foreign_model_case, training_case
 from cardeval_workloads.available import CONFIGURED_WORKLOADS, OPERATOR_WORKLOADS, WORKLOADS
 
 #: Per-profile time limit of one work item, unless the spec sets one.
@@ -77,12 +77,17 @@ def given_params(clause: Clause, spec: EvaluationSpec) -> list[GivenParam]:
 def workload_params(clauses: list[Clause], spec: EvaluationSpec, workload: str | None = None
                     ) -> tuple[tuple[str, str], ...]:
     """The ``--param``s the clauses' thresholds become for ``workload`` (None: for any of theirs), the
-    training case the spec names for a workload that trains it (``training_case.WORKLOADS``), and the
-    inference engine it configures for the workload that runs 6.3.3.b's engine (:data:`ENGINE_WORKLOAD`)."""
+    training case the spec names for a workload that trains it (``training_case.WORKLOADS``), the foreign
+    model's files (relative to its volume: ``foreign_model_case``), and the inference engine it configures
+    for the workload that runs 6.3.3.b's engine (:data:`ENGINE_WORKLOAD`)."""
     out = {p.param: p.value for clause in clauses for p in given_params(clause, spec)
            if workload is None or p.workload == workload}
     if workload in training_case.WORKLOADS and spec.training_dataset != "digits":
         out["dataset"] = spec.training_dataset
+    if workload == foreign_model_case.WORKLOAD and spec.foreign_model is not None:
+        given = spec.foreign_model
+        out.update({k: v for k, v in (("model", given.model), ("card", given.card),
+                                      ("dataset_dir", given.dataset_dir)) if v is not None})
     if workload == ENGINE_WORKLOAD and spec.inference_engine is not None:
         out["engine_command"] = json.dumps(spec.inference_engine.command)
         out["engine_name"] = spec.inference_engine.name

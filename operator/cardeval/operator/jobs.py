@@ -7,7 +7,9 @@ the count the item needs.  The workload runs with ``--device`` from
 ``planner.cluster_device``: the cards the pod was given (``accelerator``: never a
 silent fall-back to the host CPU), or the host CPU when ``spec.cpuStandIn`` asks
 for it.  A workload that trains the spec's training case gets its volume,
-read-only at :data:`DATASET_MOUNT` (:mod:`cardeval_workloads.training_case`).
+read-only at :data:`DATASET_MOUNT` (:mod:`cardeval_workloads.training_case`); the
+one that deploys the spec's foreign model, its volume at :data:`MODEL_MOUNT`
+(:mod:`cardeval_workloads.foreign_model_case`).
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cardeval.api.models import CardEvaluation, TrainingCase
+from cardeval.api.models import CardEvaluation, VolumeSource
 from cardeval.engine.planner import WorkItem, cluster_device
 from cardeval.operator import labels
 from cardeval.operator.config import Settings
 from cardeval.operator.pods import PodDefaults, workload_pod_spec
-from cardeval_workloads import pod_env, training_case
+from cardeval_workloads import foreign_model_case, pod_env, training_case
 
 #: Where the training case's dataset volume is mounted in the workload container.
 DATASET_MOUNT = "/datasets"
+#: Where the foreign model's volume (6.3.3.g) is mounted.
+MODEL_MOUNT = "/models"
 
 
 def pod_defaults(settings: Settings) -> PodDefaults:
@@ -48,8 +52,10 @@ def job_manifest(item: WorkItem, evaluation: CardEvaluation, uid: str, settings:
                                  [item.node], pod_defaults(settings),
                                  limits={spec.resource_name: str(item.cards)},
                                  field_env={"CARDEVAL_NODE": "spec.nodeName", pod_env.POD_IP_ENV: "status.podIP"})
-    if item.workload in training_case.WORKLOADS and spec.training_case is not None:
-        _mount_dataset(pod_spec, spec.training_case)
+    if item.workload in training_case.WORKLOADS and spec.training_case is not None and spec.training_case.volume:
+        _mount(pod_spec, "dataset", spec.training_case.volume, DATASET_MOUNT, training_case.DATASET_DIR_ENV)
+    if item.workload == foreign_model_case.WORKLOAD and spec.foreign_model is not None:
+        _mount(pod_spec, "model", spec.foreign_model.volume, MODEL_MOUNT, foreign_model_case.MODEL_DIR_ENV)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -70,19 +76,16 @@ def job_manifest(item: WorkItem, evaluation: CardEvaluation, uid: str, settings:
     }
 
 
-def _mount_dataset(pod_spec: dict[str, Any], case: TrainingCase) -> None:
-    """The case's volume, read-only (the workload reads it; a shared dataset is never written)."""
-    volume = case.volume
-    if volume is None:  # the built-in case
-        return
+def _mount(pod_spec: dict[str, Any], name: str, volume: VolumeSource, path: str, env: str) -> None:
+    """``volume`` read-only at ``path`` (the workload reads it; shared data is never written), ``env`` naming it."""
     if volume.claim_name:
         source: dict[str, Any] = {"persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": True}}
     else:
         source = {"hostPath": {"path": volume.host_path, "type": "Directory"}}
-    pod_spec["volumes"].append({"name": "dataset", **source})
+    pod_spec["volumes"].append({"name": name, **source})
     container = pod_spec["containers"][0]
-    container["volumeMounts"].append({"name": "dataset", "mountPath": DATASET_MOUNT, "readOnly": True})
-    container["env"].append({"name": training_case.DATASET_DIR_ENV, "value": DATASET_MOUNT})
+    container["volumeMounts"].append({"name": name, "mountPath": path, "readOnly": True})
+    container["env"].append({"name": env, "value": path})
 
 
 @dataclass(frozen=True)

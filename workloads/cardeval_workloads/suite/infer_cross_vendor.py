@@ -8,7 +8,8 @@ to what accuracy), or ``--param model`` / ``--param card`` for the user's own.
 The file must be the one its card describes (SHA-256), and it is run by ONNX
 Runtime on the card's provider (:mod:`._onnx`) over the card's held-out set
 (digits: the stratified validation split; cifar10: ``test_batch`` from
-``--param dataset_dir``).
+``--param dataset_dir``). With ``CARDEVAL_MODEL_DIR`` set (``spec.foreignModel``:
+the executor's place for its volume) the three paths are relative to it.
 
 * ``infer_cross_vendor.completed`` — the file matches its card and every
   sample was inferred with a finite output, on the card; a session that ran
@@ -25,12 +26,14 @@ before the session is built, so the accuracy falls.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from cardeval_workloads import foreign_model_case
 from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.params import Param
 
@@ -59,12 +62,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     name: {"cpu": {}, "accelerator": {}} for name in ("quick", "standard", "full")}
 
 
+def _on_volume(path: str | None) -> str | None:
+    """``path`` resolved against the model's volume where the executor gives one (``spec.foreignModel``)."""
+    root = os.environ.get(foreign_model_case.MODEL_DIR_ENV)
+    return str(Path(root) / path) if path is not None and root else path
+
+
 def run(ctx: RunContext) -> None:
     _training.cpu_threads(ctx)
-    model = Path(ctx.params.get("model") or _foreign_model.MODEL_FILE)
-    card_path = Path(ctx.params.get("card") or model.with_suffix(".json"))
+    model = Path(_on_volume(ctx.params.get("model")) or _foreign_model.MODEL_FILE)
+    card_path = Path(_on_volume(ctx.params.get("card")) or model.with_suffix(".json"))
     card = _foreign_model.read_card(card_path)
-    params = {"dataset": card["dataset"], "dataset_dir": ctx.params.get("dataset_dir")}
+    params = {"dataset": card["dataset"], "dataset_dir": _on_volume(ctx.params.get("dataset_dir"))}
     data = _training.case_of(params)
     ctx.per_device(lambda index: _card(ctx, index, model, card, data))
 
