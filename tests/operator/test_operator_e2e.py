@@ -14,6 +14,7 @@ processes and reports them like a kubelet.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -435,10 +436,13 @@ def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_
     stand-in); the node without the annotation gets no Job and an Error naming the annotation."""
     cards = [{"serial": f"SN-{unique}-{i}", "firmware": "96.00.AF.00.01", "uuid": f"GPU-{unique}-{i}",
               "power_w": 80.0 + i, "temperature_c": 40.0 + i} for i in range(2)]
-    # Not under /tmp: the node agent maps a pod's /tmp to its own emptyDir, also in the command's arguments.
-    state = Path.home() / ".cache" / "cardeval" / "tests" / f"bmc-cards-{unique}.json"
-    state.parent.mkdir(parents=True, exist_ok=True)
+    # Not under /tmp (where a clone may be): the node agent maps a pod's /tmp to its own emptyDir, also in the
+    # command's arguments; so the card-management command and its state go to a directory of their own.
+    where = Path.home() / ".cache" / "cardeval" / "tests" / f"bmc-{unique}"
+    where.mkdir(parents=True, exist_ok=True)
+    state, tool = where / "cards.json", where / "os_cards_cli.py"
     state.write_text(json.dumps(cards))
+    shutil.copy(ROOT / "tests" / "workloads" / "os_cards_cli.py", tool)
     server = redfish.serve([redfish.Gpu(c["serial"], c["firmware"], c["uuid"], power_w=lambda c=c: c["power_w"],
                                         temperature_c=lambda c=c: c["temperature_c"]) for c in cards], tmp_path)
     name, pool, secret = f"bmc-{unique}", f"bmc-{unique}", f"bmc-cred-{unique}"
@@ -449,7 +453,7 @@ def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_
     cluster.kubectl("create", "secret", "generic", secret, "-n", NAMESPACE,
                     f"--from-literal=username={server.username}", f"--from-literal=password={server.password}")
     cluster.kubectl("create", "configmap", f"{secret}-ca", "-n", NAMESPACE, f"--from-file=ca.crt={server.ca_file}")
-    os_command = [sys.executable, str(ROOT / "tests" / "workloads" / "os_cards_cli.py"), str(state), "{index}"]
+    os_command = [sys.executable, str(tool), str(state), "{index}"]
     doc = evaluation_doc(name, pool, cardType="inference", clauses={"include": ["6.1.b", "6.1.c", "6.1.d", "6.1.e"]},
                          bmc={"credentialsSecret": secret, "caConfigMap": f"{secret}-ca", "osCommand": os_command})
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
@@ -474,7 +478,7 @@ def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_
         cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
         cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
         server.stop()
-        state.unlink()
+        shutil.rmtree(where)
 
 
 def test_a_workload_that_hangs_past_its_deadline_is_an_error(cluster, installed, node_agent, unique, tmp_path):
