@@ -11,7 +11,12 @@ What a real BMC does that the client depends on, and nothing else:
   ``FirmwareVersion``, ``UUID``, ``Model``, an ``EnvironmentMetrics`` link whose
   ``PowerWatts``/``TemperatureCelsius`` readings come from callables (so a test
   can make them follow a card's load over time), and ``Links.Chassis`` to
-  ``Chassis/HGX_GPU_SXM_n``, whose ``Sensors`` give the same readings.
+  ``Chassis/HGX_GPU_SXM_n``, whose ``Sensors`` give the same readings;
+* ``Chassis/BMC_0`` carries the server's fans (``ThermalSubsystem/Fans``, each
+  ``SpeedPercent`` from :attr:`RedfishServer.fan_percent`, a callable too);
+* ``layout="pcie"`` lists the cards instead as ``Chassis/HGX_GPU_SXM_n/PCIeDevices/GPU_n``
+  with one ``ProcessingAccelerators`` function carrying the card's PCIe address
+  (the way some OEM trees do), and ``Processors`` holds only the CPU.
 
 :attr:`RedfishServer.fault` makes it misbehave the ways a BMC does (see
 :data:`FAULTS`), one at a time. TLS: a certificate issued by the test's own CA
@@ -36,7 +41,9 @@ from .pki import CertificateAuthority
 
 SYSTEM = "/redfish/v1/Systems/HGX_Baseboard_0"
 FAULTS = ("unauthorized", "forbidden", "server_error", "malformed", "truncated", "redirect", "slow",
-          "no_sessions", "no_gpus", "no_serial", "duplicate_serial", "sensors_only")
+          "no_sessions", "no_gpus", "no_serial", "duplicate_serial", "sensors_only", "legacy_thermal", "no_fans")
+LAYOUTS = ("processors", "pcie")
+FANS = 6
 
 
 @dataclass
@@ -45,6 +52,7 @@ class Gpu:
     firmware: str
     uuid: str
     model: str = "NVIDIA H200"
+    pci_bus_id: str = "0000:18:00.0"
     power_w: Callable[[], float] = lambda: 72.0
     temperature_c: Callable[[], float] = lambda: 36.0
 
@@ -58,6 +66,8 @@ class RedfishServer:
     password: str
     ca_file: Path
     fault: str | None = None
+    layout: str = "processors"
+    fan_percent: Callable[[], float] = lambda: 40.0
     slow_s: float = 3.0
     requests: list[tuple[str, str]] = field(default_factory=list)
     _httpd: ThreadingHTTPServer | None = None
@@ -93,43 +103,94 @@ class RedfishServer:
             return {"@odata.id": SYSTEM, "Id": "HGX_Baseboard_0", "Name": "HGX Baseboard",
                     "Processors": {"@odata.id": f"{SYSTEM}/Processors"}}
         if path == f"{SYSTEM}/Processors":
+            listed = range(len(gpus)) if self.layout == "processors" else range(0)
             return _collection(path, [f"{SYSTEM}/Processors/CPU_0"]
-                               + [f"{SYSTEM}/Processors/GPU_SXM_{i + 1}" for i in range(len(gpus))])
+                               + [f"{SYSTEM}/Processors/GPU_SXM_{i + 1}" for i in listed])
         if path == f"{SYSTEM}/Processors/CPU_0":
             return {"@odata.id": path, "Id": "CPU_0", "ProcessorType": "CPU", "SerialNumber": "CPU-0001",
                     "Model": "Host CPU"}
-        for i, gpu in enumerate(gpus):
-            base = f"{SYSTEM}/Processors/GPU_SXM_{i + 1}"
-            if path == base:
-                serial = gpus[0].serial if self.fault == "duplicate_serial" else gpu.serial
-                body = {"@odata.id": base, "@odata.type": "#Processor.v1_20_0.Processor", "Id": f"GPU_SXM_{i + 1}",
-                        "ProcessorType": "GPU", "Manufacturer": "NVIDIA", "Model": gpu.model, "UUID": gpu.uuid,
-                        "SerialNumber": serial, "FirmwareVersion": gpu.firmware,
-                        "EnvironmentMetrics": {"@odata.id": f"{base}/EnvironmentMetrics"},
-                        "Links": {"Chassis": [{"@odata.id": f"/redfish/v1/Chassis/HGX_GPU_SXM_{i + 1}"}]}}
-                if self.fault == "sensors_only":
-                    del body["EnvironmentMetrics"]
-                if self.fault == "no_serial" and i == 0:
-                    del body["SerialNumber"]
-                return body
-            if path == f"{base}/EnvironmentMetrics":
-                return {"@odata.id": path, "PowerWatts": {"Reading": round(gpu.power_w(), 2)},
-                        "TemperatureCelsius": {"Reading": round(gpu.temperature_c(), 1)}}
         if path == "/redfish/v1/Chassis":
-            return _collection(path, [f"/redfish/v1/Chassis/HGX_GPU_SXM_{i + 1}" for i in range(len(gpus))])
+            return _collection(path, ["/redfish/v1/Chassis/BMC_0"]
+                               + [f"/redfish/v1/Chassis/HGX_GPU_SXM_{i + 1}" for i in range(len(gpus))])
+        if path.startswith("/redfish/v1/Chassis/BMC_0"):
+            return self._fans(path)
         for i, gpu in enumerate(gpus):
-            chassis = f"/redfish/v1/Chassis/HGX_GPU_SXM_{i + 1}"
-            if path == chassis:
-                return {"@odata.id": chassis, "Id": f"HGX_GPU_SXM_{i + 1}", "ChassisType": "Module",
-                        "Sensors": {"@odata.id": f"{chassis}/Sensors"}}
-            if path == f"{chassis}/Sensors":
-                return _collection(path, [f"{chassis}/Sensors/HGX_GPU_SXM_{i + 1}_{s}_0" for s in ("Power", "TEMP")])
-            if path == f"{chassis}/Sensors/HGX_GPU_SXM_{i + 1}_Power_0":
-                return {"@odata.id": path, "ReadingType": "Power", "ReadingUnits": "W",
-                        "Reading": round(gpu.power_w(), 2)}
-            if path == f"{chassis}/Sensors/HGX_GPU_SXM_{i + 1}_TEMP_0":
-                return {"@odata.id": path, "ReadingType": "Temperature", "ReadingUnits": "Cel",
-                        "Reading": round(gpu.temperature_c(), 1)}
+            found = self._gpu(path, i, gpu, gpus)
+            if found is not None:
+                return found
+        return None
+
+    def _gpu(self, path: str, i: int, gpu: Gpu, gpus: list[Gpu]) -> dict[str, Any] | None:
+        base = f"{SYSTEM}/Processors/GPU_SXM_{i + 1}"
+        chassis = f"/redfish/v1/Chassis/HGX_GPU_SXM_{i + 1}"
+        device = f"{chassis}/PCIeDevices/GPU_{i + 1}"
+        serial = gpus[0].serial if self.fault == "duplicate_serial" else gpu.serial
+        identity = {"Manufacturer": "NVIDIA", "Model": gpu.model, "UUID": gpu.uuid, "SerialNumber": serial,
+                    "FirmwareVersion": gpu.firmware}
+        if self.fault == "no_serial" and i == 0:
+            del identity["SerialNumber"]
+        if path == base and self.layout == "processors":
+            body = {"@odata.id": base, "@odata.type": "#Processor.v1_20_0.Processor", "Id": f"GPU_SXM_{i + 1}",
+                    "ProcessorType": "GPU", **identity,
+                    "EnvironmentMetrics": {"@odata.id": f"{base}/EnvironmentMetrics"},
+                    "Links": {"Chassis": [{"@odata.id": chassis}]}}
+            if self.fault == "sensors_only":
+                del body["EnvironmentMetrics"]
+            return body
+        if path == f"{base}/EnvironmentMetrics" and self.layout == "processors":
+            return {"@odata.id": path, "PowerWatts": {"Reading": round(gpu.power_w(), 2)},
+                    "TemperatureCelsius": {"Reading": round(gpu.temperature_c(), 1)}}
+        if path == chassis:
+            body = {"@odata.id": chassis, "Id": f"HGX_GPU_SXM_{i + 1}", "ChassisType": "Module",
+                    "Sensors": {"@odata.id": f"{chassis}/Sensors"}}
+            if self.layout == "pcie":
+                body["PCIeDevices"] = {"@odata.id": f"{chassis}/PCIeDevices"}
+            return body
+        if path == f"{chassis}/PCIeDevices" and self.layout == "pcie":
+            return _collection(path, [device])
+        if path == device and self.layout == "pcie":
+            return {"@odata.id": device, "@odata.type": "#PCIeDevice.v1_14_0.PCIeDevice", "Id": f"GPU_{i + 1}",
+                    "DeviceType": "SingleFunction", **identity,
+                    "PCIeFunctions": {"@odata.id": f"{device}/PCIeFunctions"}}
+        if path == f"{device}/PCIeFunctions" and self.layout == "pcie":
+            return _collection(path, [f"{device}/PCIeFunctions/0"])
+        if path == f"{device}/PCIeFunctions/0" and self.layout == "pcie":
+            segment, bus, rest = gpu.pci_bus_id.split(":")
+            slot, function = rest.split(".")
+            return {"@odata.id": path, "Id": "0", "DeviceClass": "ProcessingAccelerators", "VendorId": "0x10de",
+                    "SegmentNumber": int(segment, 16), "BusNumber": f"0x{bus}", "DeviceNumber": f"0x{slot}",
+                    "FunctionNumber": int(function)}
+        if path == f"{chassis}/Sensors":
+            return _collection(path, [f"{chassis}/Sensors/HGX_GPU_SXM_{i + 1}_{s}_0" for s in ("Power", "TEMP")])
+        if path == f"{chassis}/Sensors/HGX_GPU_SXM_{i + 1}_Power_0":
+            return {"@odata.id": path, "ReadingType": "Power", "ReadingUnits": "W",
+                    "Reading": round(gpu.power_w(), 2)}
+        if path == f"{chassis}/Sensors/HGX_GPU_SXM_{i + 1}_TEMP_0":
+            return {"@odata.id": path, "ReadingType": "Temperature", "ReadingUnits": "Cel",
+                    "Reading": round(gpu.temperature_c(), 1)}
+        return None
+
+    def _fans(self, path: str) -> dict[str, Any] | None:
+        """The server's fans, all at ``fan_percent`` (of 16 000 RPM), in the schema ``fault`` asks for."""
+        chassis = "/redfish/v1/Chassis/BMC_0"
+        percent = round(self.fan_percent(), 1)
+        if path == chassis:
+            body: dict[str, Any] = {"@odata.id": chassis, "Id": "BMC_0", "ChassisType": "RackMount"}
+            if self.fault == "legacy_thermal":
+                body["Thermal"] = {"@odata.id": f"{chassis}/Thermal"}
+            elif self.fault != "no_fans":
+                body["ThermalSubsystem"] = {"@odata.id": f"{chassis}/ThermalSubsystem"}
+            return body
+        if path == f"{chassis}/Thermal" and self.fault == "legacy_thermal":
+            return {"@odata.id": path, "Fans": [{"MemberId": f"FAN_{n}", "Reading": round(percent * 160),
+                                                 "ReadingUnits": "RPM"} for n in range(FANS)]}
+        if path == f"{chassis}/ThermalSubsystem":
+            return {"@odata.id": path, "Fans": {"@odata.id": f"{path}/Fans"}}
+        if path == f"{chassis}/ThermalSubsystem/Fans":
+            return _collection(path, [f"{path}/FAN_{n}" for n in range(FANS)])
+        if path.startswith(f"{chassis}/ThermalSubsystem/Fans/FAN_"):
+            return {"@odata.id": path, "Id": path.rsplit("/", 1)[-1],
+                    "SpeedPercent": {"Reading": percent, "SpeedRPM": round(percent * 160)}}
         return None
 
     # -- HTTP -----------------------------------------------------------------------------------------------------
@@ -254,11 +315,12 @@ def _handler(server: RedfishServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(gpus: list[Gpu], directory: Path, *, username: str = "admin", password: str = "s3cret-bmc") -> RedfishServer:
+def serve(gpus: list[Gpu], directory: Path, *, username: str = "admin", password: str = "s3cret-bmc",
+          layout: str = "processors") -> RedfishServer:
     """A Redfish service on a free port of 127.0.0.1 over TLS (its CA certificate at ``server.ca_file``)."""
     ca = CertificateAuthority(directory / "redfish-ca", common_name="cardeval-bmc-ca")
     pair = ca.issue("bmc", "bmc.test", server=True, ip_addresses=("127.0.0.1",))
-    server = RedfishServer(gpus, username, password, ca.cert_file)
+    server = RedfishServer(gpus, username, password, ca.cert_file, layout=layout)
     httpd = _Quiet(("127.0.0.1", 0), _handler(server))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pair.cert_file, pair.key_file)

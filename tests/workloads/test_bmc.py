@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,12 +38,41 @@ class Cards:
         self.write()
 
     def write(self) -> None:
-        self.path.write_text(json.dumps(self.cards))
+        """Atomically, as a card's readings change while the OS command reads them."""
+        scratch = self.path.with_suffix(".new")
+        scratch.write_text(json.dumps(self.cards))
+        scratch.replace(self.path)
 
     def gpus(self) -> list[redfish.Gpu]:
-        return [redfish.Gpu(c["serial"], c["firmware"], c["uuid"],
+        return [redfish.Gpu(c["serial"], c["firmware"], c["uuid"], pci_bus_id=c["pci_bus_id"],
                             power_w=lambda c=c: c["power_w"] * self.bmc_power_factor,
                             temperature_c=lambda c=c: c["temperature_c"]) for c in self.cards]
+
+    @contextlib.contextmanager
+    def heating(self, server, c_per_step: float = 1.0, fans_follow: bool = True):
+        """From the first look at the fans (where the workload's fan step starts its load) the cards warm by
+        ``c_per_step`` every 50 ms while it lasts; the BMC's fans follow them, or stay put."""
+        stop = threading.Event()
+        start = [c["temperature_c"] for c in self.cards]
+        server.fan_percent = lambda: 30.0 + (2.0 * (self.cards[0]["temperature_c"] - start[0]) if fans_follow
+                                              else 0.0)
+
+        def warm() -> None:
+            while not any("/Chassis/BMC_0" in path for _, path in list(server.requests)):
+                if stop.wait(0.02):
+                    return
+            while not stop.wait(0.05):
+                for card in self.cards:
+                    card["temperature_c"] = min(card["temperature_c"] + c_per_step, 90.0)
+                self.write()
+
+        thread = threading.Thread(target=warm, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
 
 @pytest.fixture
@@ -58,7 +89,8 @@ def _run(server, creds, cards_file: Path, *extra: str, cards: int = 2):
     args = ["bmc", "--profile", "quick", "--device", "cpu", "--param", f"endpoint={server.endpoint}",
             "--param", f"credentials_file={creds}", "--param", f"ca_file={server.ca_file}",
             "--param", "os_command=" + json.dumps([sys.executable, str(OS_CLI), str(cards_file), "{index}"]),
-            "--param", f"cards={cards}", "--param", "interval_s=0.05"]
+            "--param", f"cards={cards}", "--param", "interval_s=0.05", "--param", "heat_s=1",
+            "--param", "fan_interval_s=0.1"]
     for p in extra:
         args += ["--param", p]
     envelope, code = cli.run(args)
@@ -70,16 +102,24 @@ def _checks(envelope) -> dict:
     return {c.name: c for c in envelope.checks}
 
 
-def judge(clause_id: str, env) -> object:
+def _runs(env, stress=None) -> dict:
+    runs = {"bmc": WorkloadRun("bmc", envelope=env)} if env is not None else {}
+    if stress is not None:
+        runs["stress"] = WorkloadRun("stress", envelope=stress)
+    return runs
+
+
+def judge(clause_id: str, env, stress=None) -> object:
     clause = BY_ID[clause_id]
-    ctx = JudgeContext(clause=clause, node=NodeFacts("n1"), runs={"bmc": WorkloadRun("bmc", envelope=env)},
+    ctx = JudgeContext(clause=clause, node=NodeFacts("n1"), runs=_runs(env, stress),
                        thresholds=dict(clause.thresholds), mode="local", cards_per_node=0, nodes_in_evaluation=1)
     return judge_clause(clause, ctx, None, {})
 
 
 def test_agreeing_readings_pass_all_four_clauses(bench):
     cards, server, creds = bench
-    env = _run(server, creds, cards.path)
+    with cards.heating(server):
+        env = _run(server, creds, cards.path)
     assert all(c.ok is True for c in env.checks), {c.name: c.detail for c in env.checks}
     serial = _checks(env)["bmc.serial_equal"].detail
     assert "card 0 = GPU_SXM_1 (serial 1654922008600)" in serial and "TLS verified against" in serial
@@ -194,3 +234,116 @@ def test_a_bmc_that_lists_no_gpu_fails_6_1_b_and_leaves_the_readings_unpaired(be
     assert checks["bmc.serial_equal"].ok is False and "lists no GPU" in checks["bmc.serial_equal"].detail
     assert checks["bmc.power_paired"].ok is None
     assert judge("6.1.b", env).verdict == Verdict.FAIL and judge("6.1.d", env).verdict == Verdict.ERROR
+
+
+# --- the stress methods' step f: the fans against the cards' temperature --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stress_run():
+    """A short, clean stress run on the CPU: its own verdict is Partial (72 h not reached), whatever the BMC says."""
+    env, code = cli.run(["stress", "--profile", "quick", "--device", "cpu", "--param", "duration_s=1",
+                         "--param", "check_interval_s=0.3", "--param", "size=96"])
+    assert code == 0 and env.status == "ok", env.errors
+    return env
+
+
+def test_fans_that_follow_the_heating_cards_hold_step_f(bench, stress_run):
+    cards, server, creds = bench
+    with cards.heating(server):
+        env = _run(server, creds, cards.path)
+    fans = _checks(env)["bmc.fans_follow_temperature"]
+    assert fans.ok is True and "the fans sped up as the cards heated: 6 fans at" in fans.detail, fans.detail
+    assert "no load: the CPU stand-in has no card to heat" in fans.detail
+    rise = next(m for m in env.metrics if m.name == "bmc.fan_rise_pct")
+    heat = next(m for m in env.metrics if m.name == "bmc.card_heat_c")
+    assert rise.value > 10 and rise.labels["speed_unit"] == "%" and rise.labels["fans"] == "6"
+    assert heat.value >= 5 and float(heat.labels["to_c"]) - float(heat.labels["from_c"]) == pytest.approx(heat.value)
+    result = judge("6.2.4.b", env, stress_run)
+    assert result.verdict == Verdict.PARTIAL, result.reason
+    assert "step f (the system fans speed up as the cards heat) held" in result.reason
+    assert "step g (the cards are recognised after the system restarts) not checked" in result.reason
+
+
+def test_fans_that_stay_put_while_the_cards_heat_fail_step_f_and_the_stress_clause(bench, stress_run):
+    cards, server, creds = bench
+    with cards.heating(server, fans_follow=False):
+        env = _run(server, creds, cards.path)
+    fans = _checks(env)["bmc.fans_follow_temperature"]
+    assert fans.ok is False and "did NOT speed up" in fans.detail and "(+0 %)" in fans.detail, fans.detail
+    for clause_id in ("6.2.4.b", "6.3.4.b"):
+        result = judge(clause_id, env, stress_run)
+        assert result.verdict == Verdict.FAIL and "step f (the system fans speed up as the cards heat) did not " \
+            "hold" in result.reason, result.reason
+    assert judge("6.1.d", env).verdict == Verdict.PASS  # the power comparison is another clause's
+
+
+def test_cards_that_barely_heat_leave_step_f_unchecked_and_the_stress_clause_partial(bench, stress_run):
+    cards, server, creds = bench
+    with cards.heating(server, c_per_step=0.05):
+        env = _run(server, creds, cards.path)
+    fans = _checks(env)["bmc.fans_follow_temperature"]
+    assert fans.ok is None and "the cards heated only" in fans.detail and "min_heat_c 5" in fans.detail
+    result = judge("6.2.4.b", env, stress_run)
+    assert result.verdict == Verdict.PARTIAL and "step f (the system fans speed up as the cards heat) not " \
+        "checked" in result.reason
+
+
+@pytest.mark.parametrize("fault", ["legacy_thermal", "no_fans"])
+def test_fans_from_the_older_thermal_resource_or_none_at_all(bench, fault):
+    cards, server, creds = bench
+    server.fault = fault
+    with cards.heating(server):
+        env = _run(server, creds, cards.path)
+    fans = _checks(env)["bmc.fans_follow_temperature"]
+    if fault == "legacy_thermal":
+        assert fans.ok is True and " RPM " in fans.detail, fans.detail
+    else:
+        assert fans.ok is None and "no comparable fan speed from the BMC" in fans.detail
+        assert all(c.ok is True for c in env.checks if c.name != "bmc.fans_follow_temperature")
+
+
+def test_without_a_bmc_the_stress_clause_says_steps_f_and_g_were_not_checked(stress_run):
+    result = judge("6.2.4.b", None, stress_run)
+    assert result.verdict == Verdict.PARTIAL
+    assert "step f (the system fans speed up as the cards heat) not checked: no BMC (Redfish) access is " \
+        "configured" in result.reason
+
+
+def test_a_broken_stress_run_is_judged_on_its_own_whatever_the_fans_do(bench):
+    cards, server, creds = bench
+    with cards.heating(server):
+        env = _run(server, creds, cards.path)
+    broken, code = cli.run(["stress", "--profile", "quick", "--device", "cpu", "--param", "duration_s=1",
+                            "--param", "check_interval_s=0.3", "--param", "size=96", "--param",
+                            "inject_error=result"])
+    assert code == 0
+    result = judge("6.2.4.b", env, broken)
+    assert result.verdict == Verdict.FAIL and "stress.results_correct" in result.reason
+
+
+# --- cards a tree lists only as PCIe devices ------------------------------------------------------------------
+
+
+def test_cards_listed_only_as_chassis_pcie_devices_are_matched_by_pcie_address(tmp_path):
+    cards = Cards(tmp_path / "cards.json")
+    for card in cards.cards:  # an OS reader that gives neither serial nor UUID: the address is what is left
+        card["serial"] = card["uuid"] = None
+    gpus = cards.gpus()
+    for gpu, i in zip(gpus, range(2), strict=True):
+        gpu.serial, gpu.uuid = f"16549220086{i:02d}", f"GPU-3f1c2a55-{i:04d}"
+    server = redfish.serve(gpus, tmp_path, layout="pcie")
+    try:
+        creds = tmp_path / "bmc.yaml"
+        creds.write_text(f"username: {server.username}\npassword: {server.password}\n")
+        cards.cards[1]["pci_bus_id"] = "00000000:19:00.0"  # NVML's spelling of 0000:19:00.0
+        cards.write()
+        env = _run(server, creds, cards.path)
+    finally:
+        server.stop()
+    checks = _checks(env)
+    serial = checks["bmc.serial_equal"].detail
+    assert checks["bmc.serial_equal"].ok is False and "(GPU_1, matched by PCIe address)" in serial \
+        and "(GPU_2, matched by PCIe address)" in serial, serial
+    assert checks["bmc.power_paired"].ok is True and checks["bmc.firmware_equal"].ok is True
+    assert judge("6.1.b", env).verdict == Verdict.FAIL and judge("6.1.d", env).verdict == Verdict.PASS

@@ -7,11 +7,13 @@ import socket
 import pytest
 
 from cardeval_testbed import redfish
-from cardeval_workloads.suite._redfish import Client, Credentials, RedfishError, gpus
+from cardeval_workloads.suite._redfish import (
+    Client, Credentials, RedfishError, fans, gpus, link, linked, normal_pci_address,
+)
 
-CARDS = [redfish.Gpu("1654922008601", "96.00.AF.00.01", "GPU-3f1c2a55-0001"),
-         redfish.Gpu("1654922008602", "96.00.AF.00.01", "GPU-3f1c2a55-0002", power_w=lambda: 301.5,
-                     temperature_c=lambda: 61.0)]
+CARDS = [redfish.Gpu("1654922008601", "96.00.AF.00.01", "GPU-3f1c2a55-0001", pci_bus_id="0000:18:00.0"),
+         redfish.Gpu("1654922008602", "96.00.AF.00.01", "GPU-3f1c2a55-0002", pci_bus_id="0000:b9:00.0",
+                     power_w=lambda: 301.5, temperature_c=lambda: 61.0)]
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +26,11 @@ def bmc(tmp_path_factory):
 @pytest.fixture
 def server(bmc):
     bmc.fault = None
+    bmc.layout = "processors"
     bmc.requests.clear()
     yield bmc
     bmc.fault = None
+    bmc.layout = "processors"
 
 
 def _client(server, password: str | None = None, **kwargs) -> Client:
@@ -121,3 +125,36 @@ def test_readings_come_from_the_gpus_chassis_sensors_where_it_has_no_environment
     _, found = _read(server)
     assert [(g.power_w, g.temperature_c) for g in found] == [(72.0, 36.0), (301.5, 61.0)]
     assert not any(path.endswith("EnvironmentMetrics") for _, path in server.requests)
+
+
+def test_cards_listed_only_under_the_chassis_are_read_as_pcie_devices_with_their_address(server):
+    server.layout = "pcie"
+    _, found = _read(server)
+    assert [(g.id, g.serial, g.uuid, g.pci_address) for g in found] == [
+        ("GPU_1", "1654922008601", "GPU-3f1c2a55-0001", "0000:18:00.0"),
+        ("GPU_2", "1654922008602", "GPU-3f1c2a55-0002", "0000:b9:00.0")]
+    assert [(g.power_w, g.temperature_c) for g in found] == [(72.0, 36.0), (301.5, 61.0)]  # the chassis sensors
+
+
+@pytest.mark.parametrize(("text", "normal"), [("00000000:1B:00.0", "0000:1b:00.0"), ("1b:00.1", "0000:1b:00.1"),
+                                              ("0001:b9:00.0", "0001:b9:00.0"), ("not-an-address", None), (None, None)])
+def test_os_pcie_addresses_are_compared_in_one_spelling(text, normal):
+    assert normal_pci_address(text) == normal
+
+
+@pytest.mark.parametrize(("fault", "seen"), [(None, [(40.0, 6400.0)] * 6), ("legacy_thermal", [(None, 6400.0)] * 6),
+                                             ("no_fans", [])])
+def test_the_fans_are_read_from_the_thermal_subsystem_else_the_older_thermal_resource(server, fault, seen):
+    server.fault = fault
+    with _client(server) as client:
+        found = fans(client)
+    assert [(f.percent, f.rpm) for f in found] == seen
+    assert all(f.id.startswith("BMC_0/FAN_") for f in found)
+
+
+@pytest.mark.parametrize("resource", [{}, {"Sensors": "/redfish/v1/x"}, {"Sensors": {"@odata.id": 7}},
+                                      {"Sensors": ["/redfish/v1/x"]}, {"Links": "x"}, {"Links": {"Chassis": {}}},
+                                      {"Links": {"Chassis": [None, {"@odata.id": None}]}}])
+def test_links_of_the_wrong_shape_are_not_followed(resource):
+    """A tree that is not Redfish-shaped is read as having no link there, never as a crash."""
+    assert link(resource, "Sensors") is None and linked(resource, "Chassis") == []

@@ -21,8 +21,8 @@ from typing import Mapping
 
 from cardeval.api.models import CardType
 from cardeval.engine.rules import (
-    AllOf, AlsoWhenRun, AttestOnly, ChecksAll, ChecksAny, DeviceField, DeviceFields, Duration, HostOs, Measured,
-    MetricsAtLeast, NeedsBmc, NeedsCards, NeedsCluster, Outcome, PcieGeneration, PodsSawTheirCards, Rule,
+    AllOf, AlsoWhenRun, AttestOnly, BmcSteps, ChecksAll, ChecksAny, DeviceField, DeviceFields, Duration, HostOs,
+    Measured, MetricsAtLeast, NeedsBmc, NeedsCards, NeedsCluster, Outcome, PcieGeneration, PodsSawTheirCards, Rule,
     ServerLink, SubChecks, Unusable, prefixed,
 )
 
@@ -228,10 +228,16 @@ def _stress(clause_id: str, card_types: frozenset[str], method: str) -> Clause:
     return Clause(
         id=clause_id, title="3×24 h stress test at full rated power", text="应通过 3×24 小时压力测试",
         level="shall", card_types=card_types, method=method, topology=Topology.CARD,
-        rule=Duration(("stress.no_errors", "stress.results_correct", "stress.device_present"), "stress.duration_s"),
-        workloads=("stress",), thresholds={"duration_hours": 72.0},
+        rule=BmcSteps(Duration(("stress.no_errors", "stress.results_correct", "stress.device_present"),
+                               "stress.duration_s"),
+                      (("f", "the system fans speed up as the cards heat", "bmc.fans_follow_temperature"),
+                       ("g", "the cards are recognised after the system restarts", None))),
+        workloads=("stress", "bmc"), thresholds={"duration_hours": 72.0},
         note="all the node's cards at once; the profile sets the duration unless spec.thresholds sets "
-             "duration_hours; a shorter run is Partial, never Pass",
+             "duration_hours; a shorter run is Partial, never Pass. Steps f-g are the BMC's: f (fans against "
+             "the cards' temperature, under the bmc workload's own full load) where BMC access is configured; "
+             "g (a restart through the BMC) is not carried out in this version. A step not checked leaves the "
+             "clause Partial, a step that did not hold fails it",
         params={"duration_hours": ToWorkload("duration_s", scale=3600.0, only_when_set=True)})
 
 
@@ -287,7 +293,8 @@ MEMORY_BANDWIDTH = MetricsAtLeast({"memory.bandwidth_gbps": "min_gbps"}, units={
 # --- 6.1 general ----------------------------------------------------------------
 
 BMC_NOTE = ("the bmc workload on the node: the cards through its BMC's Redfish service (Systems/*/Processors of "
-            "type GPU or Accelerator) against the OS's readers, each card matched by serial number, else UUID; "
+            "type GPU or Accelerator, else Chassis/*/PCIeDevices of an accelerator class) against the OS's readers, "
+            "each card matched by serial number, else UUID, else PCIe address; "
             "power and temperature read in pairs (BMC, then the OS straight after), idle and under load, every "
             "pair within max_deviation_pct of the OS reading (the largest deviation judged)")
 

@@ -16,9 +16,15 @@ follows redirects carrying the session token. Here:
 * no message, exception or ``repr`` carries the password or the token.
 
 :func:`gpus` walks ``Systems/*/Processors`` for processors whose
-``ProcessorType`` is ``GPU`` or ``Accelerator`` and reads each one's serial
-number, firmware version, UUID and, from its ``EnvironmentMetrics`` — else the
-``Sensors`` of the chassis it links to — power and temperature.
+``ProcessorType`` is ``GPU`` or ``Accelerator`` — or, in a tree that lists its
+cards only as PCIe devices, ``Chassis/*/PCIeDevices`` whose functions'
+``DeviceClass`` is ``ProcessingAccelerators`` or ``DisplayController`` — and
+reads each one's serial number, firmware version, UUID, PCIe address (its
+function's ``SegmentNumber``/``BusNumber``/``DeviceNumber``/``FunctionNumber``,
+where the BMC gives them) and, from its ``EnvironmentMetrics`` — else the
+``Sensors`` of the chassis it links to or sits in — power and temperature.
+:func:`fans` reads every chassis's fans (``ThermalSubsystem/Fans``, else the
+older ``Thermal`` resource).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from urllib.parse import urlsplit
 import requests
 
 ACCELERATOR_TYPES = ("GPU", "Accelerator")
+ACCELERATOR_CLASSES = ("ProcessingAccelerators", "DisplayController")
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_RETRIES = 2
 RETRY_PAUSE_S = 0.5
@@ -59,6 +66,17 @@ class BmcGpu:
     model: str | None
     power_w: float | None
     temperature_c: float | None
+    #: ``dddd:bb:dd.f`` in lower case.
+    pci_address: str | None = None
+
+
+@dataclass(frozen=True)
+class Fan:
+    """One fan's speed as the BMC reports it: percent of full speed, or RPM (None: not reported)."""
+
+    id: str
+    percent: float | None
+    rpm: float | None
 
 
 class Client:
@@ -94,7 +112,8 @@ class Client:
 
     def login(self) -> None:
         root = self.get("/redfish/v1/", authenticated=False)
-        sessions = (root.get("Links") or {}).get("Sessions", {}).get("@odata.id")
+        links = root.get("Links")
+        sessions = link(links, "Sessions") if isinstance(links, dict) else None
         if sessions:
             answer = self._request("POST", sessions, json={"UserName": self.credentials.username,
                                                            "Password": self.credentials.password})
@@ -181,18 +200,26 @@ def _members(client: Client, path: str) -> list[str]:
 
 
 def _reading(metrics: dict[str, Any], key: str) -> float | None:
-    value = (metrics.get(key) or {}).get("Reading") if isinstance(metrics.get(key), dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return _number(metrics[key].get("Reading")) if isinstance(metrics.get(key), dict) else None
 
 
 def gpus(client: Client) -> list[BmcGpu]:
-    """Every GPU/accelerator processor of every system, with its identity and current readings."""
+    """Every GPU/accelerator processor of every system, with its identity and current readings; where no system
+    lists one, every accelerator PCIe device of every chassis."""
     found = []
     for system in _members(client, "/redfish/v1/Systems"):
-        processors = client.get(system).get("Processors", {}).get("@odata.id")
+        processors = link(client.get(system), "Processors")
         if not processors:
             continue
         for path in _members(client, processors):
+            gpu = read_gpu(client, path)
+            if gpu is not None:
+                found.append(gpu)
+    if found:
+        return found
+    for chassis in _members(client, "/redfish/v1/Chassis"):
+        devices = link(client.get(chassis), "PCIeDevices")
+        for path in _members(client, devices) if devices else []:
             gpu = read_gpu(client, path)
             if gpu is not None:
                 found.append(gpu)
@@ -200,37 +227,126 @@ def gpus(client: Client) -> list[BmcGpu]:
 
 
 def read_gpu(client: Client, path: str) -> BmcGpu | None:
-    """The processor at ``path`` now (None: not a GPU or accelerator)."""
-    processor = client.get(path)
-    if processor.get("ProcessorType") not in ACCELERATOR_TYPES:
-        return None
-    metrics_path = (processor.get("EnvironmentMetrics") or {}).get("@odata.id")
+    """The processor or PCIe device at ``path`` now (None: not a GPU or accelerator)."""
+    resource = client.get(path)
+    if "ProcessorType" in resource:
+        if resource.get("ProcessorType") not in ACCELERATOR_TYPES:
+            return None
+        functions = [client.get(p) for p in linked(resource, "PCIeFunctions")[:1]]
+    else:
+        collection = link(resource, "PCIeFunctions")
+        functions = [client.get(p) for p in _members(client, collection)] if collection else []
+        if not any(f.get("DeviceClass") in ACCELERATOR_CLASSES for f in functions):
+            return None
+    metrics_path = link(resource, "EnvironmentMetrics")
     metrics = client.get(metrics_path) if metrics_path else {}
     power, temperature = _reading(metrics, "PowerWatts"), _reading(metrics, "TemperatureCelsius")
     if power is None or temperature is None:
-        sensed = _chassis_sensors(client, processor)
+        chassis = linked(resource, "Chassis")[:1] or (
+            [path.split("/PCIeDevices/", 1)[0]] if "/PCIeDevices/" in path else [])
+        sensed = _chassis_sensors(client, chassis[0]) if chassis else {}
         power = power if power is not None else sensed.get("Power")
         temperature = temperature if temperature is not None else sensed.get("Temperature")
-    return BmcGpu(path=path, id=str(processor.get("Id", path.rsplit("/", 1)[-1])),
-                  serial=_text(processor.get("SerialNumber")), firmware=_text(processor.get("FirmwareVersion")),
-                  uuid=_text(processor.get("UUID")), model=_text(processor.get("Model")),
-                  power_w=power, temperature_c=temperature)
+    return BmcGpu(path=path, id=str(resource.get("Id", path.rsplit("/", 1)[-1])),
+                  serial=_text(resource.get("SerialNumber")), firmware=_text(resource.get("FirmwareVersion")),
+                  uuid=_text(resource.get("UUID")), model=_text(resource.get("Model")),
+                  power_w=power, temperature_c=temperature,
+                  pci_address=next((a for a in map(_pci_address, functions) if a), None))
 
 
-def _chassis_sensors(client: Client, processor: dict[str, Any]) -> dict[str, float]:
-    """The first Power and Temperature sensor readings of the GPU's own chassis (``Links.Chassis``), where a
-    tree puts them there rather than in the processor's ``EnvironmentMetrics`` (HGX baseboards do both)."""
+def _is_link(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("@odata.id"), str)
+
+
+def link(resource: dict[str, Any], key: str) -> str | None:
+    """The ``@odata.id`` under ``resource[key]`` (None: absent, or not a link: a malformed tree is not followed)."""
+    value = resource.get(key)
+    return value["@odata.id"] if isinstance(value, dict) and _is_link(value) else None
+
+
+def linked(resource: dict[str, Any], key: str) -> list[str]:
+    """The ``@odata.id`` of each link in ``resource["Links"][key]`` (an array of links; anything else: none)."""
+    links = resource.get("Links")
+    values = links.get(key) if isinstance(links, dict) else None
+    return [v["@odata.id"] for v in values if _is_link(v)] if isinstance(values, list) else []
+
+
+def _pci_address(function: dict[str, Any]) -> str | None:
+    """``dddd:bb:dd.f`` from a PCIe function's segment, bus, device and function numbers (hex strings such as
+    ``"0x1b"`` or integers), None when the BMC does not give the bus and device."""
+    parts = []
+    for key, default in (("SegmentNumber", 0), ("BusNumber", None), ("DeviceNumber", None),
+                         ("FunctionNumber", function.get("FunctionId", 0))):
+        value = function.get(key, default)
+        if value is None or isinstance(value, bool):
+            return None
+        try:
+            parts.append(value if isinstance(value, int) else int(str(value), 0))
+        except ValueError:
+            return None
+    segment, bus, device, func = parts
+    return f"{segment:04x}:{bus:02x}:{device:02x}.{func:x}"
+
+
+def normal_pci_address(text: str | None) -> str | None:
+    """An OS's PCIe address (NVML's ``00000000:1B:00.0``, lspci's ``1b:00.0``) as ``dddd:bb:dd.f``."""
+    if not text:
+        return None
+    head, _, func = text.strip().lower().rpartition(".")
+    fields = head.split(":")
+    if len(fields) == 2:
+        fields.insert(0, "0")
+    try:
+        segment, bus, device = (int(f, 16) for f in fields)
+        return f"{segment:04x}:{bus:02x}:{device:02x}.{int(func, 16):x}"
+    except ValueError:
+        return None
+
+
+def _chassis_sensors(client: Client, chassis_path: str) -> dict[str, float]:
+    """The first Power and Temperature sensor readings of a GPU's own chassis, where a tree puts them there rather
+    than in the GPU's ``EnvironmentMetrics`` (HGX baseboards do both)."""
     found: dict[str, float] = {}
-    for link in ((processor.get("Links") or {}).get("Chassis") or [])[:1]:
-        chassis = client.get(link["@odata.id"]) if isinstance(link, dict) and "@odata.id" in link else {}
-        sensors = (chassis.get("Sensors") or {}).get("@odata.id")
-        for sensor_path in _members(client, sensors) if sensors else []:
-            sensor = client.get(sensor_path)
-            kind, value = sensor.get("ReadingType"), sensor.get("Reading")
-            if kind in ("Power", "Temperature") and kind not in found and isinstance(value, (int, float)) \
-                    and not isinstance(value, bool):
-                found[kind] = float(value)
+    sensors = link(client.get(chassis_path), "Sensors")
+    for sensor_path in _members(client, sensors) if sensors else []:
+        sensor = client.get(sensor_path)
+        kind, value = sensor.get("ReadingType"), sensor.get("Reading")
+        if kind in ("Power", "Temperature") and kind not in found and (number := _number(value)) is not None:
+            found[kind] = number
     return found
+
+
+def fans(client: Client) -> list[Fan]:
+    """Every fan of every chassis: ``ThermalSubsystem/Fans`` members (``SpeedPercent.Reading`` and
+    ``SpeedRPM``), else the older ``Thermal`` resource's ``Fans`` (``Reading`` in ``ReadingUnits``)."""
+    found: list[Fan] = []
+    for chassis_path in _members(client, "/redfish/v1/Chassis"):
+        chassis = client.get(chassis_path)
+        subsystem = link(chassis, "ThermalSubsystem")
+        collection = link(client.get(subsystem), "Fans") if subsystem else None
+        if collection:
+            for path in _members(client, collection):
+                fan = client.get(path)
+                speed = fan["SpeedPercent"] if isinstance(fan.get("SpeedPercent"), dict) else {}
+                found.append(Fan(f"{chassis.get('Id', chassis_path)}/{fan.get('Id', path.rsplit('/', 1)[-1])}",
+                                 _number(speed.get("Reading")), _number(speed.get("SpeedRPM"))))
+            continue
+        thermal = link(chassis, "Thermal")
+        for fan in (client.get(thermal).get("Fans") or []) if thermal else []:
+            if not isinstance(fan, dict):
+                continue
+            value, unit = _number(fan.get("Reading")), fan.get("ReadingUnits")
+            name = f"{chassis.get('Id', chassis_path)}/{fan.get('MemberId') or fan.get('Name') or len(found)}"
+            found.append(Fan(name, value if unit == "Percent" else None, value if unit == "RPM" else None))
+    return found
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if _is_number(value) else None
 
 
 def _text(value: Any) -> str | None:
