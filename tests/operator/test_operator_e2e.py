@@ -28,6 +28,7 @@ from cardeval.engine.load import from_mapping
 from cardeval.engine.planner import plan
 from cardeval.operator.results import configmap_name
 from cardeval_testbed import redfish
+from cardeval_testbed.card_state import CardState
 from cardeval_testbed.waiting import wait_for
 from cardeval_workloads.available import OPERATOR_WORKLOADS, WORKLOADS
 
@@ -433,18 +434,18 @@ def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_
     """6.1.b-e through the operator: a Redfish service over TLS, its endpoint in one node's annotation, its
     credentials in a Secret (given to the pod as environment: the operator reads no Secret), its CA in a
     ConfigMap; the OS side a card-management command. The annotated node passes all four (on the CPU
-    stand-in); the node without the annotation gets no Job and an Error naming the annotation."""
-    cards = [{"serial": f"SN-{unique}-{i}", "firmware": "96.00.AF.00.01", "uuid": f"GPU-{unique}-{i}",
-              "power_w": 80.0 + i, "temperature_c": 40.0 + i} for i in range(2)]
+    stand-in); the node without the annotation gets no Job and an Error naming the annotation. The stress
+    clause 6.3.4.b takes its step f from the same Job: the cards heat once the fans are first read, the
+    fans follow, the step holds, and the clause is Partial (a short run; step g not carried out)."""
     # Not under /tmp (where a clone may be): the node agent maps a pod's /tmp to its own emptyDir, also in the
     # command's arguments; so the card-management command and its state go to a directory of their own.
     where = Path.home() / ".cache" / "cardeval" / "tests" / f"bmc-{unique}"
     where.mkdir(parents=True, exist_ok=True)
     state, tool = where / "cards.json", where / "os_cards_cli.py"
-    state.write_text(json.dumps(cards))
+    cards = CardState(state, serial_prefix=f"SN-{unique}-", uuid_prefix=f"GPU-{unique}")
+    cards.bmc_power_factor = 1.0
     shutil.copy(ROOT / "tests" / "workloads" / "os_cards_cli.py", tool)
-    server = redfish.serve([redfish.Gpu(c["serial"], c["firmware"], c["uuid"], power_w=lambda c=c: c["power_w"],
-                                        temperature_c=lambda c=c: c["temperature_c"]) for c in cards], tmp_path)
+    server = redfish.serve(cards.gpus(), tmp_path)
     name, pool, secret = f"bmc-{unique}", f"bmc-{unique}", f"bmc-cred-{unique}"
     annotated, bare = f"bmc-{unique}-1", f"bmc-{unique}-2"
     node_agent([{"name": annotated, "capacity": {"example.com/accel": "2"}, "labels": {"cardeval.io/pool": pool},
@@ -454,31 +455,40 @@ def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_
                     f"--from-literal=username={server.username}", f"--from-literal=password={server.password}")
     cluster.kubectl("create", "configmap", f"{secret}-ca", "-n", NAMESPACE, f"--from-file=ca.crt={server.ca_file}")
     os_command = [sys.executable, str(tool), str(state), "{index}"]
-    doc = evaluation_doc(name, pool, cardType="inference", clauses={"include": ["6.1.b", "6.1.c", "6.1.d", "6.1.e"]},
+    doc = evaluation_doc(name, pool, cardType="inference",
+                         clauses={"include": ["6.1.b", "6.1.c", "6.1.d", "6.1.e", "6.3.4.b"]},
                          bmc={"credentialsSecret": secret, "caConfigMap": f"{secret}-ca", "osCommand": os_command})
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
-    try:
-        wait_complete(cluster, name)
-        (job,) = jobs_of(cluster, name)
-        assert job["metadata"]["annotations"]["cardeval.io/node"] == annotated
-        text = json.dumps(job)
-        assert server.password not in text and f"endpoint={server.endpoint}" in text
-        env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-        assert env["CARDEVAL_BMC_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "password"}
-        verdicts = {r["clause"]: r for r in node_result(cluster, name, annotated)["results"]}
-        for clause in ("6.1.b", "6.1.c", "6.1.d", "6.1.e"):
-            assert verdicts[clause]["verdict"] == "Pass", verdicts[clause]["reason"]
-        said = json.dumps(verdicts["6.1.b"])
-        assert "TLS verified against" in said and "bmc-ca/ca.crt" in said
-        for r in node_result(cluster, name, bare)["results"]:
-            assert r["verdict"] == "Error" and "has no annotation cardeval.io/bmc-endpoint" in r["reason"], r
-        assert server.password not in json.dumps(get_eval(cluster, name))
-    finally:
-        delete_eval(cluster, name)
-        cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
-        cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
-        server.stop()
-        shutil.rmtree(where)
+    with cards.heating(server):
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+        try:
+            wait_complete(cluster, name)
+            (job,) = [j for j in jobs_of(cluster, name) if j["metadata"]["labels"]["cardeval.io/workload"] == "bmc"]
+            assert job["metadata"]["annotations"]["cardeval.io/node"] == annotated
+            text = json.dumps(job)
+            assert server.password not in text and f"endpoint={server.endpoint}" in text
+            env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+            assert env["CARDEVAL_BMC_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "password"}
+            verdicts = {r["clause"]: r for r in node_result(cluster, name, annotated)["results"]}
+            for clause in ("6.1.b", "6.1.c", "6.1.d", "6.1.e"):
+                assert verdicts[clause]["verdict"] == "Pass", verdicts[clause]["reason"]
+            said = json.dumps(verdicts["6.1.b"])
+            assert "TLS verified against" in said and "bmc-ca/ca.crt" in said
+            stress = verdicts["6.3.4.b"]
+            assert stress["verdict"] == "Partial" and "step f (the system fans speed up as the cards heat) held: " \
+                "passed bmc.fans_follow_temperature: the fans sped up" in stress["reason"], stress["reason"]
+            assert "step g (the cards are recognised after the system restarts) not checked" in stress["reason"]
+            for r in node_result(cluster, name, bare)["results"]:
+                if r["clause"] == "6.3.4.b":  # its own run stands; its step f has no BMC run on this node to read
+                    assert r["verdict"] == "Partial" and "step f" in r["reason"] and "not checked" in r["reason"], r
+                    continue
+                assert r["verdict"] == "Error" and "has no annotation cardeval.io/bmc-endpoint" in r["reason"], r
+            assert server.password not in json.dumps(get_eval(cluster, name))
+        finally:
+            delete_eval(cluster, name)
+            cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
+            cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
+            server.stop()
+            shutil.rmtree(where)
 
 
 def test_a_workload_that_hangs_past_its_deadline_is_an_error(cluster, installed, node_agent, unique, tmp_path):

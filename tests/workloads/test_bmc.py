@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,63 +19,15 @@ from cardeval.engine.local_executor import LocalExecutor
 from cardeval.engine.local_run import evaluate
 from cardeval.engine.rules import JudgeContext
 from cardeval_testbed import redfish
+from cardeval_testbed.card_state import CardState
 from cardeval_workloads.harness import cli
 
 OS_CLI = Path(__file__).with_name("os_cards_cli.py")
 
 
-class Cards:
-    """The cards' true state, read by the OS command from a file and by the BMC's callables."""
-
-    def __init__(self, path: Path, count: int = 2) -> None:
-        self.path = path
-        self.cards = [{"serial": f"16549220086{i:02d}", "firmware": "96.00.AF.00.01",
-                       "uuid": f"GPU-3f1c2a55-{i:04d}", "pci_bus_id": f"0000:{0x18 + i:02x}:00.0",
-                       "power_w": 70.0 + 10 * i, "temperature_c": 35.0 + i} for i in range(count)]
-        self.bmc_power_factor = 1.02
-        self.write()
-
-    def write(self) -> None:
-        """Atomically, as a card's readings change while the OS command reads them."""
-        scratch = self.path.with_suffix(".new")
-        scratch.write_text(json.dumps(self.cards))
-        scratch.replace(self.path)
-
-    def gpus(self) -> list[redfish.Gpu]:
-        return [redfish.Gpu(c["serial"], c["firmware"], c["uuid"], pci_bus_id=c["pci_bus_id"],
-                            power_w=lambda c=c: c["power_w"] * self.bmc_power_factor,
-                            temperature_c=lambda c=c: c["temperature_c"]) for c in self.cards]
-
-    @contextlib.contextmanager
-    def heating(self, server, c_per_step: float = 1.0, fans_follow: bool = True):
-        """From the first look at the fans (where the workload's fan step starts its load) the cards warm by
-        ``c_per_step`` every 50 ms while it lasts; the BMC's fans follow them, or stay put."""
-        stop = threading.Event()
-        start = [c["temperature_c"] for c in self.cards]
-        server.fan_percent = lambda: 30.0 + (2.0 * (self.cards[0]["temperature_c"] - start[0]) if fans_follow
-                                              else 0.0)
-
-        def warm() -> None:
-            while not any("/Chassis/BMC_0" in path for _, path in list(server.requests)):
-                if stop.wait(0.02):
-                    return
-            while not stop.wait(0.05):
-                for card in self.cards:
-                    card["temperature_c"] = min(card["temperature_c"] + c_per_step, 90.0)
-                self.write()
-
-        thread = threading.Thread(target=warm, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
-
 @pytest.fixture
 def bench(tmp_path):
-    cards = Cards(tmp_path / "cards.json")
+    cards = CardState(tmp_path / "cards.json")
     server = redfish.serve(cards.gpus(), tmp_path)
     creds = tmp_path / "bmc.yaml"
     creds.write_text(f"username: {server.username}\npassword: {server.password}\n")
@@ -326,7 +276,7 @@ def test_a_broken_stress_run_is_judged_on_its_own_whatever_the_fans_do(bench):
 
 
 def test_cards_listed_only_as_chassis_pcie_devices_are_matched_by_pcie_address(tmp_path):
-    cards = Cards(tmp_path / "cards.json")
+    cards = CardState(tmp_path / "cards.json")
     for card in cards.cards:  # an OS reader that gives neither serial nor UUID: the address is what is left
         card["serial"] = card["uuid"] = None
     gpus = cards.gpus()
@@ -346,4 +296,15 @@ def test_cards_listed_only_as_chassis_pcie_devices_are_matched_by_pcie_address(t
     assert checks["bmc.serial_equal"].ok is False and "(GPU_1, matched by PCIe address)" in serial \
         and "(GPU_2, matched by PCIe address)" in serial, serial
     assert checks["bmc.power_paired"].ok is True and checks["bmc.firmware_equal"].ok is True
+    assert judge("6.1.b", env).verdict == Verdict.FAIL and judge("6.1.d", env).verdict == Verdict.PASS
+
+
+def test_a_bmc_gpu_without_a_serial_fails_6_1_b_though_its_uuid_pairs_the_readings(bench):
+    cards, server, creds = bench
+    server.fault = "no_serial"
+    env = _run(server, creds, cards.path)
+    serial = _checks(env)["bmc.serial_equal"]
+    assert serial.ok is False and "BMC GPU GPU_SXM_1 has no serial number" in serial.detail
+    assert "card 0: serial '1654922008600' from the OS, None from the BMC (GPU_SXM_1, matched by UUID)" \
+        in serial.detail, serial.detail
     assert judge("6.1.b", env).verdict == Verdict.FAIL and judge("6.1.d", env).verdict == Verdict.PASS
