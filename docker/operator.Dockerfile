@@ -12,7 +12,8 @@ COPY workloads/ workloads/
 # the operator extras are pinned to what the tests ran with.
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && pip wheel --no-cache-dir --wheel-dir /wheels \
-      "pydantic==2.14.4" "pyyaml==6.0.4" "kopf==1.45.2" "kubernetes==37.0.2" "prometheus-client==0.26.0"
+      "pydantic==2.14.4" "pyyaml==6.0.4" "junitparser==5.0.3" "kopf==1.45.2" "kubernetes==37.0.2" \
+      "prometheus-client==0.26.0"
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

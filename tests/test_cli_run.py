@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from junitparser import JUnitXml
 
 from cardeval.engine.catalog import clauses_for
 
@@ -67,5 +68,10 @@ def test_outputs_and_exit_code(training_run):
     report = (out / "report.md").read_text()
     assert "6.2.1.a" in report and "host CPU standing in for the cards" in report
     assert (out / "envelopes" / "compute.json").exists()
+    junit = JUnitXml.fromfile(str(out / "junit.xml"))
+    (suite,) = list(junit)
+    cases = {case.name.split(" ", 1)[0]: case for case in suite}
+    assert cases["6.2.1.a"].is_passed and "host CPU standing in" in cases["6.2.1.a"].system_out
+    assert cases["6.1.b"].result[0].type == "NotRun" and not cases["compliance"].is_passed
     # shall clauses that cannot run on this machine (the BMC, the card hardware) keep it from compliance
     assert proc.returncode == 1, proc.stderr[-2000:]

@@ -17,6 +17,7 @@ from cardeval.engine.facts import NodeFacts, WorkloadRun, local_node_facts
 from cardeval.engine.judge import judge_node, threshold_overrides
 from cardeval.engine.local_executor import LocalExecutor
 from cardeval.engine.planner import Plan, WorkItem, plan
+from cardeval.engine.junit import junit_xml
 from cardeval.engine.report import markdown_report
 from cardeval.engine.status import build_status, node_summary, now
 
@@ -66,3 +67,4 @@ def write_outputs(out_dir: Path, evaluation: CardEvaluation, status: EvaluationS
         body = run.envelope.to_json() if run.envelope else json.dumps({"workload": name, "error": run.error})
         (out_dir / "envelopes" / f"{name}.json").write_text(body + "\n", encoding="utf-8")
     (out_dir / "report.md").write_text(markdown_report(evaluation, status, [node]), encoding="utf-8")
+    (out_dir / "junit.xml").write_text(junit_xml([node]), encoding="utf-8")
