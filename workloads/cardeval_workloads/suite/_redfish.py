@@ -284,8 +284,7 @@ def _pci_address(function: dict[str, Any]) -> str | None:
             parts.append(value if isinstance(value, int) else int(str(value), 0))
         except ValueError:
             return None
-    segment, bus, device, func = parts
-    return f"{segment:04x}:{bus:02x}:{device:02x}.{func:x}"
+    return _address(*parts)
 
 
 def normal_pci_address(text: str | None) -> str | None:
@@ -298,9 +297,21 @@ def normal_pci_address(text: str | None) -> str | None:
         fields.insert(0, "0")
     try:
         segment, bus, device = (int(f, 16) for f in fields)
-        return f"{segment:04x}:{bus:02x}:{device:02x}.{int(func, 16):x}"
+        return _address(segment, bus, device, int(func, 16))
     except ValueError:
         return None
+
+
+#: The largest PCI segment, bus, device and function numbers.
+PCI_LIMITS = (0xFFFF, 0xFF, 0x1F, 0x7)
+
+
+def _address(*numbers: int) -> str | None:
+    """``dddd:bb:dd.f``, None when a number is outside what PCI allows (a garbled reading, not an address)."""
+    if len(numbers) != 4 or any(not 0 <= n <= limit for n, limit in zip(numbers, PCI_LIMITS, strict=True)):
+        return None
+    segment, bus, device, func = numbers
+    return f"{segment:04x}:{bus:02x}:{device:02x}.{func:x}"
 
 
 def _chassis_sensors(client: Client, chassis_path: str) -> dict[str, float]:
