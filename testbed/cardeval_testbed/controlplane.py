@@ -488,6 +488,17 @@ class NodeAgent:
             procs.signal_group(self.proc, signal.SIGKILL)
             self.proc.wait()
 
+    def reboot(self, down_s: float = 1.0, timeout: float = 30.0) -> None:
+        """Its nodes restarted, as a server's reset does: the agent stops (its pods' processes with it), stays
+        down ``down_s``, and starts again as a new process — a new boot ID on each of its Nodes. Call it from a
+        thread that outlives the agent: the new process dies with the thread that started it (parent-death
+        signal)."""
+        self.stop(delete_nodes=False)
+        time.sleep(down_s)
+        self.ready_file.unlink(missing_ok=True)
+        self.cp._agents.append(self)
+        self.start(timeout=timeout)
+
     def stop(self, delete_nodes: bool = True) -> None:
         if self.proc is not None:
             procs.stop_group(self.proc, grace=15.0)

@@ -289,10 +289,11 @@ class NodeRuntime:
         except ApiError as e:
             if e.status != 409:
                 raise
-        # Re-registration (agent restarted): bring labels, taints and status up to date.
+        # Re-registration (agent restarted, or its node rebooted): labels and status up to date. Taints and
+        # spec.unschedulable stay as they are, as a kubelet leaves them: registerWithTaints applies at creation
+        # only, and a node may not change its own taints (NodeRestriction) — a cordoned node stays cordoned.
         meta_patch = {"metadata": {"labels": obj["metadata"]["labels"],
-                                   "annotations": obj["metadata"]["annotations"]},
-                      "spec": {"taints": self.spec.taints or None}}
+                                   "annotations": obj["metadata"]["annotations"]}}
         existing = self.kube.patch(f"/api/v1/nodes/{self.name}", meta_patch)
         self.node_uid = existing["metadata"]["uid"]
         self.kube.patch(f"/api/v1/nodes/{self.name}/status", {"status": obj["status"]})

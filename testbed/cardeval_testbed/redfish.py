@@ -14,6 +14,10 @@ What a real BMC does that the client depends on, and nothing else:
   ``Chassis/HGX_GPU_SXM_n``, whose ``Sensors`` give the same readings;
 * ``Chassis/BMC_0`` carries the server's fans (``ThermalSubsystem/Fans``, each
   ``SpeedPercent`` from :attr:`RedfishServer.fan_percent`, a callable too);
+* ``Systems/HGX_Baseboard_0`` offers ``#ComputerSystem.Reset`` (GracefulRestart,
+  ForceRestart); an accepted request is recorded in :attr:`RedfishServer.resets`
+  and handed to :attr:`RedfishServer.on_reset` (a test restarts its node agent
+  there: a new boot), answered ``204`` first;
 * ``layout="pcie"`` lists the cards instead as ``Chassis/HGX_GPU_SXM_n/PCIeDevices/GPU_n``
   with one ``ProcessingAccelerators`` function carrying the card's PCIe address
   (the way some OEM trees do), and ``Processors`` holds only the CPU.
@@ -41,7 +45,9 @@ from .pki import CertificateAuthority
 
 SYSTEM = "/redfish/v1/Systems/HGX_Baseboard_0"
 FAULTS = ("unauthorized", "forbidden", "server_error", "malformed", "truncated", "redirect", "slow",
-          "no_sessions", "no_gpus", "no_serial", "duplicate_serial", "sensors_only", "legacy_thermal", "no_fans")
+          "no_sessions", "no_gpus", "no_serial", "duplicate_serial", "sensors_only", "legacy_thermal", "no_fans",
+          "reset_refused")
+RESET_TYPES = ("GracefulRestart", "ForceRestart")
 LAYOUTS = ("processors", "pcie")
 FANS = 6
 
@@ -68,6 +74,8 @@ class RedfishServer:
     fault: str | None = None
     layout: str = "processors"
     fan_percent: Callable[[], float] = lambda: 40.0
+    on_reset: Callable[[str], None] | None = None
+    resets: list[str] = field(default_factory=list)
     slow_s: float = 3.0
     requests: list[tuple[str, str]] = field(default_factory=list)
     _httpd: ThreadingHTTPServer | None = None
@@ -101,7 +109,10 @@ class RedfishServer:
             return _collection(path, [SYSTEM])
         if path == SYSTEM:
             return {"@odata.id": SYSTEM, "Id": "HGX_Baseboard_0", "Name": "HGX Baseboard",
-                    "Processors": {"@odata.id": f"{SYSTEM}/Processors"}}
+                    "Processors": {"@odata.id": f"{SYSTEM}/Processors"},
+                    "Actions": {"#ComputerSystem.Reset": {
+                        "target": f"{SYSTEM}/Actions/ComputerSystem.Reset",
+                        "ResetType@Redfish.AllowableValues": list(RESET_TYPES)}}}
         if path == f"{SYSTEM}/Processors":
             listed = range(len(gpus)) if self.layout == "processors" else range(0)
             return _collection(path, [f"{SYSTEM}/Processors/CPU_0"]
@@ -291,6 +302,8 @@ def _handler(server: RedfishServer) -> type[BaseHTTPRequestHandler]:
             server.requests.append(("POST", path))
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
+            if path == f"{SYSTEM}/Actions/ComputerSystem.Reset":
+                return self._reset(raw)
             if path != "/redfish/v1/SessionService/Sessions" or server.fault == "no_sessions":
                 return self._send(405, {"error": {"code": "Base.1.0.OperationNotAllowed"}})
             try:
@@ -303,6 +316,23 @@ def _handler(server: RedfishServer) -> type[BaseHTTPRequestHandler]:
             sid = server.session_id(token)
             return self._send(201, {"Id": sid, "UserName": server.username},
                               {"X-Auth-Token": token, "Location": f"/redfish/v1/SessionService/Sessions/{sid}"})
+
+        def _reset(self, raw: bytes) -> None:
+            if not server.authorised(self.headers):
+                return self._send(401, {"error": {"code": "Base.1.0.NoValidSession"}})
+            try:
+                reset_type = json.loads(raw or b"{}").get("ResetType")
+            except (ValueError, AttributeError):
+                return self._send(400, {"error": {"code": "Base.1.0.MalformedJSON"}})
+            if server.fault == "reset_refused":
+                return self._send(409, {"error": {"code": "Base.1.0.ResourceInUse"}})
+            if reset_type not in RESET_TYPES:
+                return self._send(400, {"error": {"code": "Base.1.0.ActionParameterValueNotInList"}})
+            server.resets.append(reset_type)
+            self._send(204)
+            if server.on_reset is not None:
+                threading.Thread(target=server.on_reset, args=(reset_type,), name="reset", daemon=True).start()
+            return None
 
         def do_DELETE(self) -> None:  # noqa: N802
             path = self._path()

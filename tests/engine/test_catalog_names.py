@@ -6,9 +6,10 @@ so in ``SHOWN``) or dead.  Each workload module declares what it emits (``CHECKS
 ``SHOWN``; see ``cardeval_workloads.harness.registry``); the rules say what they read
 (``Rule.reads``), and so does the one reader that is not a rule: the operator's device-plugin
 check of 6.1.n, which decides its sub-checks from the isolation pods' and the probe's results
-(``cardeval.engine.device_plugin_checks``), and the executors' ``resume.fault_reported`` of the resume
-test (``cardeval.engine.fault_report``).  Both directions are held here, for every workload
-this version ships.
+(``cardeval.engine.device_plugin_checks``), the executors' ``resume.fault_reported`` of the resume
+test (``cardeval.engine.fault_report``), and the operator's observations of a restart through the BMC,
+added to the ``bmc-restart`` request's result (``cardeval.engine.restart_check``, which reads the request's
+check).  Both directions are held here, for every workload this version ships.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from cardeval.engine.catalog import (
     CLAUSES, DEVICE_PLUGIN_CHECKS, DEVICE_PLUGIN_INFORMATIONAL, DEVICE_PLUGIN_METRICS, Clause,
 )
 from cardeval.engine.rules import Read
-from cardeval_workloads import resume_protocol
+from cardeval_workloads import restart_protocol, resume_protocol
 from cardeval_workloads.available import WORKLOADS
 from cardeval_workloads.harness.registry import load
 
@@ -30,6 +31,9 @@ from cardeval_workloads.harness.registry import load
 #: rest are the probe's, forwarded).
 DECIDED_BY_THE_CHECK = (frozenset(DEVICE_PLUGIN_CHECKS + DEVICE_PLUGIN_INFORMATIONAL + DEVICE_PLUGIN_METRICS)
                         - set(device_plugin.PROBE_CHECKS) - set(device_plugin.PROBE_COUNTS))
+
+
+OBSERVED_AFTER_A_RESTART = frozenset({restart_protocol.NEW_BOOT, restart_protocol.CARDS_RECOGNISED})
 
 
 def _workload_of(clause: Clause, read: Read) -> str:
@@ -49,8 +53,11 @@ def _read() -> dict[str, dict[str, set[str]]]:
                 continue
             if workload == resume_protocol.WORKLOAD and read.name == resume_protocol.FAULT_REPORTED:
                 continue  # the executor's observation, added to the run's result (engine.fault_report)
+            if workload == restart_protocol.WORKLOAD and read.name in OBSERVED_AFTER_A_RESTART:
+                continue  # the operator's observations, added to the request's result (engine.restart_check)
             out[workload][read.kind].add(read.name)
     out["device-visibility"]["metric"] |= set(device_plugin.VISIBILITY_COUNTS)
+    out[restart_protocol.WORKLOAD]["check"].add(restart_protocol.REQUESTED)
     out[device_plugin.WORKLOAD]["metric"] |= set(device_plugin.PROBE_COUNTS)
     return out
 

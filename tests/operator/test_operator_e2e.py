@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -491,6 +492,97 @@ def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_
             shutil.rmtree(where)
 
 
+def test_the_restart_of_step_g_cordons_drains_resets_through_the_bmc_and_finds_the_cards_again(
+        cluster, installed, operator, node_agent, unique, tmp_path, namespace):
+    """spec.bmc.restart on the test control plane: after its other work the node is cordoned and drained (a pod
+    of its own is evicted), the reset is requested through the BMC from a Job on another node, the BMC restarts
+    the node (its agent, as a server's reset would: a new boot ID), the cards are re-checked on the new boot
+    and the node is given back as it was. 6.3.4.b: step g held, step f held, Partial only for the short run."""
+    where = Path.home() / ".cache" / "cardeval" / "tests" / f"rst-{unique}"
+    where.mkdir(parents=True, exist_ok=True)
+    state, tool = where / "cards.json", where / "os_cards_cli.py"
+    cards = CardState(state, serial_prefix=f"RS-{unique}-", uuid_prefix=f"GPU-{unique}")
+    cards.bmc_power_factor = 1.0
+    shutil.copy(ROOT / "tests" / "workloads" / "os_cards_cli.py", tool)
+    server = redfish.serve(cards.gpus(), tmp_path)
+    name, pool, secret = f"rst-{unique}", f"rst-{unique}", f"rst-cred-{unique}"
+    target, helper = f"rst-{unique}-1", f"rst-{unique}-2"
+    restarted = node_agent([{"name": target, "capacity": {"example.com/accel": "2"},
+                             "labels": {"cardeval.io/pool": pool},
+                             "annotations": {"cardeval.io/bmc-endpoint": server.endpoint}}])
+    node_agent([{"name": helper, "capacity": {"example.com/accel": "2"}}])
+    # The agent dies with the thread that starts it (its parent-death signal): the reboot is done by a thread that
+    # lives as long as the test, not by the Redfish server's short-lived request thread.
+    reset, finished = threading.Event(), threading.Event()
+    server.on_reset = lambda _type: reset.set()
+
+    def reboot_on_reset() -> None:
+        while not finished.is_set():
+            if reset.wait(0.2):
+                reset.clear()
+                restarted.reboot()
+        finished.wait()
+
+    threading.Thread(target=reboot_on_reset, name="reboot", daemon=True).start()
+    boot_before = cluster.api("GET", f"/api/v1/nodes/{target}")["status"]["nodeInfo"]["bootID"]
+    cluster.api("POST", f"/api/v1/namespaces/{namespace}/pods", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "tenant"},
+        "spec": {"nodeName": target, "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "main", "image": "ignored", "command": ["sleep", "600"]}]}})
+    wait_for(lambda: cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods/tenant")["status"].get("phase")
+             == "Running", timeout=30, what="the tenant pod running")
+    widened = [d for d in yaml.safe_load_all(render_chart(cluster, "--set", "rbac.restartNodes=true"))
+               if d and d["kind"] == "ClusterRole"]
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(widened))
+    cluster.kubectl("create", "secret", "generic", secret, "-n", NAMESPACE,
+                    f"--from-literal=username={server.username}", f"--from-literal=password={server.password}")
+    cluster.kubectl("create", "configmap", f"{secret}-ca", "-n", NAMESPACE, f"--from-file=ca.crt={server.ca_file}")
+    doc = evaluation_doc(name, pool, cardType="inference", clauses={"include": ["6.3.4.b"]},
+                         bmc={"credentialsSecret": secret, "caConfigMap": f"{secret}-ca", "restart": {},
+                              "osCommand": [sys.executable, str(tool), str(state), "{index}"]})
+    with cards.heating(server):
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+        try:
+            try:
+                wait_complete(cluster, name, timeout=240)
+            except AssertionError as exc:  # what each step left, to see where it stopped
+                seen = {j["metadata"]["name"]: (j.get("status") or {}).get("conditions")
+                        for j in jobs_of(cluster, name)}
+                pods = {p["metadata"]["name"]: (p["spec"].get("nodeName"), p["status"].get("phase"))
+                        for p in pods_of(cluster, name)}
+                node = cluster.api("GET", f"/api/v1/nodes/{target}")
+                raise AssertionError(f"{exc}\njobs {seen}\npods {pods}\nresets {server.resets}\nboot "
+                                     f"{boot_before} -> {node['status']['nodeInfo']['bootID']}\nagent "
+                                     f"{restarted.log_text()[-1500:]}") from None
+            node = cluster.api("GET", f"/api/v1/nodes/{target}")
+            assert node["status"]["nodeInfo"]["bootID"] != boot_before and server.resets == ["GracefulRestart"]
+            assert not node["spec"].get("unschedulable"), node["spec"]  # given back as it was
+            assert "cardeval.io/restart" not in (node["metadata"].get("annotations") or {})
+            tenant = cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods/tenant")  # None: gone
+            assert tenant is None or tenant["metadata"].get("deletionTimestamp"), "the tenant pod was not evicted"
+            (request,) = [j for j in jobs_of(cluster, name)
+                          if j["metadata"]["labels"]["cardeval.io/workload"] == "bmc-restart"]
+            assert request["metadata"]["annotations"]["cardeval.io/boot-id-before"] == boot_before
+            ran_on = {p["spec"]["nodeName"] for p in pods_of(cluster, name)
+                      if p["metadata"]["labels"].get("cardeval.io/workload") == "bmc-restart"}
+            assert ran_on and target not in ran_on, ran_on
+            (r,) = node_result(cluster, name, target)["results"]
+            assert r["verdict"] == "Partial", r["reason"]
+            assert "step g (the cards are recognised after the system restarts) held: passed " \
+                "restart.cards_recognised" in r["reason"], r["reason"]
+            assert "step f (the system fans speed up as the cards heat) held" in r["reason"], r["reason"]
+            assert server.password not in json.dumps(get_eval(cluster, name))
+        finally:
+            finished.set()
+            delete_eval(cluster, name)
+            defaults = [d for d in yaml.safe_load_all(render_chart(cluster)) if d and d["kind"] == "ClusterRole"]
+            cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(defaults))
+            cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
+            cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
+            server.stop()
+            shutil.rmtree(where)
+
+
 def test_a_workload_that_hangs_past_its_deadline_is_an_error(cluster, installed, node_agent, unique, tmp_path):
     """The pod starts and never finishes (the workload command sleeps): the Job's activeDeadlineSeconds
     stops it, and the clause is Error "did not finish within its time limit", as locally — not NotRun."""
@@ -648,6 +740,13 @@ def test_helm_lint_template_and_server_side_dry_run(cluster, installed):
             for rule in d["rules"]:
                 for key in ("apiGroups", "resources", "verbs"):
                     assert "*" not in rule.get(key, []), (d["metadata"]["name"], rule)
+    # draining nodes for a restart through the BMC (spec.bmc.restart) is granted only when asked for
+    def cluster_resources(*extra: str) -> set[str]:
+        role = next(d for d in yaml.safe_load_all(render_chart(cluster, *extra)) if d and d["kind"] == "ClusterRole")
+        return {r for rule in role["rules"] for r in rule["resources"]}
+
+    assert "pods/eviction" not in cluster_resources() and "pods" not in cluster_resources()
+    assert {"pods", "pods/eviction"} <= cluster_resources("--set", "rbac.restartNodes=true")
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False

@@ -17,4 +17,4 @@ OPERATOR_WORKLOADS: frozenset[str] = frozenset({"device-plugin", "device-visibil
 
 #: Workloads that need access only the executor holds — the BMC's endpoint and credentials — planned
 #: only for an executor that says it has it (``plan(..., operator_checks=...)``), judged NotRun otherwise.
-CONFIGURED_WORKLOADS: frozenset[str] = frozenset({"bmc"}) & WORKLOADS
+CONFIGURED_WORKLOADS: frozenset[str] = frozenset({"bmc", "bmc-restart"}) & WORKLOADS

@@ -305,6 +305,19 @@ class InferenceEngine(ApiModel):
         return self
 
 
+class Restart(ApiModel):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "Step g of the stress methods (8.3.4.2 g, 8.4.4.2 g), opt-in: after the node's other work "
+                       "the operator cordons and drains it, has it restarted through its BMC "
+                       "(ComputerSystem.Reset, from a Job on another node), waits for its new boot (the Node's "
+                       "bootID changes and it is Ready), re-checks its cards, and restores its schedulability"})
+
+    reset_type: Literal["GracefulRestart", "ForceRestart", "PowerCycle"] = Field(
+        default="GracefulRestart", description="the ResetType requested (the BMC must allow it)")
+    timeout_seconds: int = Field(default=1800, ge=60, le=86400,
+                                 description="how long the node may take to come back Ready with a new bootID")
+
+
 class Bmc(ApiModel):
     model_config = ConfigDict(json_schema_extra={
         "description": "The nodes' BMCs (Redfish), for 6.1.b-e: each node's endpoint in its annotation, the "
@@ -325,6 +338,8 @@ class Bmc(ApiModel):
         default=None, min_length=1, max_length=64,
         description="a vendor command in the workload image printing card {index}'s serial, firmware, uuid, "
                     "power_w and temperature_c as JSON (default: NVML)")
+    restart: Restart | None = Field(
+        default=None, description="restart each node through its BMC and find its cards again (opt-in)")
 
 
 class Admission(ApiModel):

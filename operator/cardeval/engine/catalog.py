@@ -25,6 +25,7 @@ from cardeval.engine.rules import (
     Measured, MetricsAtLeast, NeedsBmc, NeedsCards, NeedsCluster, Outcome, PcieGeneration, PodsSawTheirCards, Rule,
     ServerLink, SubChecks, Unusable, prefixed,
 )
+from cardeval_workloads import restart_protocol
 
 TRAINING = frozenset({CardType.TRAINING.value})
 INFERENCE = frozenset({CardType.INFERENCE.value})
@@ -230,14 +231,16 @@ def _stress(clause_id: str, card_types: frozenset[str], method: str) -> Clause:
         level="shall", card_types=card_types, method=method, topology=Topology.CARD,
         rule=BmcSteps(Duration(("stress.no_errors", "stress.results_correct", "stress.device_present"),
                                "stress.duration_s"),
-                      (("f", "the system fans speed up as the cards heat", "bmc.fans_follow_temperature"),
-                       ("g", "the cards are recognised after the system restarts", None))),
-        workloads=("stress", "bmc"), thresholds={"duration_hours": 72.0},
+                      (("f", "the system fans speed up as the cards heat", "bmc", "bmc.fans_follow_temperature"),
+                       ("g", "the cards are recognised after the system restarts", restart_protocol.WORKLOAD,
+                        restart_protocol.CARDS_RECOGNISED))),
+        workloads=("stress", "bmc", restart_protocol.WORKLOAD), thresholds={"duration_hours": 72.0},
         note="all the node's cards at once; the profile sets the duration unless spec.thresholds sets "
              "duration_hours; a shorter run is Partial, never Pass. Steps f-g are the BMC's: f (fans against "
              "the cards' temperature, under the bmc workload's own full load) where BMC access is configured; "
-             "g (a restart through the BMC) is not carried out in this version. A step not checked leaves the "
-             "clause Partial, a step that did not hold fails it",
+             "g (the node restarted through its BMC after its other work, its new boot awaited and its cards "
+             "re-checked) in a cluster with spec.bmc.restart. A step not checked leaves the clause Partial, a "
+             "step that did not hold fails it",
         params={"duration_hours": ToWorkload("duration_s", scale=3600.0, only_when_set=True)})
 
 

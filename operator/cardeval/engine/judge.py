@@ -27,6 +27,7 @@ from cardeval.engine.catalog import Clause
 from cardeval.engine.facts import NodeFacts, WorkloadRun
 from cardeval.engine.planner import Plan, local_reason
 from cardeval.engine.rules import CardsSeen, Finding, JudgeContext, Outcome
+from cardeval_workloads import restart_protocol
 from cardeval_workloads.available import OPERATOR_WORKLOADS
 
 _UNMET = {"shall": Verdict.FAIL, "should": Verdict.WARN, "may": Verdict.WARN, "metric": Verdict.WARN}
@@ -109,7 +110,9 @@ def hold_against_pods(plan: Plan, spec: EvaluationSpec, runs: Mapping[str, Workl
         if on_cpu and stand_in_ok:
             stand_in.add(key)
             continue
-        if given is None:
+        if given is None or key == restart_protocol.WORKLOAD:
+            # the restart's run shows the re-check's devices, and its own check compares them with the cards
+            # given (engine.restart_check); a node that did not come back has no card to show, which is its evidence
             continue
         if not env.devices and env.compact and env.status == "ok":
             out[key] = WorkloadRun(key, error=f"workload {key}: its result lost the device list (compact result, "

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from cardeval.api.models import CardEvaluation, EvaluationSpec, Launcher, Profile
 from cardeval.engine.catalog import Clause, Topology, select
 from cardeval.engine.facts import WorkloadRun
-from cardeval_workloads import foreign_model_case, training_case
+from cardeval_workloads import foreign_model_case, restart_protocol, training_case
 from cardeval_workloads.available import CONFIGURED_WORKLOADS, OPERATOR_WORKLOADS, WORKLOADS
 
 #: Per-profile time limit of one work item, unless the spec sets one.
@@ -159,8 +159,11 @@ def item_name(evaluation: str, node: str, workload: str) -> str:
 
 
 def configured_for(spec: EvaluationSpec) -> frozenset[str]:
-    """The ``CONFIGURED_WORKLOADS`` whose access the spec gives: ``spec.bmc``, the BMC's (the only one)."""
-    return CONFIGURED_WORKLOADS if spec.bmc is not None else frozenset()
+    """The ``CONFIGURED_WORKLOADS`` the spec gives the access for: ``spec.bmc``, the BMC's; and the restart
+    through it only where ``spec.bmc.restart`` opts in."""
+    if spec.bmc is None:
+        return frozenset()
+    return CONFIGURED_WORKLOADS - (frozenset() if spec.bmc.restart is not None else {restart_protocol.WORKLOAD})
 
 
 def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozenset[str] | set[str] = frozenset()
@@ -196,7 +199,9 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
     items: list[WorkItem] = []
     # Operator-run checks first: they judge the node's view of its cards (capacity, the plugin),
     # which must not wait behind measurements, nor be skipped when the cards are missing.
-    ordered = sorted(by_workload.items(), key=lambda kv: kv[0] not in OPERATOR_WORKLOADS)
+    # The restart last: it ends whatever runs on the node, and is judged on the cards found after it.
+    ordered = sorted(by_workload.items(),
+                     key=lambda kv: (kv[0] == restart_protocol.WORKLOAD, kv[0] not in OPERATOR_WORKLOADS))
     for node in nodes:
         for workload, clauses in ordered:
             topology = max((c.topology for c in clauses), key=_TOPOLOGY_ORDER.index)

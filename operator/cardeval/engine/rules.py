@@ -716,46 +716,52 @@ class AllOf(Rule):
 @dataclass
 class BmcSteps(Rule):
     """A method whose last steps are watched through the server's BMC (the stress methods' f and g, 8.3.4.2 /
-    8.4.4.2): ``main`` judges the run itself; each of ``steps`` — (its letter, what it verifies, the check of the
-    ``run`` workload that verifies it, or None where this version does not carry the step out) — must have been
-    seen to hold, or the clause is at best ``partial`` with the step named as not checked (the method was not
-    carried out in full); a step seen not to hold fails the clause."""
+    8.4.4.2): ``main`` judges the run itself; each of ``steps`` — (its letter, what it verifies, the workload
+    whose run verifies it, that run's check) — must have been seen to hold, or the clause is at best
+    ``partial`` with the step named as not checked (the method was not carried out in full); a step seen not
+    to hold fails the clause."""
 
     main: Rule
-    steps: tuple[tuple[str, str, str | None], ...]
-    run: str = "bmc"
+    steps: tuple[tuple[str, str, str, str], ...]
 
     def describe(self) -> str:
-        listed = "; ".join(f"step {letter}: {what} ({check or 'not carried out in this version'})"
-                           for letter, what, check in self.steps)
+        listed = "; ".join(f"step {letter}: {what} ({workload} {check})"
+                           for letter, what, workload, check in self.steps)
         return f"{self.main.describe()}; through the BMC, {listed}"
 
     def reads(self) -> frozenset[Read]:
-        return self.main.reads() | _reads("check", (c for _, _, c in self.steps if c), self.run)
+        return self.main.reads().union(*(_reads("check", (check,), workload) for _, _, workload, check in self.steps))
 
     def threshold_keys(self) -> frozenset[str]:
         return self.main.threshold_keys()
+
+    @staticmethod
+    def _absent(ctx: JudgeContext, workload: str) -> str:
+        """Why ``workload`` has no run for this node."""
+        if "bmc" not in ctx.runs:
+            return ("no BMC (Redfish) access is configured for this evaluation (spec.bmc; locally cardeval run "
+                    "--bmc FILE)")
+        if ctx.mode == "local":
+            return "a local run cannot restart its own machine and follow it (in a cluster: spec.bmc.restart)"
+        return f"{workload} is opt-in (spec.bmc.restart: the node is cordoned, drained and restarted)"
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         first = self.main.judge(ctx)
         if first.outcome not in (Outcome.MET, Outcome.PARTIAL):
             return first
         held, failed, unchecked = [], [], []
-        for letter, what, check in self.steps:
+        for letter, what, workload, check in self.steps:
             step = f"step {letter} ({what})"
-            if check is None:
-                unchecked.append(f"{step} not checked: this version does not carry it out")
-            elif self.run not in ctx.runs:
-                unchecked.append(f"{step} not checked: no BMC (Redfish) access is configured for this evaluation "
-                                 "(spec.bmc; locally cardeval run --bmc FILE)")
+            if workload not in ctx.runs:
+                unchecked.append(f"{step} not checked: {self._absent(ctx, workload)}")
+                continue
+            found = ChecksAll((check,), unknown=Outcome.NOT_RUN, workload=workload).judge(ctx)
+            if found.outcome == Outcome.MET:
+                held.append(f"{step} held: {found.reason[:240]}")
+            elif found.outcome == Outcome.NOT_MET:
+                failed.append(f"{step} did not hold: {found.reason}")
             else:
-                found = ChecksAll((check,), unknown=Outcome.NOT_RUN, workload=self.run).judge(ctx)
-                if found.outcome == Outcome.MET:
-                    held.append(f"{step} held: {found.reason[:240]}")
-                elif found.outcome == Outcome.NOT_MET:
-                    failed.append(f"{step} did not hold: {found.reason}")
-                else:
-                    unchecked.append(f"{step} not checked: {found.reason}")
+                unchecked.append(f"{step} not checked: {found.reason}")
         if failed:
             return Finding(Outcome.NOT_MET, "; ".join(failed)[:1000], first.measurements)
         outcome = Outcome.PARTIAL if unchecked else first.outcome

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cardeval.api.models import Bmc, CardEvaluation
@@ -43,15 +43,24 @@ class BmcRunner(JobRunner):
     def started(self, item: WorkItem, generation: int, jobs: Mapping[str, dict[str, Any]]) -> bool:
         return item.name in jobs or item.name in self._unaddressed
 
-    def start(self, item: WorkItem, evaluation: CardEvaluation, uid: str) -> None:
-        bmc = evaluation.spec.bmc
-        assert bmc is not None  # planned only when spec.bmc is set (planner.configured_for)
+    def addressed(self, item: WorkItem, bmc: Bmc) -> str | None:
+        """The node's BMC endpoint; None (and the item's error kept) when its Node has no annotation."""
         endpoint = self._endpoint(item, bmc)
         if endpoint is None:
             self._unaddressed[item.name] = (f"node {item.node} has no annotation {bmc.endpoint_annotation}: set it "
                                             "to the https:// URL of the node's BMC (Redfish)")
+        return endpoint
+
+    def start(self, item: WorkItem, evaluation: CardEvaluation, uid: str) -> None:
+        bmc = evaluation.spec.bmc
+        assert bmc is not None  # planned only when spec.bmc is set (planner.configured_for)
+        endpoint = self.addressed(item, bmc)
+        if endpoint is None:
             return
-        self._create(bmc_job(item, evaluation, uid, self.settings, endpoint), item)
+        extra = [("os_command", json.dumps(bmc.os_command))] if bmc.os_command else []
+        if cluster_device(evaluation.spec) == "cpu":
+            extra.append(("cards", str(item.cards)))
+        self._create(bmc_job(item, evaluation, uid, self.settings, endpoint, extra), item)
 
     def collect(self, item: WorkItem, evaluation: CardEvaluation, uid: str,
                 jobs: Mapping[str, dict[str, Any]]) -> WorkloadRun | None:
@@ -63,7 +72,10 @@ class BmcRunner(JobRunner):
         self._unaddressed.pop(item.name, None)
 
 
-def bmc_job(item: WorkItem, evaluation: CardEvaluation, uid: str, settings: Any, endpoint: str) -> dict[str, Any]:
+def bmc_job(item: WorkItem, evaluation: CardEvaluation, uid: str, settings: Any, endpoint: str,
+            extra: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """``item``'s Job with the BMC's endpoint, TLS settings and ``extra`` as parameters and the Secret's
+    credentials as environment (shared by every workload that talks to the BMC)."""
     bmc = evaluation.spec.bmc
     assert bmc is not None
     params = [("endpoint", endpoint)]
@@ -71,10 +83,7 @@ def bmc_job(item: WorkItem, evaluation: CardEvaluation, uid: str, settings: Any,
         params.append(("ca_file", f"{CA_MOUNT}/ca.crt"))
     if bmc.insecure_skip_verify:
         params.append(("insecure", "true"))
-    if bmc.os_command:
-        params.append(("os_command", json.dumps(bmc.os_command)))
-    if cluster_device(evaluation.spec) == "cpu":
-        params.append(("cards", str(item.cards)))
+    params += extra
     job = job_manifest(dataclasses.replace(item, params=item.params + tuple(params)), evaluation, uid, settings)
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]

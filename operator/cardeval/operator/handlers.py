@@ -66,6 +66,7 @@ def startup(settings: kopf.OperatorSettings, **_) -> None:
     kube = Kube(timeout=cfg.api_timeout_s, pool_size=cfg.api_concurrency + cfg.workers + 4)
     RUNTIME.settings = cfg
     RUNTIME.reconciler = Reconciler(kube, cfg)
+    RUNTIME.reconciler.release_orphaned_holds()  # an evaluation deleted while the operator was down
     RUNTIME.workers = Workers(RUNTIME.queue, RUNTIME.reconciler.reconcile, RUNTIME.names, cfg.workers,
                               cfg.resync_seconds)
     RUNTIME.workers.start()

@@ -73,10 +73,11 @@ from cardeval.operator.multinode_runner import MultiNodeRuns
 from cardeval.operator.results import (
     ResultStore, StoredNode, configmap_name, put_result, put_run, read_runs, results_ref,
 )
+from cardeval.operator.restart_runner import RestartRunner
 from cardeval.operator.resume_runner import ResumeRunner
 from cardeval.operator.runners import ItemRunner, JobRunner, Runners
 from cardeval.operator.scheduler.queue import NodeQueue, next_items
-from cardeval_workloads import resume_protocol
+from cardeval_workloads import restart_protocol, resume_protocol
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class Reconciler:
         by_workload: dict[str, ItemRunner] = dict.fromkeys(device_plugin.workloads, device_plugin)
         by_workload[resume_protocol.WORKLOAD] = ResumeRunner(kube, settings, self.events)
         by_workload[bmc_access.WORKLOAD] = BmcRunner(kube, settings)
+        self.restart = by_workload[restart_protocol.WORKLOAD] = RestartRunner(kube, settings)
         self.runners = Runners(JobRunner(kube, settings), by_workload)
         #: Runs across nodes (inter-node clauses, cluster linearity): MPIJobs or Indexed Jobs.
         self.multinode = MultiNodeRuns(kube, settings, self.store, self.events)
@@ -146,6 +148,17 @@ class Reconciler:
 
     def forget(self, name: str) -> None:
         self.view.forget(name)
+        self.release_orphaned_holds()
+
+    def release_orphaned_holds(self) -> None:
+        """Nodes held for a restart (step g) by an evaluation that is gone are given back (at start, and when
+        an evaluation goes); a failure is logged and tried again at the next."""
+        try:
+            live = {e["metadata"]["uid"] for e in self.kube.list(EVALUATIONS)}
+            for node in self.restart.release_orphans(live):
+                log.warning("gave back node %s: the evaluation that held it for a restart is gone", node)
+        except ApiError as exc:
+            log.warning("could not look for nodes held for a restart by a deleted evaluation: %s", exc)
 
     def _reconcile(self, name: str) -> float | None:
         obj = self.kube.get_or_none(f"{EVALUATIONS}/{name}")

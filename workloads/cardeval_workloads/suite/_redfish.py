@@ -30,8 +30,10 @@ older ``Thermal`` resource).
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -77,6 +79,26 @@ class Fan:
     id: str
     percent: float | None
     rpm: float | None
+
+
+def read_credentials(path: str | None, user_env: str, password_env: str) -> Credentials:
+    """From ``path`` (a JSON or YAML file with ``username`` and ``password``), else the two environment variables
+    (the operator's Jobs get them from the Secret the spec names); RedfishError naming what is missing."""
+    if path:
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise RedfishError(f"--param credentials_file={path}: unreadable ({type(exc).__name__})") from None
+        if not (isinstance(data, dict) and isinstance(data.get("username"), str)
+                and isinstance(data.get("password"), str)):
+            raise RedfishError(f"--param credentials_file={path}: needs username and password (strings)")
+        return Credentials(data["username"], data["password"])
+    user, password = os.environ.get(user_env), os.environ.get(password_env)
+    if not user or password is None:
+        raise RedfishError(f"no BMC credentials: --param credentials_file, or {user_env} and {password_env}")
+    return Credentials(user, password)
 
 
 class Client:
@@ -160,6 +182,17 @@ class Client:
         if not isinstance(body, dict):
             raise RedfishError(f"GET {path}: the answer is a JSON {type(body).__name__}, not an object")
         return body
+
+    def post(self, path: str, body: dict[str, Any]) -> int:
+        """POST ``body`` (an action); the HTTP status of an accepted request, RedfishError otherwise. Never
+        retried: an action is not idempotent."""
+        answer = self._request("POST", path, json=body)
+        if answer.status_code in (401, 403):
+            raise RedfishError(f"POST {path}: the BMC refused the credentials (HTTP {answer.status_code})")
+        if not 200 <= answer.status_code < 300:
+            raise RedfishError(f"POST {path}: HTTP {answer.status_code} {answer.reason} "
+                               f"({answer.content[:200].decode('utf-8', 'replace')})")
+        return answer.status_code
 
     def _request(self, method: str, path: str, authenticated: bool = True, **kwargs: Any) -> requests.Response:
         url = self.base + path
@@ -358,6 +391,29 @@ def _is_number(value: Any) -> bool:
 
 def _number(value: Any) -> float | None:
     return float(value) if _is_number(value) else None
+
+
+@dataclass(frozen=True)
+class ResetAction:
+    """A system's ``ComputerSystem.Reset``: where to POST it and the reset types the BMC allows (empty: unstated)."""
+
+    system: str
+    target: str
+    allowed: tuple[str, ...]
+
+
+def reset_actions(client: Client) -> list[ResetAction]:
+    """The ``#ComputerSystem.Reset`` action of every system that offers one."""
+    found = []
+    for system in _members(client, "/redfish/v1/Systems"):
+        actions = client.get(system).get("Actions")
+        action = actions.get("#ComputerSystem.Reset") if isinstance(actions, dict) else None
+        target = action.get("target") if isinstance(action, dict) else None
+        if isinstance(target, str) and target.startswith("/"):
+            allowed = action.get("ResetType@Redfish.AllowableValues")  # type: ignore[union-attr]
+            found.append(ResetAction(system, target, tuple(a for a in allowed if isinstance(a, str))
+                                     if isinstance(allowed, list) else ()))
+    return found
 
 
 def _text(value: Any) -> str | None:

@@ -48,11 +48,9 @@ leaves every check undetermined with the reason (the catalog: ``Error``).
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,25 +102,6 @@ PROFILES = {
 }
 
 
-def credentials(ctx: RunContext) -> _redfish.Credentials:
-    path = ctx.params.get("credentials_file")
-    if path:
-        import yaml
-
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise UsageError(f"--param credentials_file={path}: unreadable ({type(exc).__name__})") from None
-        if not (isinstance(data, dict) and isinstance(data.get("username"), str)
-                and isinstance(data.get("password"), str)):
-            raise UsageError(f"--param credentials_file={path}: needs username and password (strings)")
-        return _redfish.Credentials(data["username"], data["password"])
-    user, password = os.environ.get(BMC_USERNAME_ENV), os.environ.get(BMC_PASSWORD_ENV)
-    if not user or password is None:
-        raise UsageError(f"no BMC credentials: --param credentials_file, or {BMC_USERNAME_ENV} and {BMC_PASSWORD_ENV}")
-    return _redfish.Credentials(user, password)
-
-
 def run(ctx: RunContext) -> None:
     endpoint = ctx.params.get("endpoint")
     if not endpoint:
@@ -131,7 +110,11 @@ def run(ctx: RunContext) -> None:
     if command is None and not ctx.accel.is_accelerator:
         raise UsageError("on the CPU the OS side needs --param os_command (the host CPU is not a card)")
     indices = ctx.devices if ctx.accel.is_accelerator else list(range(int(ctx.params.get("cards") or 1)))
-    client = _redfish.Client(endpoint, credentials(ctx), ca_file=ctx.params.get("ca_file"),
+    try:
+        creds = _redfish.read_credentials(ctx.params.get("credentials_file"), BMC_USERNAME_ENV, BMC_PASSWORD_ENV)
+    except _redfish.RedfishError as exc:
+        raise UsageError(str(exc)) from None
+    client = _redfish.Client(endpoint, creds, ca_file=ctx.params.get("ca_file"),
                              insecure=bool(ctx.params.get("insecure")), timeout_s=float(ctx.params["timeout_s"]))
     reader = _os_cards.Reader(ctx.accel, command)
     for index in ctx.devices:  # on the CPU: the host, so that the result says it is the stand-in's
