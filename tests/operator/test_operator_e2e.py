@@ -543,6 +543,10 @@ def test_the_restart_of_step_g_cordons_drains_resets_through_the_bmc_and_finds_t
     with cards.heating(server):
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
         try:
+            # the operator killed while the node is cordoned and restarting: the next one carries on from the API
+            wait_for(lambda: server.resets, timeout=180, what="the restart requested")
+            operator.kill()
+            operator.start()
             try:
                 wait_complete(cluster, name, timeout=240)
             except AssertionError as exc:  # what each step left, to see where it stopped
@@ -560,7 +564,7 @@ def test_the_restart_of_step_g_cordons_drains_resets_through_the_bmc_and_finds_t
             assert "cardeval.io/restart" not in (node["metadata"].get("annotations") or {})
             tenant = cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods/tenant")  # None: gone
             assert tenant is None or tenant["metadata"].get("deletionTimestamp"), "the tenant pod was not evicted"
-            (request,) = [j for j in jobs_of(cluster, name)
+            (request,) = [j for j in jobs_of(cluster, name)  # one request, though the operator died after it
                           if j["metadata"]["labels"]["cardeval.io/workload"] == "bmc-restart"]
             assert request["metadata"]["annotations"]["cardeval.io/boot-id-before"] == boot_before
             ran_on = {p["spec"]["nodeName"] for p in pods_of(cluster, name)
@@ -581,6 +585,31 @@ def test_the_restart_of_step_g_cordons_drains_resets_through_the_bmc_and_finds_t
             cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
             server.stop()
             shutil.rmtree(where)
+
+
+def test_a_node_held_for_a_restart_by_an_evaluation_deleted_meanwhile_is_given_back_at_start(
+        cluster, installed, node_agent, unique, tmp_path):
+    """The evaluation went while its node was held for the restart (cordoned, annotated) and the operator was
+    down: the next operator gives the node back as it was before the hold (here: cordoned already)."""
+    from cardeval.operator.restart_runner import ANNOTATION, HOLD_LABEL
+    from operator_harness import OperatorProcess
+
+    node = f"orph-{unique}"
+    node_agent([{"name": node, "capacity": {"example.com/accel": "2"}}])
+    held = {"item": "gone-item", "uid": f"gone-{unique}", "bootID": "b", "unschedulable": True}
+    cluster.api("PATCH", f"/api/v1/nodes/{node}", {
+        "metadata": {"annotations": {ANNOTATION: json.dumps(held)}, "labels": {HOLD_LABEL: f"gone-{unique}"}},
+        "spec": {"unschedulable": True}}, content_type="application/merge-patch+json")
+    op = OperatorProcess(installed, tmp_path).start()
+    try:
+        given_back = wait_for(lambda: (n := cluster.api("GET", f"/api/v1/nodes/{node}"))
+                              and ANNOTATION not in (n["metadata"].get("annotations") or {}) and n,
+                              timeout=60, what="the node given back")
+        assert HOLD_LABEL not in given_back["metadata"].get("labels", {})
+        assert given_back["spec"].get("unschedulable") is True  # as it was before the hold
+        assert "the evaluation that held it for a restart is gone" in op.log_text()
+    finally:
+        op.stop()
 
 
 def test_a_workload_that_hangs_past_its_deadline_is_an_error(cluster, installed, node_agent, unique, tmp_path):
