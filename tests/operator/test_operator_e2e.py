@@ -430,6 +430,20 @@ def test_online_serving_passes_through_a_job_with_the_runtime_on_the_pods_addres
         delete_eval(cluster, name)
 
 
+def bmc_bench(name: str, tmp_path: Path) -> tuple[Path, CardState, list[str], redfish.RedfishServer]:
+    """Two cards, the card-management command that reads them and a Redfish service over TLS that serves them.
+
+    Not under /tmp (where a clone may be): the node agent maps a pod's /tmp to its own emptyDir, also in the
+    command's arguments; so the command and its state go to a directory of their own (``where``, to remove)."""
+    where = Path.home() / ".cache" / "cardeval" / "tests" / name
+    where.mkdir(parents=True, exist_ok=True)
+    state, tool = where / "cards.json", where / "os_cards_cli.py"
+    cards = CardState(state, serial_prefix=f"SN-{name}-", uuid_prefix=f"GPU-{name}")
+    cards.bmc_power_factor = 1.0
+    shutil.copy(ROOT / "tests" / "workloads" / "os_cards_cli.py", tool)
+    return where, cards, [sys.executable, str(tool), str(state), "{index}"], redfish.serve(cards.gpus(), tmp_path)
+
+
 def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_nodes_endpoint(
         cluster, installed, operator, node_agent, unique, tmp_path):
     """6.1.b-e through the operator: a Redfish service over TLS, its endpoint in one node's annotation, its
@@ -438,15 +452,7 @@ def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_
     stand-in); the node without the annotation gets no Job and an Error naming the annotation. The stress
     clause 6.3.4.b takes its step f from the same Job: the cards heat once the fans are first read, the
     fans follow, the step holds, and the clause is Partial (a short run; step g not carried out)."""
-    # Not under /tmp (where a clone may be): the node agent maps a pod's /tmp to its own emptyDir, also in the
-    # command's arguments; so the card-management command and its state go to a directory of their own.
-    where = Path.home() / ".cache" / "cardeval" / "tests" / f"bmc-{unique}"
-    where.mkdir(parents=True, exist_ok=True)
-    state, tool = where / "cards.json", where / "os_cards_cli.py"
-    cards = CardState(state, serial_prefix=f"SN-{unique}-", uuid_prefix=f"GPU-{unique}")
-    cards.bmc_power_factor = 1.0
-    shutil.copy(ROOT / "tests" / "workloads" / "os_cards_cli.py", tool)
-    server = redfish.serve(cards.gpus(), tmp_path)
+    where, cards, os_command, server = bmc_bench(f"bmc-{unique}", tmp_path)
     name, pool, secret = f"bmc-{unique}", f"bmc-{unique}", f"bmc-cred-{unique}"
     annotated, bare = f"bmc-{unique}-1", f"bmc-{unique}-2"
     node_agent([{"name": annotated, "capacity": {"example.com/accel": "2"}, "labels": {"cardeval.io/pool": pool},
@@ -455,7 +461,6 @@ def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_
     cluster.kubectl("create", "secret", "generic", secret, "-n", NAMESPACE,
                     f"--from-literal=username={server.username}", f"--from-literal=password={server.password}")
     cluster.kubectl("create", "configmap", f"{secret}-ca", "-n", NAMESPACE, f"--from-file=ca.crt={server.ca_file}")
-    os_command = [sys.executable, str(tool), str(state), "{index}"]
     doc = evaluation_doc(name, pool, cardType="inference",
                          clauses={"include": ["6.1.b", "6.1.c", "6.1.d", "6.1.e", "6.3.4.b"]},
                          bmc={"credentialsSecret": secret, "caConfigMap": f"{secret}-ca", "osCommand": os_command})
@@ -498,13 +503,7 @@ def test_the_restart_of_step_g_cordons_drains_resets_through_the_bmc_and_finds_t
     of its own is evicted), the reset is requested through the BMC from a Job on another node, the BMC restarts
     the node (its agent, as a server's reset would: a new boot ID), the cards are re-checked on the new boot
     and the node is given back as it was. 6.3.4.b: step g held, step f held, Partial only for the short run."""
-    where = Path.home() / ".cache" / "cardeval" / "tests" / f"rst-{unique}"
-    where.mkdir(parents=True, exist_ok=True)
-    state, tool = where / "cards.json", where / "os_cards_cli.py"
-    cards = CardState(state, serial_prefix=f"RS-{unique}-", uuid_prefix=f"GPU-{unique}")
-    cards.bmc_power_factor = 1.0
-    shutil.copy(ROOT / "tests" / "workloads" / "os_cards_cli.py", tool)
-    server = redfish.serve(cards.gpus(), tmp_path)
+    where, cards, os_command, server = bmc_bench(f"rst-{unique}", tmp_path)
     name, pool, secret = f"rst-{unique}", f"rst-{unique}", f"rst-cred-{unique}"
     target, helper = f"rst-{unique}-1", f"rst-{unique}-2"
     restarted = node_agent([{"name": target, "capacity": {"example.com/accel": "2"},
@@ -539,7 +538,7 @@ def test_the_restart_of_step_g_cordons_drains_resets_through_the_bmc_and_finds_t
     cluster.kubectl("create", "configmap", f"{secret}-ca", "-n", NAMESPACE, f"--from-file=ca.crt={server.ca_file}")
     doc = evaluation_doc(name, pool, cardType="inference", clauses={"include": ["6.3.4.b"]},
                          bmc={"credentialsSecret": secret, "caConfigMap": f"{secret}-ca", "restart": {},
-                              "osCommand": [sys.executable, str(tool), str(state), "{index}"]})
+                              "osCommand": os_command})
     with cards.heating(server):
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
         try:

@@ -60,9 +60,8 @@ from cardeval_workloads.harness.context import RunContext
 from cardeval_workloads.harness.errors import UsageError
 from cardeval_workloads.harness.params import Param
 from cardeval_workloads.harness.profiles import merged
-from cardeval_workloads.pod_env import BMC_PASSWORD_ENV, BMC_USERNAME_ENV
 
-from . import _os_cards, _redfish
+from . import _bmc_params, _os_cards, _redfish
 
 NAME = "bmc"
 TOPOLOGY = "node"
@@ -74,17 +73,12 @@ SHOWN = ("bmc.fan_rise_pct", "bmc.card_heat_c")
 
 
 PARAMS = {
-    "endpoint": Param(str, None, "the BMC's Redfish service, https://host[:port]"),
-    "credentials_file": Param(str, None, f"a JSON/YAML file with username and password (else {BMC_USERNAME_ENV} and "
-                              f"{BMC_PASSWORD_ENV})"),
-    "ca_file": Param(str, None, "the CA bundle that signed the BMC's certificate (default: the system's)"),
-    "insecure": Param(bool, False, "do not verify the BMC's TLS certificate (recorded in every result)"),
+    **_bmc_params.ACCESS,
     "samples": Param(int, None, "paired readings per card instead of the profile's"),
     "interval_s": Param(float, None, "seconds between paired readings instead of the profile's"),
     "os_command": Param(_os_cards.COMMAND, None, "a vendor command for the OS side: JSON argv with {index} "
                         "(see _os_cards)"),
     "cards": Param(int, None, "with os_command on the CPU: how many cards the command describes"),
-    "timeout_s": Param(float, _redfish.DEFAULT_TIMEOUT_S, "seconds each BMC request may take"),
     "heat_s": Param(float, None, "seconds of full load while the fans are watched instead of the profile's"),
     "fan_interval_s": Param(float, None, "seconds between fan readings instead of the profile's"),
     "min_heat_c": Param(float, 5.0, "°C the cards must heat for the fans to have something to follow"),
@@ -103,19 +97,11 @@ PROFILES = {
 
 
 def run(ctx: RunContext) -> None:
-    endpoint = ctx.params.get("endpoint")
-    if not endpoint:
-        raise UsageError("--param endpoint: the BMC's Redfish service is needed")
+    client = _bmc_params.client(ctx)
     command = ctx.params.get("os_command")
     if command is None and not ctx.accel.is_accelerator:
         raise UsageError("on the CPU the OS side needs --param os_command (the host CPU is not a card)")
     indices = ctx.devices if ctx.accel.is_accelerator else list(range(int(ctx.params.get("cards") or 1)))
-    try:
-        creds = _redfish.read_credentials(ctx.params.get("credentials_file"), BMC_USERNAME_ENV, BMC_PASSWORD_ENV)
-    except _redfish.RedfishError as exc:
-        raise UsageError(str(exc)) from None
-    client = _redfish.Client(endpoint, creds, ca_file=ctx.params.get("ca_file"),
-                             insecure=bool(ctx.params.get("insecure")), timeout_s=float(ctx.params["timeout_s"]))
     reader = _os_cards.Reader(ctx.accel, command)
     for index in ctx.devices:  # on the CPU: the host, so that the result says it is the stand-in's
         ctx.out.device(ctx.identity(index))

@@ -19,12 +19,10 @@ the reason: no restart took place, so the step was not carried out.
 from __future__ import annotations
 
 from cardeval_workloads.harness.context import RunContext
-from cardeval_workloads.harness.errors import UsageError
 from cardeval_workloads.harness.params import Param
-from cardeval_workloads.pod_env import BMC_PASSWORD_ENV, BMC_USERNAME_ENV
 from cardeval_workloads.restart_protocol import REQUESTED
 
-from . import _redfish
+from . import _bmc_params, _redfish
 
 NAME = "bmc-restart"
 TOPOLOGY = "node"
@@ -35,27 +33,14 @@ SHOWN = ()
 
 RESET_TYPES = ("GracefulRestart", "ForceRestart", "PowerCycle")
 PARAMS = {
-    "endpoint": Param(str, None, "the BMC's Redfish service, https://host[:port]"),
-    "credentials_file": Param(str, None, f"a JSON/YAML file with username and password (else {BMC_USERNAME_ENV} and "
-                              f"{BMC_PASSWORD_ENV})"),
-    "ca_file": Param(str, None, "the CA bundle that signed the BMC's certificate (default: the system's)"),
-    "insecure": Param(bool, False, "do not verify the BMC's TLS certificate (recorded in the result)"),
+    **_bmc_params.ACCESS,
     "reset_type": Param(str, "GracefulRestart", "the ResetType to request", choices=RESET_TYPES),
-    "timeout_s": Param(float, _redfish.DEFAULT_TIMEOUT_S, "seconds each BMC request may take"),
 }
 PROFILES: dict[str, dict[str, object]] = {p: {} for p in ("quick", "standard", "full")}
 
 
 def run(ctx: RunContext) -> None:
-    endpoint = ctx.params.get("endpoint")
-    if not endpoint:
-        raise UsageError("--param endpoint: the BMC's Redfish service is needed")
-    try:
-        creds = _redfish.read_credentials(ctx.params.get("credentials_file"), BMC_USERNAME_ENV, BMC_PASSWORD_ENV)
-    except _redfish.RedfishError as exc:
-        raise UsageError(str(exc)) from None
-    client = _redfish.Client(endpoint, creds, ca_file=ctx.params.get("ca_file"),
-                             insecure=bool(ctx.params.get("insecure")), timeout_s=float(ctx.params["timeout_s"]))
+    client = _bmc_params.client(ctx)
     wanted = str(ctx.params["reset_type"])
     try:
         client.login()
