@@ -464,37 +464,39 @@ def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_
     doc = evaluation_doc(name, pool, cardType="inference",
                          clauses={"include": ["6.1.b", "6.1.c", "6.1.d", "6.1.e", "6.3.4.b"]},
                          bmc={"credentialsSecret": secret, "caConfigMap": f"{secret}-ca", "osCommand": os_command})
-    with cards.heating(server):
-        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
-        try:
-            wait_complete(cluster, name)
-            (job,) = [j for j in jobs_of(cluster, name) if j["metadata"]["labels"]["cardeval.io/workload"] == "bmc"]
-            assert job["metadata"]["annotations"]["cardeval.io/node"] == annotated
-            text = json.dumps(job)
-            assert server.password not in text and f"endpoint={server.endpoint}" in text
-            env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-            assert env["CARDEVAL_BMC_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "password"}
-            verdicts = {r["clause"]: r for r in node_result(cluster, name, annotated)["results"]}
-            for clause in ("6.1.b", "6.1.c", "6.1.d", "6.1.e"):
-                assert verdicts[clause]["verdict"] == "Pass", verdicts[clause]["reason"]
-            said = json.dumps(verdicts["6.1.b"])
-            assert "TLS verified against" in said and "bmc-ca/ca.crt" in said
-            stress = verdicts["6.3.4.b"]
-            assert stress["verdict"] == "Partial" and "step f (the system fans speed up as the cards heat) held: " \
-                "passed bmc.fans_follow_temperature: the fans sped up" in stress["reason"], stress["reason"]
-            assert "step g (the cards are recognised after the system restarts) not checked" in stress["reason"]
-            for r in node_result(cluster, name, bare)["results"]:
-                if r["clause"] == "6.3.4.b":  # its own run stands; its step f has no BMC run on this node to read
-                    assert r["verdict"] == "Partial" and "step f" in r["reason"] and "not checked" in r["reason"], r
-                    continue
-                assert r["verdict"] == "Error" and "has no annotation cardeval.io/bmc-endpoint" in r["reason"], r
-            assert server.password not in json.dumps(get_eval(cluster, name))
-        finally:
-            delete_eval(cluster, name)
-            cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
-            cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
-            server.stop()
-            shutil.rmtree(where)
+    try:
+        with cards.heating(server):
+            cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+            try:
+                wait_complete(cluster, name)
+                (job,) = [j for j in jobs_of(cluster, name) if j["metadata"]["labels"]["cardeval.io/workload"] == "bmc"]
+                assert job["metadata"]["annotations"]["cardeval.io/node"] == annotated
+                text = json.dumps(job)
+                assert server.password not in text and f"endpoint={server.endpoint}" in text
+                env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+                assert env["CARDEVAL_BMC_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "password"}
+                verdicts = {r["clause"]: r for r in node_result(cluster, name, annotated)["results"]}
+                for clause in ("6.1.b", "6.1.c", "6.1.d", "6.1.e"):
+                    assert verdicts[clause]["verdict"] == "Pass", verdicts[clause]["reason"]
+                said = json.dumps(verdicts["6.1.b"])
+                assert "TLS verified against" in said and "bmc-ca/ca.crt" in said
+                stress = verdicts["6.3.4.b"]
+                assert stress["verdict"] == "Partial" and "step f (the system fans speed up as the cards heat) held: " \
+                    "passed bmc.fans_follow_temperature: the fans sped up" in stress["reason"], stress["reason"]
+                assert "step g (the cards are recognised after the system restarts) not checked" in stress["reason"]
+                for r in node_result(cluster, name, bare)["results"]:
+                    if r["clause"] == "6.3.4.b":  # its own run stands; its step f has no BMC run on this node to read
+                        assert r["verdict"] == "Partial" and "step f" in r["reason"] and "not checked" in r["reason"], r
+                        continue
+                    assert r["verdict"] == "Error" and "has no annotation cardeval.io/bmc-endpoint" in r["reason"], r
+                assert server.password not in json.dumps(get_eval(cluster, name))
+            finally:
+                delete_eval(cluster, name)
+                cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
+                cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
+                server.stop()
+    finally:  # once the heating has stopped writing there
+        shutil.rmtree(where)
 
 
 def test_the_restart_of_step_g_cordons_drains_resets_through_the_bmc_and_finds_the_cards_again(
@@ -539,51 +541,53 @@ def test_the_restart_of_step_g_cordons_drains_resets_through_the_bmc_and_finds_t
     doc = evaluation_doc(name, pool, cardType="inference", clauses={"include": ["6.3.4.b"]},
                          bmc={"credentialsSecret": secret, "caConfigMap": f"{secret}-ca", "restart": {},
                               "osCommand": os_command})
-    with cards.heating(server):
-        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
-        try:
-            # the operator killed while the node is cordoned and restarting: the next one carries on from the API
-            wait_for(lambda: server.resets, timeout=180, what="the restart requested")
-            operator.kill()
-            operator.start()
+    try:
+        with cards.heating(server):
+            cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
             try:
-                wait_complete(cluster, name, timeout=240)
-            except AssertionError as exc:  # what each step left, to see where it stopped
-                seen = {j["metadata"]["name"]: (j.get("status") or {}).get("conditions")
-                        for j in jobs_of(cluster, name)}
-                pods = {p["metadata"]["name"]: (p["spec"].get("nodeName"), p["status"].get("phase"))
-                        for p in pods_of(cluster, name)}
+                # the operator killed while the node is cordoned and restarting: the next one carries on from the API
+                wait_for(lambda: server.resets, timeout=180, what="the restart requested")
+                operator.kill()
+                operator.start()
+                try:
+                    wait_complete(cluster, name, timeout=240)
+                except AssertionError as exc:  # what each step left, to see where it stopped
+                    seen = {j["metadata"]["name"]: (j.get("status") or {}).get("conditions")
+                            for j in jobs_of(cluster, name)}
+                    pods = {p["metadata"]["name"]: (p["spec"].get("nodeName"), p["status"].get("phase"))
+                            for p in pods_of(cluster, name)}
+                    node = cluster.api("GET", f"/api/v1/nodes/{target}")
+                    raise AssertionError(f"{exc}\njobs {seen}\npods {pods}\nresets {server.resets}\nboot "
+                                         f"{boot_before} -> {node['status']['nodeInfo']['bootID']}\nagent "
+                                         f"{restarted.log_text()[-1500:]}") from None
                 node = cluster.api("GET", f"/api/v1/nodes/{target}")
-                raise AssertionError(f"{exc}\njobs {seen}\npods {pods}\nresets {server.resets}\nboot "
-                                     f"{boot_before} -> {node['status']['nodeInfo']['bootID']}\nagent "
-                                     f"{restarted.log_text()[-1500:]}") from None
-            node = cluster.api("GET", f"/api/v1/nodes/{target}")
-            assert node["status"]["nodeInfo"]["bootID"] != boot_before and server.resets == ["GracefulRestart"]
-            assert not node["spec"].get("unschedulable"), node["spec"]  # given back as it was
-            assert "cardeval.io/restart" not in (node["metadata"].get("annotations") or {})
-            tenant = cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods/tenant")  # None: gone
-            assert tenant is None or tenant["metadata"].get("deletionTimestamp"), "the tenant pod was not evicted"
-            (request,) = [j for j in jobs_of(cluster, name)  # one request, though the operator died after it
-                          if j["metadata"]["labels"]["cardeval.io/workload"] == "bmc-restart"]
-            assert request["metadata"]["annotations"]["cardeval.io/boot-id-before"] == boot_before
-            ran_on = {p["spec"]["nodeName"] for p in pods_of(cluster, name)
-                      if p["metadata"]["labels"].get("cardeval.io/workload") == "bmc-restart"}
-            assert ran_on and target not in ran_on, ran_on
-            (r,) = node_result(cluster, name, target)["results"]
-            assert r["verdict"] == "Partial", r["reason"]
-            assert "step g (the cards are recognised after the system restarts) held: passed " \
-                "restart.cards_recognised" in r["reason"], r["reason"]
-            assert "step f (the system fans speed up as the cards heat) held" in r["reason"], r["reason"]
-            assert server.password not in json.dumps(get_eval(cluster, name))
-        finally:
-            finished.set()
-            delete_eval(cluster, name)
-            defaults = [d for d in yaml.safe_load_all(render_chart(cluster)) if d and d["kind"] == "ClusterRole"]
-            cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(defaults))
-            cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
-            cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
-            server.stop()
-            shutil.rmtree(where)
+                assert node["status"]["nodeInfo"]["bootID"] != boot_before and server.resets == ["GracefulRestart"]
+                assert not node["spec"].get("unschedulable"), node["spec"]  # given back as it was
+                assert "cardeval.io/restart" not in (node["metadata"].get("annotations") or {})
+                tenant = cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods/tenant")  # None: gone
+                assert tenant is None or tenant["metadata"].get("deletionTimestamp"), "the tenant pod was not evicted"
+                (request,) = [j for j in jobs_of(cluster, name)  # one request, though the operator died after it
+                              if j["metadata"]["labels"]["cardeval.io/workload"] == "bmc-restart"]
+                assert request["metadata"]["annotations"]["cardeval.io/boot-id-before"] == boot_before
+                ran_on = {p["spec"]["nodeName"] for p in pods_of(cluster, name)
+                          if p["metadata"]["labels"].get("cardeval.io/workload") == "bmc-restart"}
+                assert ran_on and target not in ran_on, ran_on
+                (r,) = node_result(cluster, name, target)["results"]
+                assert r["verdict"] == "Partial", r["reason"]
+                assert "step g (the cards are recognised after the system restarts) held: passed " \
+                    "restart.cards_recognised" in r["reason"], r["reason"]
+                assert "step f (the system fans speed up as the cards heat) held" in r["reason"], r["reason"]
+                assert server.password not in json.dumps(get_eval(cluster, name))
+            finally:
+                finished.set()
+                delete_eval(cluster, name)
+                defaults = [d for d in yaml.safe_load_all(render_chart(cluster)) if d and d["kind"] == "ClusterRole"]
+                cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(defaults))
+                cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
+                cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
+                server.stop()
+    finally:  # once the heating has stopped writing there
+        shutil.rmtree(where)
 
 
 def test_a_node_held_for_a_restart_by_an_evaluation_deleted_meanwhile_is_given_back_at_start(
