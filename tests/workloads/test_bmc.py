@@ -156,6 +156,22 @@ def test_cardeval_run_with_bmc_settings_judges_6_1_b_to_e_end_to_end(bench, tmp_
     assert written and server.password not in written
 
 
+def test_cardeval_run_with_bmc_settings_checks_the_stress_clauses_step_f_and_says_why_not_g(bench, tmp_path):
+    cards, server, creds = bench
+    settings = tmp_path / "bmc-settings.yaml"
+    settings.write_text(yaml.safe_dump({
+        "endpoint": server.endpoint, "credentialsFile": str(creds), "caFile": str(server.ca_file),
+        "osCommand": [sys.executable, str(OS_CLI), str(cards.path), "{index}"], "cards": 2}))
+    with cards.heating(server):
+        outcome = evaluate(_evaluation(["6.3.4.b"]), LocalExecutor(device="cpu", bmc=load_access(settings)))
+    assert [i.workload for i in outcome.plan.items] == ["stress", "bmc"]  # no restart planned locally
+    (r,) = outcome.node.results
+    assert r.verdict == Verdict.PARTIAL and r.cpu_stand_in, r.reason
+    assert "step f (the system fans speed up as the cards heat) held: passed bmc.fans_follow_temperature" in r.reason
+    assert "step g (the cards are recognised after the system restarts) not checked: a local run cannot restart " \
+        "its own machine" in r.reason
+
+
 def test_without_bmc_settings_6_1_b_to_e_are_not_run_with_the_reason(tmp_path):
     outcome = evaluate(_evaluation(["6.1.b", "6.1.d"]), LocalExecutor(device="cpu"))
     assert not outcome.plan.items
