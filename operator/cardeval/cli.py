@@ -24,11 +24,13 @@ from cardeval.api.models import ComplianceReason, EvaluationStatus, NodeResult, 
 from cardeval.engine.bmc_access import load_access
 from cardeval.engine.clause_map import markdown
 from cardeval.engine.facts import local_node_facts
+from cardeval.engine.junit import junit_xml
 from cardeval.engine.load import InvalidInput, load_file
 from cardeval.engine.local_executor import LocalExecutor
 from cardeval.engine.local_run import evaluate
 from cardeval.engine.planner import NO_WORKLOAD, plan
 from cardeval.engine.report import summary_line, verdict_table
+from cardeval.gather import NotGathered, gather
 
 EXIT_COMPLIANT, EXIT_NOT_COMPLIANT, EXIT_INVALID, EXIT_HARNESS, EXIT_RELAXED, EXIT_STAND_IN = 0, 1, 2, 3, 4, 5
 DEVICES = ("auto", "accelerator", "cpu", "cuda", "rocm", "npu", "mlu", "musa", "xpu")
@@ -55,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="show what an evaluation would run")
     pl.add_argument("file")
     pl.add_argument("--json", action="store_true")
+    res = sub.add_parser("results", help="print a cluster evaluation's status and every node's clause results "
+                         "as one JSON object, as run --json does (read with kubectl)")
+    res.add_argument("name", help="the CardEvaluation")
+    res.add_argument("--junit", metavar="FILE", help="also write them as JUnit XML, as run's junit.xml")
+    res.add_argument("--kubectl", default="kubectl", help="the kubectl to read them with (its kubeconfig)")
     sub.add_parser("crd", help="print the CustomResourceDefinition")
     sub.add_parser("clauses", help="print the clause map (docs/clauses.md) as Markdown")
     return p
@@ -134,6 +141,22 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_results(args) -> int:
+    """Exit 0 once every node's results are gathered, 3 when some node's could not be (each named on stderr),
+    2 when there is nothing to gather."""
+    try:
+        found = gather(args.name, args.kubectl)
+    except NotGathered as exc:
+        print(f"cardeval: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(json.dumps(json_document(found.status, found.nodes), ensure_ascii=False))
+    if args.junit:
+        Path(args.junit).write_text(junit_xml(found.nodes), encoding="utf-8")
+    for why in found.missing:
+        print(f"cardeval: results not gathered for node {why}", file=sys.stderr)
+    return EXIT_HARNESS if found.missing else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -144,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "plan":
             return cmd_plan(args)
+        if args.command == "results":
+            return cmd_results(args)
         sys.stdout.write(markdown() if args.command == "clauses" else crd_yaml())
         return 0
     except InvalidInput as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from junitparser import JUnitXml
 
 from cardeval.api.models import Verdict
 from cardeval.engine.catalog import BY_ID, Topology
@@ -375,7 +377,7 @@ def test_nodes_judged_on_the_cpu_stand_in_are_never_admitted(cluster, installed,
 
 
 def test_relaxed_thresholds_are_listed_and_do_not_admit_a_stand_in_node(cluster, installed, operator, node_agent,
-                                                                        unique):
+                                                                        unique, tmp_path):
     """6.2.1.c (mixed-precision training to 0.97 accuracy) relaxed to 0.5 passes on the stand-in; the status
     lists the override beside the standard's value, and acceptRelaxedThresholds admits nothing judged on the
     stand-in (the admission of a node compliant on relaxed thresholds needs cards: test_operator_units)."""
@@ -400,6 +402,19 @@ def test_relaxed_thresholds_are_listed_and_do_not_admit_a_stand_in_node(cluster,
         assert compliant["status"] == "False" and compliant["reason"] == "JudgedOnCpuStandIn", compliant
         wait_for(lambda: events_of(cluster, name).get("NodeNotAdmitted"), timeout=30, what="NodeNotAdmitted")
         assert_not_admitted(cluster, node["name"])
+        # the same detail as `cardeval run --json` and its junit.xml, gathered from the cluster with kubectl
+        junit = tmp_path / "junit.xml"
+        gathered = subprocess.run([sys.executable, "-m", "cardeval.cli", "results", name, "--junit", str(junit)],
+                                  capture_output=True, text=True, env=cluster.env(), timeout=120)
+        assert gathered.returncode == 0, gathered.stderr
+        document = json.loads(gathered.stdout)
+        assert document["status"]["phase"] == "Complete"
+        assert document["nodes"] == [node_result(cluster, name, node["name"])]
+        (suite,) = JUnitXml.fromfile(str(junit))
+        assert {case.name.split(" ", 1)[0] for case in suite} == {"6.2.1.c", "compliance"}
+        absent = subprocess.run([sys.executable, "-m", "cardeval.cli", "results", f"no-{name}"],
+                                capture_output=True, text=True, env=cluster.env(), timeout=120)
+        assert absent.returncode == 2 and f"cardevaluation/no-{name} not found" in absent.stderr
     finally:
         delete_eval(cluster, name)
 

@@ -517,8 +517,13 @@ class VerdictCounts(ApiModel):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+#: The key of a results ConfigMap that holds the node's ``NodeResult`` as JSON.
+RESULTS_KEY = "node-result.json"
+
+
 class ResultsRef(ApiModel):
-    """Where the per-clause detail of one node lives (it does not fit the status)."""
+    """Where the per-clause detail of one node lives (it does not fit the status): a ConfigMap whose
+    ``RESULTS_KEY`` holds the node's ``NodeResult``, or locally a file."""
 
     kind: Literal["ConfigMap", "File"]
     name: Annotated[str, StringConstraints(max_length=4096)]

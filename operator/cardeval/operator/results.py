@@ -22,13 +22,12 @@ import json
 import threading
 from dataclasses import dataclass
 
-from cardeval.api.models import NodeResult, ResultsRef
+from cardeval.api.models import RESULTS_KEY, NodeResult, ResultsRef
 from cardeval.engine.facts import WorkloadRun
 from cardeval.operator import labels
 from cardeval.operator.kube import ApiError, KubeApi
 from cardeval_workloads.envelope import Envelope
 
-RESULT_KEY = "node-result.json"
 RUN_PREFIX = "run."
 RUN_LIMIT = 96 * 1024
 
@@ -116,7 +115,7 @@ def put_run(cm: dict, run: WorkloadRun) -> None:
 
 
 def put_result(cm: dict, result: NodeResult) -> None:
-    cm.setdefault("data", {})[RESULT_KEY] = json.dumps(result.wire(), ensure_ascii=False,
+    cm.setdefault("data", {})[RESULTS_KEY] = json.dumps(result.wire(), ensure_ascii=False,
                                                        separators=(",", ":"))
     cm["metadata"].setdefault("annotations", {})[labels.JUDGED] = "true"
 
@@ -131,7 +130,7 @@ def read_runs(cm: dict) -> dict[str, WorkloadRun]:
 
 
 def read_result(cm: dict) -> NodeResult | None:
-    text = (cm.get("data") or {}).get(RESULT_KEY)
+    text = (cm.get("data") or {}).get(RESULTS_KEY)
     if not text:
         return None
     try:
