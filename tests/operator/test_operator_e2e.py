@@ -459,6 +459,19 @@ def bmc_bench(name: str, tmp_path: Path) -> tuple[Path, CardState, list[str], re
     return where, cards, [sys.executable, str(tool), str(state), "{index}"], redfish.serve(cards.gpus(), tmp_path)
 
 
+def create_bmc_access(cluster, secret: str, server: redfish.RedfishServer) -> None:
+    """The BMC's credentials in the Secret ``secret`` and its CA in the ConfigMap ``<secret>-ca``, as spec.bmc
+    names them."""
+    cluster.kubectl("create", "secret", "generic", secret, "-n", NAMESPACE,
+                    f"--from-literal=username={server.username}", f"--from-literal=password={server.password}")
+    cluster.kubectl("create", "configmap", f"{secret}-ca", "-n", NAMESPACE, f"--from-file=ca.crt={server.ca_file}")
+
+
+def delete_bmc_access(cluster, secret: str) -> None:
+    cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
+    cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
+
+
 def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_nodes_endpoint(
         cluster, installed, operator, node_agent, unique, tmp_path):
     """6.1.b-e through the operator: a Redfish service over TLS, its endpoint in one node's annotation, its
@@ -473,9 +486,7 @@ def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_
     node_agent([{"name": annotated, "capacity": {"example.com/accel": "2"}, "labels": {"cardeval.io/pool": pool},
                  "annotations": {"cardeval.io/bmc-endpoint": server.endpoint}},
                 {"name": bare, "capacity": {"example.com/accel": "2"}, "labels": {"cardeval.io/pool": pool}}])
-    cluster.kubectl("create", "secret", "generic", secret, "-n", NAMESPACE,
-                    f"--from-literal=username={server.username}", f"--from-literal=password={server.password}")
-    cluster.kubectl("create", "configmap", f"{secret}-ca", "-n", NAMESPACE, f"--from-file=ca.crt={server.ca_file}")
+    create_bmc_access(cluster, secret, server)
     doc = evaluation_doc(name, pool, cardType="inference",
                          clauses={"include": ["6.1.b", "6.1.c", "6.1.d", "6.1.e", "6.3.4.b"]},
                          bmc={"credentialsSecret": secret, "caConfigMap": f"{secret}-ca", "osCommand": os_command})
@@ -507,8 +518,7 @@ def test_the_bmc_cross_check_runs_in_a_job_with_the_secrets_credentials_and_the_
                 assert server.password not in json.dumps(get_eval(cluster, name))
             finally:
                 delete_eval(cluster, name)
-                cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
-                cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
+                delete_bmc_access(cluster, secret)
                 server.stop()
     finally:  # once the heating has stopped writing there
         shutil.rmtree(where)
@@ -550,9 +560,7 @@ def test_the_restart_of_step_g_cordons_drains_resets_through_the_bmc_and_finds_t
     widened = [d for d in yaml.safe_load_all(render_chart(cluster, "--set", "rbac.restartNodes=true"))
                if d and d["kind"] == "ClusterRole"]
     cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(widened))
-    cluster.kubectl("create", "secret", "generic", secret, "-n", NAMESPACE,
-                    f"--from-literal=username={server.username}", f"--from-literal=password={server.password}")
-    cluster.kubectl("create", "configmap", f"{secret}-ca", "-n", NAMESPACE, f"--from-file=ca.crt={server.ca_file}")
+    create_bmc_access(cluster, secret, server)
     doc = evaluation_doc(name, pool, cardType="inference", clauses={"include": ["6.3.4.b"]},
                          bmc={"credentialsSecret": secret, "caConfigMap": f"{secret}-ca", "restart": {},
                               "osCommand": os_command})
@@ -598,8 +606,7 @@ def test_the_restart_of_step_g_cordons_drains_resets_through_the_bmc_and_finds_t
                 delete_eval(cluster, name)
                 defaults = [d for d in yaml.safe_load_all(render_chart(cluster)) if d and d["kind"] == "ClusterRole"]
                 cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(defaults))
-                cluster.kubectl("delete", "secret", secret, "-n", NAMESPACE, check=False)
-                cluster.kubectl("delete", "configmap", f"{secret}-ca", "-n", NAMESPACE, check=False)
+                delete_bmc_access(cluster, secret)
                 server.stop()
     finally:  # once the heating has stopped writing there
         shutil.rmtree(where)

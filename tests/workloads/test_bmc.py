@@ -140,14 +140,20 @@ def _evaluation(clauses: list[str]):
                                   "expectedCardsPerNode": 2, "clauses": {"include": clauses}}})
 
 
-def test_cardeval_run_with_bmc_settings_judges_6_1_b_to_e_end_to_end(bench, tmp_path):
+def _access(bench, tmp_path: Path):
+    """`cardeval run --bmc FILE`'s settings for the bench's BMC and card-management command."""
     cards, server, creds = bench
     settings = tmp_path / "bmc-settings.yaml"
     settings.write_text(yaml.safe_dump({
         "endpoint": server.endpoint, "credentialsFile": str(creds), "caFile": str(server.ca_file),
         "osCommand": [sys.executable, str(OS_CLI), str(cards.path), "{index}"], "cards": 2}))
+    return load_access(settings)
+
+
+def test_cardeval_run_with_bmc_settings_judges_6_1_b_to_e_end_to_end(bench, tmp_path):
+    cards, server, creds = bench
     evaluation = _evaluation(["6.1.b", "6.1.c", "6.1.d", "6.1.e"])
-    outcome = evaluate(evaluation, LocalExecutor(device="cpu", bmc=load_access(settings)), tmp_path / "out")
+    outcome = evaluate(evaluation, LocalExecutor(device="cpu", bmc=_access(bench, tmp_path)), tmp_path / "out")
     verdicts = {r.clause: r for r in outcome.node.results}
     assert {c: r.verdict for c, r in verdicts.items()} == dict.fromkeys(("6.1.b", "6.1.c", "6.1.d", "6.1.e"),
                                                                          Verdict.PASS), verdicts
@@ -158,12 +164,8 @@ def test_cardeval_run_with_bmc_settings_judges_6_1_b_to_e_end_to_end(bench, tmp_
 
 def test_cardeval_run_with_bmc_settings_checks_the_stress_clauses_step_f_and_says_why_not_g(bench, tmp_path):
     cards, server, creds = bench
-    settings = tmp_path / "bmc-settings.yaml"
-    settings.write_text(yaml.safe_dump({
-        "endpoint": server.endpoint, "credentialsFile": str(creds), "caFile": str(server.ca_file),
-        "osCommand": [sys.executable, str(OS_CLI), str(cards.path), "{index}"], "cards": 2}))
     with cards.heating(server):
-        outcome = evaluate(_evaluation(["6.3.4.b"]), LocalExecutor(device="cpu", bmc=load_access(settings)))
+        outcome = evaluate(_evaluation(["6.3.4.b"]), LocalExecutor(device="cpu", bmc=_access(bench, tmp_path)))
     assert [i.workload for i in outcome.plan.items] == ["stress", "bmc"]  # no restart planned locally
     (r,) = outcome.node.results
     assert r.verdict == Verdict.PARTIAL and r.cpu_stand_in, r.reason
