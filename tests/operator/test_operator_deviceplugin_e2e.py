@@ -142,8 +142,12 @@ def test_pods_given_cards_that_see_none_are_errors_and_the_node_keeps_its_taint(
         for _ in range(2):
             o = cluster.api("GET", f"/api/v1/nodes/{node}")
             assert "cardeval.io/validated" not in o["metadata"]["labels"]
-            assert any(t["key"] == taint["key"] for t in o["spec"].get("taints") or []), o["spec"]
+            assert o["spec"].get("taints") == [taint], o["spec"]  # kept; the testing taint given back
             time.sleep(3)
+        # the condition a node-readiness controller reads: False, with the shall clauses not met
+        validated = next(c for c in o["status"]["conditions"] if c["type"] == "cardeval.io/Validated")
+        assert validated["status"] == "False" and validated["reason"] == "ShallClausesNotMet", validated
+        assert "6.1.n" in validated["message"] and "6.2.1.a" in validated["message"], validated
         assert "Forbidden" not in operator.log_text()
     finally:
         delete_eval(cluster, name)

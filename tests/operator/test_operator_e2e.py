@@ -371,6 +371,12 @@ def test_nodes_judged_on_the_cpu_stand_in_are_never_admitted(cluster, installed,
         assert "NodeAdmitted" not in events_of(cluster, name)
         for n in nodes:
             assert_not_admitted(cluster, n["name"])
+            o = cluster.api("GET", f"/api/v1/nodes/{n['name']}")
+            # given back exactly (the testing taint gone, the startup taint kept), the result written
+            assert o["spec"]["taints"] == [TAINT] and "cardeval.io/hold" not in o["metadata"]["annotations"], o
+            assert o["metadata"]["labels"]["cardeval.io/validation"] == "failed", o["metadata"]["labels"]
+            validated = next(c for c in o["status"]["conditions"] if c["type"] == "cardeval.io/Validated")
+            assert validated["status"] == "False" and validated["reason"] == "JudgedOnCpuStandIn", validated
         assert len(events_of(cluster, name)["NodeNotAdmitted"]) == 2  # once per generation and node
     finally:
         delete_eval(cluster, name)
@@ -799,8 +805,11 @@ def test_helm_lint_template_and_server_side_dry_run(cluster, installed):
         role = next(d for d in yaml.safe_load_all(render_chart(cluster, *extra)) if d and d["kind"] == "ClusterRole")
         return {r for rule in role["rules"] for r in rule["resources"]}
 
-    assert "pods/eviction" not in cluster_resources() and "pods" not in cluster_resources()
+    assert "pods/eviction" not in cluster_resources() and "pods" in cluster_resources()  # pods: the idle check
     assert {"pods", "pods/eviction"} <= cluster_resources("--set", "rbac.restartNodes=true")
+    # writing on nodes (the testing taint, the condition, onPass) only with rbac.admitNodes
+    assert "nodes/status" in cluster_resources() and "nodes/status" not in cluster_resources(
+        "--set", "rbac.admitNodes=false")
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from cardeval.api.models import NodeResult, OnPass
+from cardeval.api.models import NodeResult
 from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.load import from_mapping
 from cardeval.engine.planner import plan
 from cardeval.operator import labels
-from cardeval.operator.admission import admission_patch
 from cardeval.operator.config import Settings
 from cardeval.operator.jobs import job_manifest, job_state
 from cardeval.operator.results import (
@@ -46,7 +45,8 @@ def envelope(workload="info", **kw):
 # ---------------------------------------------------------------- Jobs
 def test_job_manifest_is_pinned_restricted_owned_and_named_after_the_item():
     ev = evaluation(admission={"onPass": {"removeTaints": [{"key": "cardeval.io/unvalidated",
-                                                             "effect": "NoSchedule"}]}})
+                                                             "effect": "NoSchedule"}]}},
+                    tolerations=[{"key": "example.com/maintenance", "operator": "Exists", "effect": "NoExecute"}])
     item = plan(ev, ["node-a"]).items[0]
     settings = Settings(namespace="ops", workload_python=("/venv/bin/python", "-X", "utf8"),
                         workload_env={"PYTHONPATH": "/src"})
@@ -65,7 +65,10 @@ def test_job_manifest_is_pinned_restricted_owned_and_named_after_the_item():
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
     term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert term == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-a"]}]}]
-    assert pod["tolerations"] == [{"key": "cardeval.io/unvalidated", "operator": "Exists", "effect": "NoSchedule"}]
+    # onPass's taint (a new node carries it), the testing taint (node_hold), spec.tolerations
+    assert pod["tolerations"] == [{"key": "cardeval.io/unvalidated", "operator": "Exists", "effect": "NoSchedule"},
+                                  {"key": "cardeval.io/testing", "operator": "Exists", "effect": "NoSchedule"},
+                                  {"key": "example.com/maintenance", "operator": "Exists", "effect": "NoExecute"}]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     c, = pod["containers"]
@@ -219,25 +222,6 @@ def test_configmap_names_are_unique_per_evaluation_and_node_and_fit():
 
 
 # ---------------------------------------------------------------- admission
-def test_admission_removes_named_taints_and_adds_labels_once():
-    on_pass = OnPass(remove_taints=[{"key": "cardeval.io/unvalidated"}], add_labels={"cardeval.io/ok": "true"})
-    node = {"metadata": {"name": "a", "resourceVersion": "7", "labels": {}},
-            "spec": {"taints": [{"key": "cardeval.io/unvalidated", "effect": "NoSchedule"},
-                                {"key": "other", "effect": "NoSchedule"}]}}
-    patch = admission_patch(node, on_pass)
-    assert patch["spec"]["taints"] == [{"key": "other", "effect": "NoSchedule"}]
-    assert patch["metadata"] == {"resourceVersion": "7", "labels": {"cardeval.io/ok": "true"}}
-    admitted = {"metadata": {"name": "a", "labels": {"cardeval.io/ok": "true"}},
-                "spec": {"taints": [{"key": "other", "effect": "NoSchedule"}]}}
-    assert admission_patch(admitted, on_pass) is None
-
-
-def test_admission_respects_the_taint_effect():
-    on_pass = OnPass(remove_taints=[{"key": "k", "effect": "NoExecute"}])
-    node = {"metadata": {"name": "a"}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}
-    assert admission_patch(node, on_pass) is None
-
-
 # ---------------------------------------------------------------- collecting a Job
 class _JobPods:
     """What ``collect_job`` asks the API: the Job's pods, and a pod's log."""
@@ -319,7 +303,13 @@ def _reconciler():
                                                                      "effect": "NoSchedule"}]}})
 
         def patch(self, path, body, kind=None):
-            self.patched.append(path.rsplit("/", 1)[1])
+            if path.endswith("/status"):  # the condition: every judged node gets one
+                return
+            node = self.nodes[path.rsplit("/", 1)[1]]
+            self.patched.append(node["metadata"]["name"])
+            node["metadata"]["labels"].update(body["metadata"].get("labels") or {})
+            if "spec" in body:
+                node["spec"]["taints"] = body["spec"]["taints"] or []
 
     class Events:
         def __init__(self):
@@ -329,7 +319,7 @@ def _reconciler():
             self.posted.append((reason, key, warning, message))
 
     r = Reconciler.__new__(Reconciler)  # only what _admit uses
-    r.kube, r.events = Kube(), Events()
+    r.kube, r.events, r._admitted = Kube(), Events(), set()
     return r
 
 
@@ -356,9 +346,11 @@ def test_admission_skips_the_cpu_stand_in_and_relaxed_thresholds_unless_accepted
     }
     r = _reconciler()
     p = SimpleNamespace(evaluation=evaluation(admission=on_pass), results=results, uid="u-1", generation=3)
-    assert r._admit(p) is True
+    r._admit(p)
     admitted = {"ok", "relaxed"} if accept else {"ok"}
-    assert set(r.kube.patched) == admitted
+    # every node gets its result labels; onPass's taint is removed from the admitted ones only
+    assert set(r.kube.patched) == set(results)
+    assert {n for n, o in r.kube.nodes.items() if not o["spec"]["taints"]} == admitted
     not_admitted = {key.split("/", 1)[1]: (warning, message) for reason, key, warning, message in r.events.posted
                     if reason == "NodeNotAdmitted"}
     assert set(not_admitted) == ({"cpu"} if accept else {"cpu", "relaxed"})  # a failing node: NodeEvaluated says
@@ -369,7 +361,7 @@ def test_admission_skips_the_cpu_stand_in_and_relaxed_thresholds_unless_accepted
     assert {key for reason, key, *_ in r.events.posted if reason == "NodeAdmitted"} == {f"3/{n}" for n in admitted}
 
 
-def test_without_on_pass_nothing_is_admitted_nor_reported():
+def test_without_spec_admission_no_node_is_written_nor_reported():
     from types import SimpleNamespace
 
     from cardeval.api.models import ComplianceReason as R
@@ -377,7 +369,8 @@ def test_without_on_pass_nothing_is_admitted_nor_reported():
     r = _reconciler()
     p = SimpleNamespace(evaluation=evaluation(), uid="u-1", generation=3,
                         results={"cpu": _node_result("cpu", False, R.CPU_STAND_IN.value, stand_in=True)})
-    assert r._admit(p) is True and not r.kube.patched and not r.events.posted
+    r._admit(p)
+    assert not r.kube.patched and not r.events.posted
 
 
 def test_a_stand_in_node_summary_says_why_it_is_not_compliant():

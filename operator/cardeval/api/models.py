@@ -343,11 +343,58 @@ class Bmc(ApiModel):
 
 
 class Admission(ApiModel):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "What the operator writes on each node once it is judged: the Node condition "
+                       "cardeval.io/Validated (True only for a node admitted; False with the clauses that failed; "
+                       "Unknown while its work runs), the labels cardeval.io/validation (passed or failed) and "
+                       "cardeval.io/validation-expires (when the result goes stale), and onPass for the nodes "
+                       "admitted. A node not admitted keeps its taints and loses onPass's labels"})
+
     on_pass: OnPass | None = None
     accept_relaxed_thresholds: bool = Field(
         default=False,
         description="also admit a node whose compliance rests on a shall threshold relaxed below the "
                     "standard's (spec.thresholds); off by default, so that relaxing is a deliberate claim")
+    dry_run: bool = Field(
+        default=False,
+        description="change no node: each node's Event NodeAdmissionDryRun and status.nodes[].admission say what "
+                    "would have been changed")
+    valid_for_seconds: int = Field(
+        default=30 * 24 * 3600, ge=3600, le=366 * 24 * 3600,
+        description="how long a node's result stands: the label cardeval.io/validation-expires says until when")
+
+
+class NodeHold(ApiModel):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "Before a node's first work item, the operator taints it cardeval.io/testing=<evaluation "
+                       "uid>:NoSchedule (the workload pods tolerate it) and waits until no other pod holds its "
+                       "cards; the node is given back as it was (the taint removed) once it is judged, when the "
+                       "evaluation is deleted, or at the operator's start for an evaluation deleted meanwhile. A "
+                       "node still busy after idleTimeoutSeconds is judged NotRun (busy), never on a shared card"})
+
+    taint: bool = Field(
+        default=True, description="taint the node while it is tested (off: the idle check alone)")
+    idle_timeout_seconds: int = Field(
+        default=900, ge=0, le=7 * 24 * 3600,
+        description="how long a node whose cards another pod holds is waited for before its work is NotRun")
+
+
+class Toleration(ApiModel):
+    """A toleration the workload pods carry (besides those of onPass's taints and the testing taint)."""
+
+    key: LabelKey | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: LabelValue | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("tolerations: operator Exists takes no value")
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("tolerations: a toleration without a key must use operator Exists")
+        return self
 
 
 class ExpectedCard(ApiModel):
@@ -424,6 +471,11 @@ class EvaluationSpec(ApiModel):
     inference_engine: InferenceEngine | None = None
     foreign_model: ForeignModel | None = None
     bmc: Bmc | None = None
+    node_hold: NodeHold = Field(default_factory=NodeHold)
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32,
+        description="more tolerations for the workload pods: the nodes' other taints (a startup taint of the "
+                    "node's provisioner, a maintenance taint)")
 
     @property
     def training_dataset(self) -> str:
@@ -554,6 +606,8 @@ class NodeSummary(ApiModel):
     #: Shall clauses that passed only on a threshold relaxed below the standard's.
     relaxed: list[ClauseId] = Field(default_factory=list, max_length=64)
     cpu_stand_in: bool = False
+    #: What ``spec.admission`` did to the node (or, in a dry run, would have done).
+    admission: Annotated[str, StringConstraints(max_length=512)] = ""
 
 
 class EvaluationStatus(ApiModel):
@@ -647,6 +701,8 @@ class NodeResult(ApiModel):
     resource_name: str = ""
     cards_given: int | None = None
     excluded_clauses: list[str] = Field(default_factory=list)
+    #: When the node was judged: where ``spec.admission.validForSeconds`` counts from.
+    judged_at: datetime | None = None
 
 
 def error_location(loc: tuple[int | str, ...]) -> str:

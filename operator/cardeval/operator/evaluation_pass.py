@@ -72,6 +72,8 @@ class Pass:
     jobs: dict[str, dict[str, Any]]
     multi: Observed
     results: dict[str, NodeResult] = field(default_factory=dict)
+    #: node → why its work waits (``node_hold``: another pod holds its cards), for its status message.
+    waiting_idle: dict[str, str] = field(default_factory=dict)
 
     @property
     def evaluation(self) -> CardEvaluation:

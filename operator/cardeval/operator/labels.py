@@ -24,6 +24,9 @@ NODE = f"{PREFIX}/node"
 CLAUSES = f"{PREFIX}/clauses"
 COLLECTED = f"{PREFIX}/collected"
 JUDGED = f"{PREFIX}/judged"
+#: The taint of a node under test (``node_hold``); every workload pod tolerates it.
+TESTING_TAINT = f"{PREFIX}/testing"
+TESTING_TOLERATION = {"key": TESTING_TAINT, "operator": "Exists", "effect": "NoSchedule"}
 
 
 def node_hash(node: str) -> str:

@@ -5,7 +5,8 @@ check's pods, the runs across nodes — is built here, so they share one securit
 context, one environment and one way of being pinned to nodes: required node
 affinity on ``metadata.name`` (the scheduler still checks the extended resource,
 unlike ``nodeName``), the tolerations of the taints ``admission.onPass`` would
-remove (new nodes are usually tainted until validated), a restricted security
+remove (new nodes are usually tainted until validated), of the testing taint and
+of ``spec.tolerations``, a restricted security
 context (non-root, no privilege escalation, read-only root, a writable ``/tmp``).
 The one exception is the device-plugin probe: root with read-only host mounts of
 the kubelet's sockets (``host_mounts``).
@@ -24,6 +25,7 @@ from typing import Any
 from cardeval.api.models import CardEvaluation
 from cardeval.engine.collect import collect
 from cardeval.engine.facts import WorkloadRun
+from cardeval.operator import labels
 from cardeval.operator.kube import ApiError, KubeApi
 from cardeval_workloads.envelope import DEFAULT_TERMINATION_PATH
 
@@ -59,9 +61,10 @@ def node_affinity(nodes: Sequence[str]) -> dict[str, Any]:
         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]} for node in nodes]}}}
 
 
-def tolerations(evaluation: CardEvaluation) -> list[dict[str, str]]:
-    """Tolerate the taints ``spec.admission.onPass`` removes: the nodes under evaluation carry them."""
-    out = []
+def tolerations(evaluation: CardEvaluation) -> list[dict[str, Any]]:
+    """Tolerate the taints ``spec.admission.onPass`` removes (the nodes under evaluation carry them), the taint
+    of a node under test (``node_hold``), and ``spec.tolerations``."""
+    out: list[dict[str, Any]] = []
     spec = evaluation.spec
     if spec.admission and spec.admission.on_pass:
         for taint in spec.admission.on_pass.remove_taints:
@@ -69,6 +72,8 @@ def tolerations(evaluation: CardEvaluation) -> list[dict[str, str]]:
             if taint.effect:
                 toleration["effect"] = taint.effect
             out.append(toleration)
+    out.append(dict(labels.TESTING_TOLERATION))
+    out += [t.wire() for t in spec.tolerations]
     return out
 
 
@@ -121,8 +126,7 @@ def workload_pod_spec(evaluation: CardEvaluation, command: list[str], nodes: Seq
         "containers": [container],
         "volumes": volumes,
     }
-    if tolerated := tolerations(evaluation):
-        spec["tolerations"] = tolerated
+    spec["tolerations"] = tolerations(evaluation)
     if defaults.service_account:
         spec["serviceAccountName"] = defaults.service_account
     return spec

@@ -21,7 +21,11 @@ nothing that was already right:
 4. **Start.**  The next work items per node queue (``scheduler.queue``); a Job
    that already exists (AlreadyExists) is ours: names are deterministic.  A node's
    first Job is checked against its cards (``nodes.cannot_host``: too few, the rest
-   is judged NotRun with the reason).
+   is judged NotRun with the reason).  Before a node's first item the node is held
+   and must be idle (``node_hold``: tainted while tested; another pod on its cards
+   makes it wait, past ``spec.nodeHold.idleTimeoutSeconds`` its work is NotRun); it
+   is given back once judged, and each pass gives back what the evaluation holds and
+   no longer tests.
 
    Each item is started and collected by its runner (``runners``), chosen once by its
    workload: a Job, or, for the device-plugin check of 6.1.n (planned as each node's
@@ -35,10 +39,11 @@ nothing that was already right:
    holds the members' judging until then.
 5. **Report.**  The status is rebuilt from the stored results and patched only
    when it changed; Events at start, per node and at the end; metrics; and
-   ``admission.onPass`` once the evaluation is complete, for the nodes
-   ``judge.admission_blocker`` lets through: compliant, not judged on the CPU
+   ``spec.admission`` for each node as soon as it is judged (``admission``: the
+   condition ``cardeval.io/Validated`` and the result labels; ``onPass`` for the
+   nodes ``judge.admission_blocker`` lets through: compliant, not judged on the CPU
    stand-in, and not resting on relaxed thresholds unless
-   ``spec.admission.acceptRelaxedThresholds``.  A node held back only by the
+   ``spec.admission.acceptRelaxedThresholds``).  A node held back only by the
    stand-in or relaxed thresholds gets a ``NodeNotAdmitted`` warning Event
    (once per generation and node) with the reason.
 """
@@ -61,7 +66,7 @@ from cardeval.engine.judge import admission_blocker, judge_node, threshold_overr
 from cardeval.engine.load import InvalidInput, from_mapping
 from cardeval.engine.planner import MultiNodePlan, WorkItem, not_run_outside, plan
 from cardeval.engine.status import build_status, node_summary, now
-from cardeval.operator import admission, labels, metrics, nodes
+from cardeval.operator import admission, labels, metrics, node_hold, nodes
 from cardeval.operator.bmc_runner import BmcRunner
 from cardeval.operator.config import Settings
 from cardeval.operator.deviceplugin import DevicePluginRunner, ProbeSettings
@@ -98,9 +103,11 @@ class Reconciler:
         self.store = store or ResultStore(kube, settings.namespace)
         self.events = events or EventRecorder(kube, settings.events_namespace)
         self.view = view or metrics.VIEW
-        #: (uid, generation) whose compliant nodes were admitted by this process (admission is idempotent:
-        #: a restarted operator does it once more and changes nothing).
-        self._admitted: set[tuple[str, int]] = set()
+        #: (uid, generation, node) whose result this process wrote on the Node (``admission``; idempotent: a
+        #: restarted operator does it once more and changes nothing).
+        self._admitted: set[tuple[str, int, str]] = set()
+        #: ``spec.nodeHold``: nodes tested only when idle, and held while they are.
+        self.holds = node_hold.NodeHolds(kube)
         #: Per-node API work of one pass (collect, store, judge, create) runs concurrently: at hundreds
         #: of nodes a serial pass would spend most of its time waiting for round trips.
         self._pool = ThreadPoolExecutor(max_workers=settings.api_concurrency, thread_name_prefix="api")
@@ -151,14 +158,16 @@ class Reconciler:
         self.release_orphaned_holds()
 
     def release_orphaned_holds(self) -> None:
-        """Nodes held for a restart (step g) by an evaluation that is gone are given back (at start, and when
-        an evaluation goes); a failure is logged and tried again at the next."""
+        """Nodes held for testing (``spec.nodeHold``) or for a restart (step g) by an evaluation that is gone are
+        given back (at start, and when an evaluation goes); a failure is logged and tried again at the next."""
         try:
             live = {e["metadata"]["uid"] for e in self.kube.list(EVALUATIONS)}
             for node in self.restart.release_orphans(live):
                 log.warning("gave back node %s: the evaluation that held it for a restart is gone", node)
-        except ApiError as exc:
-            log.warning("could not look for nodes held for a restart by a deleted evaluation: %s", exc)
+            for node in self.holds.release_orphans(live):
+                log.warning("gave back node %s: the evaluation that held it for testing is gone", node)
+        except (ApiError, node_hold.Conflict) as exc:
+            log.warning("could not give back the nodes held by a deleted evaluation: %s", exc)
 
     def _reconcile(self, name: str) -> float | None:
         obj = self.kube.get_or_none(f"{EVALUATIONS}/{name}")
@@ -368,10 +377,19 @@ class Reconciler:
                          f"{c.passed} pass, {c.failed} fail, {c.warned} warn, {c.not_run} not run, "
                          f"{c.errored} error of {c.clauses} clauses{note}",
                          warning=bool(gone or cannot_run), key=f"{p.generation}/{q.node}")
+        result.judged_at = now()
         put_result(cm, result)
         self.store.write(cm)
         q.judged = True
         p.results[q.node] = result
+        self._give_back(p, q.node)
+
+    def _give_back(self, p: Pass, node: str) -> None:
+        """The node's hold given back once it is judged (a failure: the next pass's sweep tries again)."""
+        try:
+            self.holds.give_back(node, p.uid)
+        except (ApiError, node_hold.Conflict) as exc:
+            log.warning("could not give node %s back yet: %s", node, exc)
 
     # ------------------------------------------------------------------ 4. start
     def _start(self, p: Pass) -> None:
@@ -409,10 +427,46 @@ class Reconciler:
                 if why:
                     self._judge(p, q, cannot_run=why)
                     return
+            if item.node in fresh and not self._idle(p, q, p.node_objects[item.node]):
+                return
             runner.start(item, p.evaluation, p.uid)
             q.started.add(item.workload)
 
         self._each(start, starts)
+
+    def _idle(self, p: Pass, q: NodeQueue, node: dict[str, Any]) -> bool:
+        """Hold the node and see that no other pod holds its cards (``node_hold``): True when its work may start.
+        Busy past ``spec.nodeHold.idleTimeoutSeconds``, it is judged NotRun; until then it waits."""
+        spec = p.evaluation.spec
+        timeout = spec.node_hold.idle_timeout_seconds
+        try:
+            since = self.holds.take(node, p.evaluation, p.uid).since
+            who = node_hold.busy(self.holds.pods_on(q.node), spec.resource_name, p.evaluation.metadata.name)
+        except node_hold.Conflict as exc:
+            # held by another evaluation (one at a time), or changed meanwhile: the wait counts from this
+            # generation's start, which is in the API too
+            since = p.prev.started_at.timestamp() if p.prev and p.prev.started_at else time.time()
+            who = [str(exc)]
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            self._judge(p, q, cannot_run=f"node {q.node} could not be held and checked for other pods on its "
+                                         f"cards: {exc} (the chart's rbac.admitNodes grants it); nothing of this "
+                                         "evaluation ran on it")
+            return False
+        if not who:
+            if spec.admission is not None and not spec.admission.dry_run:
+                admission.mark_validating(self.kube, node, p.evaluation.metadata.name, p.generation)
+            return True
+        waited = max(0.0, time.time() - since)
+        if waited >= timeout:
+            self._judge(p, q, cannot_run=f"node {q.node} stayed busy: {'; '.join(who[:5])} (waited {waited:.0f} s, "
+                                         f"spec.nodeHold.idleTimeoutSeconds {timeout}); nothing of this evaluation "
+                                         "ran on it, so as never to judge it on a shared card")
+        else:
+            p.waiting_idle[q.node] = (f"waiting for the node to be idle ({waited:.0f}/{timeout} s): "
+                                      f"{'; '.join(who[:3])}")[:1024]
+        return False
 
     def _checked_cards(self, q: NodeQueue) -> bool:
         """Whether an item of ``q`` whose runner checks the node's cards has started (then they were)."""
@@ -433,7 +487,10 @@ class Reconciler:
             result = p.results.get(node)
             if q.judged and result is not None:
                 ref = results_ref(configmap_name(name, node), self.settings.namespace)
-                summaries.append(cluster_node_summary(result, ref))
+                summary = cluster_node_summary(result, ref)
+                if p.evaluation.spec.admission is not None:
+                    summary.admission = admission.summary(self._verdict(p, result), p.evaluation.spec.admission)
+                summaries.append(summary)
             elif q.all_done and q.across_nodes:
                 flying = p.multi.in_flight(p.queues)
                 if flying is not None and node in flying.nodes:
@@ -451,7 +508,7 @@ class Reconciler:
                                                      + (f"; running {running}" if running else "")))
             else:
                 summaries.append(NodeSummary(name=node, phase=Phase.PENDING,
-                                             message="queued (spec.maxNodesInParallel)"))
+                                             message=p.waiting_idle.get(node, "queued (spec.maxNodesInParallel)")))
         started = p.prev.started_at if p.prev else None
         status = build_status(p.prev, p.generation, summaries, len(p.queues), [c.id for c in p.plan.excluded],
                               started, **_status_extras(p.evaluation.spec))
@@ -460,39 +517,61 @@ class Reconciler:
             self.events.post(name, p.uid, "Finished", status.message, key=str(p.generation))
             log.info("evaluation %s complete: %s", name, status.message)
         self._patch_status(name, status, p.prev)
-        if status.phase == Phase.COMPLETE.value and (p.uid, p.generation) not in self._admitted:
-            if self._admit(p):
-                self._admitted.add((p.uid, p.generation))
+        self._sweep_holds(p)
+        self._admit(p)
         self.view.update(name, metrics.EvaluationView(
             nodes_total=status.nodes_total, nodes_done=status.nodes_done, nodes_compliant=status.nodes_compliant,
             complete=status.phase == Phase.COMPLETE.value, compliant=status.compliant, results=dict(p.results)))
 
-    def _admit(self, p: Pass) -> bool:
-        """``admission.onPass`` for every node ``admission_blocker`` lets through; True when nothing is left
-        to do.  A node kept out only by the CPU stand-in or relaxed thresholds gets a warning Event."""
+    def _sweep_holds(self, p: Pass) -> None:
+        """Give back the nodes this evaluation holds and no longer tests: judged (by a process killed before it
+        gave them back), or no longer planned (a spec change)."""
+        try:
+            held = self.holds.held_by(p.uid)
+        except ApiError as exc:
+            log.warning("could not list the nodes evaluation %s holds: %s", p.evaluation.metadata.name, exc)
+            return
+        for node in held:
+            q = p.queues.get(node)
+            if q is None or q.judged:
+                self._give_back(p, node)
+
+    def _admit(self, p: Pass) -> None:
+        """``spec.admission`` for every judged node, once per process (a node gone or changed meanwhile: the next
+        pass).  A node kept out only by the CPU stand-in or relaxed thresholds gets a warning Event."""
         spec = p.evaluation.spec
+        name = p.evaluation.metadata.name
         admission_spec = spec.admission
-        if not admission_spec or not admission_spec.on_pass:
-            return True
-        ok = True
+        if admission_spec is None:
+            return
         for node, result in sorted(p.results.items()):
-            blocker = admission_blocker(result, spec)
-            if blocker is not None:
-                if result.compliance in HELD_BACK:
-                    self.events.post(p.evaluation.metadata.name, p.uid, "NodeNotAdmitted",
-                                     f"node {node} not admitted: spec.admission.onPass left undone "
-                                     f"({result.compliance}): {blocker}",
-                                     warning=True, key=f"{p.generation}/{node}")
+            if (p.uid, p.generation, node) in self._admitted:
                 continue
+            verdict = self._verdict(p, result)
             try:
-                if admission.admit(self.kube, node, admission_spec.on_pass):
-                    self.events.post(p.evaluation.metadata.name, p.uid, "NodeAdmitted",
-                                     f"node {node} admitted (spec.admission.onPass)", key=f"{p.generation}/{node}")
+                said = admission.apply(self.kube, node, verdict, admission_spec)
             except ApiError as exc:
-                ok = False
                 metrics.ERRORS.labels("admission").inc()
-                log.warning("cannot admit node %s: %s", node, exc)
-        return ok
+                log.warning("cannot write the result on node %s: %s", node, exc)
+                continue
+            if said is None:
+                continue
+            self._admitted.add((p.uid, p.generation, node))
+            key = f"{p.generation}/{node}"
+            if admission_spec.dry_run:
+                self.events.post(name, p.uid, "NodeAdmissionDryRun",
+                                 f"node {node}: would {'; '.join(said) or 'change nothing'}", key=key)
+            elif verdict.admitted and said:
+                self.events.post(name, p.uid, "NodeAdmitted", f"node {node} admitted: {'; '.join(said)}", key=key)
+            if not verdict.admitted and result.compliance in HELD_BACK:
+                self.events.post(name, p.uid, "NodeNotAdmitted",
+                                 f"node {node} not admitted: spec.admission left it unadmitted "
+                                 f"({result.compliance}): {admission_blocker(result, spec)}", warning=True, key=key)
+
+    @staticmethod
+    def _verdict(p: Pass, result: NodeResult) -> admission.NodeVerdict:
+        return admission.node_verdict(result, p.evaluation.spec, p.evaluation.metadata.name, p.generation,
+                                      result.judged_at or now())
 
     def _patch_status(self, name: str, status: EvaluationStatus, prev: EvaluationStatus | None) -> bool:
         new = status.wire()
