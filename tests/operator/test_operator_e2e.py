@@ -757,6 +757,16 @@ MALFORMED = [
     ("an inference engine for a training card (CEL)",
      _with("spec.inferenceEngine", {"name": "v", "command": ["run", "{model}", "{input}", "{output}"]}),
      "spec.inferenceEngine"),
+    ("revalidation of a run across nodes (CEL)",
+     _with("spec.revalidation", {"afterReboot": True}, _with("spec.multiNode", {"nodes": 2})), "spec.revalidation"),
+    ("revalidation more often than every 10 minutes", _with("spec.revalidation", {"everySeconds": 60}),
+     "spec.revalidation.everySeconds"),
+    ("a node hold with a negative wait", _with("spec.nodeHold", {"idleTimeoutSeconds": -1}),
+     "spec.nodeHold.idleTimeoutSeconds"),
+    ("a toleration with an unknown operator", _with("spec.tolerations", [{"key": "k", "operator": "Maybe"}]),
+     "spec.tolerations[0].operator"),
+    ("an expiry shorter than an hour", _with("spec.admission", {"validForSeconds": 60}),
+     "spec.admission.validForSeconds"),
 ]
 
 

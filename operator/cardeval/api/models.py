@@ -379,6 +379,23 @@ class NodeHold(ApiModel):
         description="how long a node whose cards another pod holds is waited for before its work is NotRun")
 
 
+class Revalidation(ApiModel):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "Keep the fleet validated, not one apply: the evaluation stays open (as a DaemonSet keeps "
+                       "a pod on every matching node) and evaluates the nodes that match spec.nodeSelector later, "
+                       "and again each node that rebooted or whose result is older than everySeconds; a node's "
+                       "earlier rounds are kept (historyLimit) in its results ConfigMap. Not with multiNode: a "
+                       "run across nodes is not repeated for one node"})
+
+    new_nodes: bool = Field(default=True, description="evaluate the nodes that match after the start")
+    after_reboot: bool = Field(
+        default=True, description="evaluate a node again when its bootID differs from the one it was judged on")
+    every_seconds: int | None = Field(
+        default=None, ge=600, le=366 * 24 * 3600,
+        description="evaluate each node again this long after it was judged (unset: only new and rebooted nodes)")
+    history_limit: int = Field(default=10, ge=0, le=100, description="earlier rounds kept per node")
+
+
 class Toleration(ApiModel):
     """A toleration the workload pods carry (besides those of onPass's taints and the testing taint)."""
 
@@ -422,6 +439,8 @@ _SPEC_RULES: list[JsonValue] = [
         "evidence names the same clause twice", ".evidence"),
     cel("!has(self.multiNode) || self.expectedCardsPerNode * self.multiNode.nodes <= 8192",
         "multiNode.nodes × expectedCardsPerNode must not exceed 8192 cards", ".multiNode"),
+    cel("!has(self.revalidation) || !has(self.multiNode)",
+        "revalidation cannot repeat a run across nodes: leave out multiNode", ".revalidation"),
     cel("!has(self.trainingCase) || self.cardType == 'training'",
         "trainingCase is for a training card", ".trainingCase"),
     cel("!has(self.inferenceEngine) || self.cardType == 'inference'",
@@ -472,6 +491,9 @@ class EvaluationSpec(ApiModel):
     foreign_model: ForeignModel | None = None
     bmc: Bmc | None = None
     node_hold: NodeHold = Field(default_factory=NodeHold)
+    revalidation: Revalidation | None = Field(
+        default=None, description="new, rebooted and stale nodes evaluated again (unset: the nodes matching at "
+                                  "the start, once)")
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32,
         description="more tolerations for the workload pods: the nodes' other taints (a startup taint of the "
@@ -503,6 +525,8 @@ def validate_cross_fields(spec: EvaluationSpec) -> None:
         seen.add(ev.clause)
     if spec.multi_node and spec.expected_cards_per_node * spec.multi_node.nodes > 8192:
         raise ValueError("multiNode: multiNode.nodes × expectedCardsPerNode must not exceed 8192 cards")
+    if spec.revalidation is not None and spec.multi_node is not None:
+        raise ValueError("revalidation: cannot repeat a run across nodes: leave out multiNode")
     if spec.training_case is not None and spec.card_type != CardType.TRAINING.value:
         raise ValueError("trainingCase: is for a training card")
     if spec.inference_engine is not None and spec.card_type != CardType.INFERENCE.value:
@@ -608,6 +632,8 @@ class NodeSummary(ApiModel):
     cpu_stand_in: bool = False
     #: What ``spec.admission`` did to the node (or, in a dry run, would have done).
     admission: Annotated[str, StringConstraints(max_length=512)] = ""
+    #: How many times the node was evaluated again (``spec.revalidation``); its earlier rounds are in its detail.
+    round: int = Field(default=0, ge=0)
 
 
 class EvaluationStatus(ApiModel):
@@ -701,8 +727,11 @@ class NodeResult(ApiModel):
     resource_name: str = ""
     cards_given: int | None = None
     excluded_clauses: list[str] = Field(default_factory=list)
-    #: When the node was judged: where ``spec.admission.validForSeconds`` counts from.
+    #: When the node was judged: where ``spec.admission.validForSeconds`` and ``revalidation`` count from.
     judged_at: datetime | None = None
+    #: The node's ``status.nodeInfo.bootID`` when it was judged (``revalidation.afterReboot``), and its round.
+    boot_id: str = ""
+    round: int = 0
 
 
 def error_location(loc: tuple[int | str, ...]) -> str:

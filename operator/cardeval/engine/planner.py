@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cardeval.api.models import CardEvaluation, EvaluationSpec, Launcher, Profile
@@ -122,6 +123,8 @@ class WorkItem:
     profile: str
     timeout_s: int
     params: tuple[tuple[str, str], ...] = ()
+    #: The node's round (``spec.revalidation``): its Jobs are new objects each round.
+    round: int = 0
 
     def argv(self, device: str = "auto") -> list[str]:
         """The workload command line (after the interpreter)."""
@@ -151,11 +154,11 @@ class Plan:
         return [i for i in self.items if i.node == node]
 
 
-def item_name(evaluation: str, node: str, workload: str) -> str:
-    """A DNS-1123 label (≤ 63) unique per (evaluation, node, workload), stable across restarts."""
+def item_name(evaluation: str, node: str, workload: str, round_: int = 0) -> str:
+    """A DNS-1123 label (≤ 63) unique per (evaluation, node, workload, round), stable across restarts."""
     digest = hashlib.sha256(f"{evaluation}\0{node}\0{workload}".encode()).hexdigest()[:10]
     head = re.sub(r"[^a-z0-9-]", "-", f"{evaluation[:24]}-{workload[:16]}".lower()).strip("-")
-    return f"{head}-{digest}"
+    return f"{head}-{digest}" + (f"-r{round_}" if round_ else "")
 
 
 def configured_for(spec: EvaluationSpec) -> frozenset[str]:
@@ -166,12 +169,13 @@ def configured_for(spec: EvaluationSpec) -> frozenset[str]:
     return CONFIGURED_WORKLOADS - (frozenset() if spec.bmc.restart is not None else {restart_protocol.WORKLOAD})
 
 
-def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozenset[str] | set[str] = frozenset()
-         ) -> Plan:
+def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozenset[str] | set[str] = frozenset(),
+         rounds: Mapping[str, int] | None = None) -> Plan:
     """``operator_checks``: workloads of ``OPERATOR_WORKLOADS`` the executor runs itself (the
     operator's device-plugin check; their items come first on each node) and of
     ``CONFIGURED_WORKLOADS`` it holds the access for (the BMC's). Without it their clauses get no
-    item and their rules judge them (NotRun, with the reason)."""
+    item and their rules judge them (NotRun, with the reason). ``rounds``: each node's round
+    (``spec.revalidation``), in its items' names."""
     spec = evaluation.spec
     selected, excluded = select(spec.card_type, spec.clauses.include, spec.clauses.exclude)
     timeout = spec.item_timeout_seconds or DEFAULT_ITEM_TIMEOUT_S[spec.profile]
@@ -206,10 +210,11 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
         for workload, clauses in ordered:
             topology = max((c.topology for c in clauses), key=_TOPOLOGY_ORDER.index)
             params = workload_params(clauses, spec, workload)
+            round_ = (rounds or {}).get(node, 0)
             items.append(WorkItem(
-                name=item_name(evaluation.metadata.name, node, workload), node=node, workload=workload,
+                name=item_name(evaluation.metadata.name, node, workload, round_), node=node, workload=workload,
                 topology=topology, cards=spec.expected_cards_per_node, clauses=tuple(c.id for c in clauses),
-                profile=spec.profile, timeout_s=max(timeout, needed_seconds(params)), params=params,
+                profile=spec.profile, timeout_s=max(timeout, needed_seconds(params)), params=params, round=round_,
             ))
     return Plan(evaluation.metadata.name, evaluation.metadata.generation, spec.card_type, spec.profile,
                 list(nodes), selected, excluded, items, missing,

@@ -44,6 +44,7 @@ def job_manifest(item: WorkItem, evaluation: CardEvaluation, uid: str, settings:
         labels.NODE_HASH: labels.node_hash(item.node),
         labels.WORKLOAD: item.workload,
         labels.GENERATION: str(generation),
+        labels.ROUND: str(item.round),
         labels.COMPONENT: "workload",
         labels.MANAGED_BY: labels.MANAGER,
     }
@@ -114,7 +115,16 @@ def job_state(obj: dict[str, Any]) -> JobState:
 
 
 def job_generation(job: dict[str, Any]) -> int | None:
-    raw = ((job.get("metadata") or {}).get("labels") or {}).get(labels.GENERATION)
+    return _int_label(job, labels.GENERATION)
+
+
+def job_round(job: dict[str, Any]) -> int:
+    """The node's round the Job ran for (``spec.revalidation``; 0 before it)."""
+    return _int_label(job, labels.ROUND) or 0
+
+
+def _int_label(job: dict[str, Any], key: str) -> int | None:
+    raw = ((job.get("metadata") or {}).get("labels") or {}).get(key)
     try:
         return int(raw) if raw is not None else None
     except ValueError:

@@ -16,6 +16,8 @@ EVALUATION = f"{PREFIX}/evaluation"
 NODE_HASH = f"{PREFIX}/node-hash"
 WORKLOAD = f"{PREFIX}/workload"
 GENERATION = f"{PREFIX}/generation"
+#: A node's round of ``spec.revalidation`` (on its Jobs and its results ConfigMap).
+ROUND = f"{PREFIX}/round"
 COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "cardeval-operator"

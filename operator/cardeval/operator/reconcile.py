@@ -58,7 +58,7 @@ from typing import Any, TypeVar
 
 from cardeval.api.models import (
     API_VERSION, GROUP, PLURAL, VERSION, CardEvaluation, ComplianceReason, EvaluationSpec, EvaluationStatus,
-    NodeResult, NodeSummary, Phase, ResultsRef,
+    NodeResult, NodeSummary, Phase, ResultsRef, Revalidation,
 )
 from cardeval.engine import bmc_access
 from cardeval.engine.facts import WorkloadRun
@@ -72,11 +72,11 @@ from cardeval.operator.config import Settings
 from cardeval.operator.deviceplugin import DevicePluginRunner, ProbeSettings
 from cardeval.operator.evaluation_pass import Observed, Pass, PassScope
 from cardeval.operator.events import EventRecorder
-from cardeval.operator.jobs import job_generation
+from cardeval.operator.jobs import job_generation, job_round
 from cardeval.operator.kube import ApiError, KubeApi
 from cardeval.operator.multinode_runner import MultiNodeRuns
 from cardeval.operator.results import (
-    ResultStore, StoredNode, configmap_name, put_result, put_run, read_runs, results_ref,
+    ResultStore, StoredNode, configmap_name, put_result, put_run, read_runs, results_ref, start_round,
 )
 from cardeval.operator.restart_runner import RestartRunner
 from cardeval.operator.resume_runner import ResumeRunner
@@ -103,9 +103,9 @@ class Reconciler:
         self.store = store or ResultStore(kube, settings.namespace)
         self.events = events or EventRecorder(kube, settings.events_namespace)
         self.view = view or metrics.VIEW
-        #: (uid, generation, node) whose result this process wrote on the Node (``admission``; idempotent: a
-        #: restarted operator does it once more and changes nothing).
-        self._admitted: set[tuple[str, int, str]] = set()
+        #: (uid, generation, node, round) whose result this process wrote on the Node (``admission``; idempotent:
+        #: a restarted operator does it once more and changes nothing).
+        self._admitted: set[tuple[str, int, str, int]] = set()
         #: ``spec.nodeHold``: nodes tested only when idle, and held while they are.
         self.holds = node_hold.NodeHolds(kube)
         #: Per-node API work of one pass (collect, store, judge, create) runs concurrently: at hundreds
@@ -195,6 +195,8 @@ class Reconciler:
             self.view.update(name, metrics.EvaluationView(nodes_total=prev.nodes_total, complete=False))
             return None  # terminal for this generation
         planned = [n.name for n in (prev.nodes if prev else [])]
+        if evaluation.spec.revalidation is not None:
+            planned = self._revalidate(evaluation, uid, generation, planned)
         p = self._observe(evaluation, uid, generation, prev, planned)
         p.node_objects.update(node_objects)
         if not (prev and prev.phase == Phase.COMPLETE.value):
@@ -261,25 +263,65 @@ class Reconciler:
         self.view.update(name, metrics.EvaluationView())
         log.warning("evaluation %s cannot run: %s", name, message)
 
+    # ------------------------------------------------------------------ revalidation
+    def _revalidate(self, evaluation: CardEvaluation, uid: str, generation: int, planned: list[str]) -> list[str]:
+        """``spec.revalidation``: the nodes planned now — those that match later added (``newNodes``) — and a
+        next round started for each judged node that rebooted (``afterReboot``) or whose result is older than
+        ``everySeconds``.  One write per node starts its round (``results.start_round``), so a pass killed
+        half-way leaves each node either in its old round or in its new one."""
+        spec = evaluation.spec.revalidation
+        assert spec is not None
+        name = evaluation.metadata.name
+        matching = {n["metadata"]["name"]: n for n in nodes.matching_nodes(self.kube, evaluation.spec.node_selector)}
+        joined = sorted(set(matching) - set(planned)) if spec.new_nodes else []
+        for node in joined:
+            self.events.post(name, uid, "NodeJoined", f"node {node} matches spec.nodeSelector: evaluating it",
+                             key=f"{generation}/{node}/joined")
+        for stored in self.store.scan(name):
+            if stored.generation != generation or uid not in stored.owner_uids or not stored.judged \
+                    or stored.node not in matching:
+                continue
+            result = self.store.result(stored)
+            why = result and revalidation_reason(result, matching[stored.node], spec, time.time())
+            if not why:
+                continue
+            cm = self.store.fresh(name, uid, generation, stored.node)
+            round_ = start_round(cm, why, spec.history_limit)
+            try:
+                self.store.write(cm)
+            except ApiError as exc:
+                if exc.conflict:
+                    continue  # changed meanwhile: the next pass looks again
+                raise
+            self.events.post(name, uid, "NodeRevalidating", f"node {stored.node}: round {round_}, {why}",
+                             key=f"{generation}/{stored.node}/r{round_}")
+            log.info("evaluation %s: node %s round %d (%s)", name, stored.node, round_, why)
+        return planned + joined
+
     # ------------------------------------------------------------------ observe
     def _observe(self, evaluation: CardEvaluation, uid: str, generation: int, prev: EvaluationStatus | None,
                  planned: list[str]) -> Pass:
         name = evaluation.metadata.name
-        the_plan = plan(evaluation, planned, operator_checks=self.runners.checks_for(evaluation.spec))
         stored: dict[str, StoredNode] = {}
         for s in self.store.scan(name):
             if s.generation == generation and uid in s.owner_uids:
                 stored[s.node] = s
             else:
                 self.store.delete(s.name)
+        rounds = {node: s.round for node, s in stored.items() if s.round}
+        the_plan = plan(evaluation, planned, operator_checks=self.runners.checks_for(evaluation.spec), rounds=rounds)
         jobs: dict[str, dict] = {}
         blocked: set[str] = set()
         complete = prev is not None and prev.phase == Phase.COMPLETE.value
         if not complete:
             for job in self.kube.list(self.jobs_path, label_selector=labels.selector(name, component="workload")):
+                node = (job["metadata"].get("annotations") or {}).get(labels.NODE, "")
                 if job_generation(job) == generation and labels.owned_by(job, uid) \
                         and not job["metadata"].get("deletionTimestamp"):
-                    jobs[job["metadata"]["name"]] = job
+                    if job_round(job) == rounds.get(node, 0):
+                        jobs[job["metadata"]["name"]] = job
+                    else:  # an earlier round's (its run is in the history): never this round's evidence
+                        self._delete_job(job)
                 else:
                     blocked.add(job["metadata"]["name"])
                     self._delete_job(job)
@@ -372,12 +414,17 @@ class Reconciler:
         verdict = "compliant" if result.compliant else "not compliant"
         if result.compliance in HELD_BACK:
             verdict += f" ({result.compliance})"
+        round_ = p.stored[q.node].round if q.node in p.stored else 0
         self.events.post(name, p.uid, "NodeEvaluated",
                          f"node {q.node}: {verdict}; "
                          f"{c.passed} pass, {c.failed} fail, {c.warned} warn, {c.not_run} not run, "
-                         f"{c.errored} error of {c.clauses} clauses{note}",
-                         warning=bool(gone or cannot_run), key=f"{p.generation}/{q.node}")
+                         f"{c.errored} error of {c.clauses} clauses{note}" + (f" (round {round_})" if round_ else ""),
+                         warning=bool(gone or cannot_run),
+                         key=f"{p.generation}/{q.node}" + (f"/r{round_}" if round_ else ""))
         result.judged_at = now()
+        result.round = p.stored[q.node].round if q.node in p.stored else 0
+        node_obj = None if gone else p.scope.node(q.node)
+        result.boot_id = str(((node_obj or {}).get("status") or {}).get("nodeInfo", {}).get("bootID") or "")
         put_result(cm, result)
         self.store.write(cm)
         q.judged = True
@@ -488,6 +535,7 @@ class Reconciler:
             if q.judged and result is not None:
                 ref = results_ref(configmap_name(name, node), self.settings.namespace)
                 summary = cluster_node_summary(result, ref)
+                summary.round = result.round
                 if p.evaluation.spec.admission is not None:
                     summary.admission = admission.summary(self._verdict(p, result), p.evaluation.spec.admission)
                 summaries.append(summary)
@@ -545,7 +593,7 @@ class Reconciler:
         if admission_spec is None:
             return
         for node, result in sorted(p.results.items()):
-            if (p.uid, p.generation, node) in self._admitted:
+            if (p.uid, p.generation, node, result.round) in self._admitted:
                 continue
             verdict = self._verdict(p, result)
             try:
@@ -556,8 +604,8 @@ class Reconciler:
                 continue
             if said is None:
                 continue
-            self._admitted.add((p.uid, p.generation, node))
-            key = f"{p.generation}/{node}"
+            self._admitted.add((p.uid, p.generation, node, result.round))
+            key = f"{p.generation}/{node}" + (f"/r{result.round}" if result.round else "")
             if admission_spec.dry_run:
                 self.events.post(name, p.uid, "NodeAdmissionDryRun",
                                  f"node {node}: would {'; '.join(said) or 'change nothing'}", key=key)
@@ -590,6 +638,17 @@ STATUS_BLOCKING_LIMIT = 16
 #: Compliance reasons of nodes that met their shall clauses and are still not admitted: the reason is
 #: the harness (the CPU stand-in) or the spec (relaxed thresholds), so a NodeNotAdmitted Event says it.
 HELD_BACK = frozenset({ComplianceReason.CPU_STAND_IN.value, ComplianceReason.RELAXED.value})
+
+
+def revalidation_reason(result: NodeResult, node: dict, spec: Revalidation, at: float) -> str | None:
+    """Why a judged node is evaluated again now (None: its result stands).  Pure."""
+    boot = str(((node.get("status") or {}).get("nodeInfo") or {}).get("bootID") or "")
+    if spec.after_reboot and result.boot_id and boot and boot != result.boot_id:
+        return f"rebooted (bootID {result.boot_id} when judged, {boot} now)"
+    if spec.every_seconds and result.judged_at is not None \
+            and at - result.judged_at.timestamp() >= spec.every_seconds:
+        return f"its result is older than revalidation.everySeconds ({spec.every_seconds} s)"
+    return None
 
 
 def _status_extras(spec: EvaluationSpec) -> dict:

@@ -103,7 +103,7 @@ class RestartRunner(BmcRunner):
     @staticmethod
     def _names(item: WorkItem, evaluation: CardEvaluation) -> tuple[str, str]:
         """The request Job's name (the item's) and the re-check Job's."""
-        return item.name, item_name(evaluation.metadata.name, item.node, f"{protocol.WORKLOAD}-check")
+        return item.name, item_name(evaluation.metadata.name, item.node, f"{protocol.WORKLOAD}-check", item.round)
 
     def started(self, item: WorkItem, generation: int, jobs: Mapping[str, dict[str, Any]]) -> bool:
         if item.name in jobs or item.name in self._unaddressed:

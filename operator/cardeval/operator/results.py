@@ -8,6 +8,13 @@ stored, the node is judged and its ``NodeResult`` is written too
 (``node-result.json``).  The evaluation's status is a summary built from these,
 so a restarted operator re-derives everything from Jobs and ConfigMaps.
 
+A node evaluated again (``spec.revalidation``) starts its next round in one
+write (:func:`start_round`): its result moves into ``history.json`` (the last
+``historyLimit`` rounds, newest first: when, why the next round, the verdict
+counts, the shall clauses not met), its runs are dropped, and the annotation
+``cardeval.io/round`` counts up (the round's Jobs carry it, so an older
+round's Job is never collected as the new round's run).
+
 The annotations say what the data holds (``cardeval.io/collected``: stored
 workloads; ``cardeval.io/judged``), so a pass reads metadata only and fetches
 a ConfigMap's data only when it changed.  Sizes: an envelope is capped at
@@ -24,12 +31,14 @@ from dataclasses import dataclass
 
 from cardeval.api.models import RESULTS_KEY, NodeResult, ResultsRef
 from cardeval.engine.facts import WorkloadRun
+from cardeval.engine.judge import blocking
 from cardeval.operator import labels
 from cardeval.operator.kube import ApiError, KubeApi
 from cardeval_workloads.envelope import Envelope
 
 RUN_PREFIX = "run."
 RUN_LIMIT = 96 * 1024
+HISTORY_KEY = "history.json"
 
 
 def configmap_name(evaluation: str, node: str) -> str:
@@ -77,6 +86,7 @@ class StoredNode:
     judged: bool
     resource_version: str
     owner_uids: frozenset[str] = frozenset()
+    round: int = 0
 
     @classmethod
     def from_meta(cls, obj: dict) -> StoredNode:
@@ -88,8 +98,10 @@ class StoredNode:
             generation = None
         collected = frozenset(w for w in ann.get(labels.COLLECTED, "").split(",") if w)
         owners = frozenset(r.get("uid", "") for r in meta.get("ownerReferences") or [])
+        round_ = ann.get(labels.ROUND, "0")
         return cls(meta.get("name", ""), ann.get(labels.NODE, ""), generation, collected,
-                   ann.get(labels.JUDGED) == "true", meta.get("resourceVersion", ""), owners)
+                   ann.get(labels.JUDGED) == "true", meta.get("resourceVersion", ""), owners,
+                   int(round_) if round_.isdigit() else 0)
 
 
 def new_configmap(evaluation: str, uid: str, generation: int, node: str, namespace: str) -> dict:
@@ -118,6 +130,43 @@ def put_result(cm: dict, result: NodeResult) -> None:
     cm.setdefault("data", {})[RESULTS_KEY] = json.dumps(result.wire(), ensure_ascii=False,
                                                        separators=(",", ":"))
     cm["metadata"].setdefault("annotations", {})[labels.JUDGED] = "true"
+
+
+def start_round(cm: dict, why: str, limit: int) -> int:
+    """The node's next round (``spec.revalidation``): its result into the history, its runs dropped; the new
+    round's number."""
+    data = cm.setdefault("data", {})
+    ann = cm["metadata"].setdefault("annotations", {})
+    previous = read_result(cm)
+    history = read_history(cm)
+    if previous is not None:
+        history.insert(0, history_entry(previous, why))
+    for key in [k for k in data if k.startswith(RUN_PREFIX) or k == RESULTS_KEY]:
+        del data[key]
+    if limit and history:
+        data[HISTORY_KEY] = json.dumps(history[:limit], ensure_ascii=False, separators=(",", ":"))
+    else:
+        data.pop(HISTORY_KEY, None)
+    round_ = int(ann.get(labels.ROUND, "0") or 0) + 1
+    ann.update({labels.ROUND: str(round_), labels.COLLECTED: "", labels.JUDGED: "false"})
+    return round_
+
+
+def history_entry(result: NodeResult, why: str) -> dict:
+    """One earlier round, small: enough to see when a node changed and why it was evaluated again."""
+    c = result.counts
+    return {"round": result.round, "judgedAt": result.judged_at.isoformat() if result.judged_at else None,
+            "bootID": result.boot_id, "compliant": result.compliant, "compliance": result.compliance,
+            "counts": c.wire(), "blocking": blocking(result.results)[:32], "next": why}
+
+
+def read_history(cm: dict) -> list[dict]:
+    text = (cm.get("data") or {}).get(HISTORY_KEY)
+    try:
+        history = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
 
 
 def read_runs(cm: dict) -> dict[str, WorkloadRun]:
@@ -224,4 +273,4 @@ class ResultStore:
 
 
 __all__ = ["ApiError", "ResultStore", "StoredNode", "configmap_name", "put_run", "put_result", "read_runs",
-           "read_result", "encode_run", "decode_run", "results_ref"]
+           "read_result", "read_history", "start_round", "encode_run", "decode_run", "results_ref"]
