@@ -187,8 +187,10 @@ def test_apply_the_example_then_wait_for_complete(cluster, installed, operator, 
         assert reasons.count("Finished") == 1
         # metrics: verdicts and measurements per evaluation/node/clause, and health counters
         text = operator.metrics()
-        assert 'cardeval_clause_verdict{clause="6.1.a",evaluation="quick-check",level="shall",node="quick-1"' in text
-        assert "cardeval_measurement{" in text
+        # Hostname: dcgm-exporter's label for the node, so boards join the verdicts with DCGM's telemetry
+        assert ('cardeval_clause_verdict{Hostname="quick-1",clause="6.1.a",evaluation="quick-check",level="shall",'
+                'node="quick-1"') in text
+        assert "cardeval_measurement{" in text and 'cardeval_evaluation_failed{evaluation="quick-check"} 0.0' in text
         assert operator.metric("cardeval_jobs_created_total") == len(planned.items)
         assert operator.metric("cardeval_status_patches_total") >= 2
         assert 'cardeval_evaluation_complete{evaluation="quick-check"} 1.0' in text

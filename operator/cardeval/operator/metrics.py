@@ -6,12 +6,17 @@ stale series behind.  Health counters are ordinary prometheus-client metrics.
 
 Series (all prefixed ``cardeval_``):
 
-* ``clause_verdict{evaluation,node,clause,level,verdict}`` 1 per judged clause
-* ``node_verdicts{evaluation,node,verdict}`` clause counts per node
-* ``measurement{evaluation,node,clause,name,unit}`` each measured value
-* ``node_compliant{evaluation,node}`` 1/0 once judged
+* ``clause_verdict{evaluation,node,clause,level,verdict,Hostname}`` 1 per judged clause
+* ``node_verdicts{evaluation,node,verdict,Hostname}`` clause counts per node
+* ``measurement{evaluation,node,clause,name,unit,Hostname,gpu}`` each measured value (``gpu``: the card's
+  index when the value is one card's, else empty)
+* ``node_compliant{evaluation,node,Hostname}`` 1/0 once judged
 * ``evaluation_nodes{evaluation,state}`` total, done, compliant
-* ``evaluation_complete{evaluation}``, ``evaluation_compliant{evaluation}``
+* ``evaluation_complete{evaluation}``, ``evaluation_compliant{evaluation}``, ``evaluation_failed{evaluation}``
+  (1: it could not run — an invalid spec, no matching node)
+
+``Hostname`` and ``gpu`` are dcgm-exporter's label names for the node and the card index, so a board joins
+a node's verdicts with its DCGM telemetry (``... * on(Hostname) group_left ...``) without relabelling.
 * ``reconciles_total{result}``, ``reconcile_duration_seconds``, ``jobs_created_total``,
   ``jobs_deleted_total``, ``results_collected_total{outcome}``, ``status_patches_total``,
   ``status_patch_duration_seconds``, ``errors_total{where}``, ``api_calls{verb}``
@@ -52,6 +57,7 @@ class EvaluationView:
     nodes_compliant: int = 0
     complete: bool = False
     compliant: bool | None = None
+    failed: bool = False
     results: dict[str, NodeResult] = field(default_factory=dict)
 
 
@@ -74,20 +80,23 @@ class ResultsView(Collector):
         with self._lock:
             views = dict(self._views)
         clause = GaugeMetricFamily("cardeval_clause_verdict", "1 for the verdict of a clause on a node",
-                                   labels=["evaluation", "node", "clause", "level", "verdict"])
+                                   labels=["evaluation", "node", "clause", "level", "verdict", "Hostname"])
         counts = GaugeMetricFamily("cardeval_node_verdicts", "Clauses per verdict on a node",
-                                   labels=["evaluation", "node", "verdict"])
+                                   labels=["evaluation", "node", "verdict", "Hostname"])
         measured = GaugeMetricFamily("cardeval_measurement", "A measured value of a clause on a node",
-                                     labels=["evaluation", "node", "clause", "name", "unit"])
+                                     labels=["evaluation", "node", "clause", "name", "unit", "Hostname", "gpu"])
         node_ok = GaugeMetricFamily("cardeval_node_compliant", "1 when every applicable shall clause passed",
-                                    labels=["evaluation", "node"])
+                                    labels=["evaluation", "node", "Hostname"])
         nodes = GaugeMetricFamily("cardeval_evaluation_nodes", "Nodes of an evaluation by state",
                                   labels=["evaluation", "state"])
         complete = GaugeMetricFamily("cardeval_evaluation_complete", "1 when every node is judged",
                                      labels=["evaluation"])
         compliant = GaugeMetricFamily("cardeval_evaluation_compliant", "1 when every node is compliant",
                                       labels=["evaluation"])
+        failed = GaugeMetricFamily("cardeval_evaluation_failed", "1 when the evaluation could not run",
+                                   labels=["evaluation"])
         for name, view in sorted(views.items()):
+            failed.add_metric([name], 1.0 if view.failed else 0.0)
             nodes.add_metric([name, "total"], view.nodes_total)
             nodes.add_metric([name, "done"], view.nodes_done)
             nodes.add_metric([name, "compliant"], view.nodes_compliant)
@@ -99,15 +108,16 @@ class ResultsView(Collector):
                 for r in result.results:
                     verdict: str = r.verdict if isinstance(r.verdict, str) else r.verdict.value
                     per[verdict] = per.get(verdict, 0) + 1
-                    clause.add_metric([name, node, r.clause, r.level, verdict], 1.0)
+                    clause.add_metric([name, node, r.clause, r.level, verdict, node], 1.0)
                     for mname, m in r.measurements.items():
                         if m.value is not None:
-                            measured.add_metric([name, node, r.clause, mname, m.unit], m.value)
+                            gpu = "" if m.device is None else str(m.device)
+                            measured.add_metric([name, node, r.clause, mname, m.unit, node, gpu], m.value)
                 for verdict, n in sorted(per.items()):
-                    counts.add_metric([name, node, verdict], n)
+                    counts.add_metric([name, node, verdict, node], n)
                 if result.compliant is not None:
-                    node_ok.add_metric([name, node], 1.0 if result.compliant else 0.0)
-        yield from (clause, counts, measured, node_ok, nodes, complete, compliant)
+                    node_ok.add_metric([name, node, node], 1.0 if result.compliant else 0.0)
+        yield from (clause, counts, measured, node_ok, nodes, complete, compliant, failed)
 
 
 VIEW = ResultsView()

@@ -192,7 +192,7 @@ class Reconciler:
             node_objects = {n["metadata"]["name"]: n for n in matching}
             prev = _parse_status(self.kube.get(f"{EVALUATIONS}/{name}").get("status"))
         elif prev.phase == Phase.FAILED.value:
-            self.view.update(name, metrics.EvaluationView(nodes_total=prev.nodes_total, complete=False))
+            self.view.update(name, metrics.EvaluationView(nodes_total=prev.nodes_total, failed=True))
             return None  # terminal for this generation
         planned = [n.name for n in (prev.nodes if prev else [])]
         if evaluation.spec.revalidation is not None:
@@ -260,7 +260,7 @@ class Reconciler:
         status = build_status(prev, generation, [], 0, [], None, failure=message)
         self.events.post(name, uid, reason, message, warning=True, key=str(generation))
         self._patch_status(name, status, prev)
-        self.view.update(name, metrics.EvaluationView())
+        self.view.update(name, metrics.EvaluationView(failed=True))
         log.warning("evaluation %s cannot run: %s", name, message)
 
     # ------------------------------------------------------------------ revalidation
