@@ -769,6 +769,10 @@ MALFORMED = [
      "spec.tolerations[0].operator"),
     ("an expiry shorter than an hour", _with("spec.admission", {"validForSeconds": 60}),
      "spec.admission.validForSeconds"),
+    ("a crypto tool without {op} (CEL)", _with("spec.crypto", {"command": ["vendor-sm4", "{input}", "{output}"]}),
+     "spec.crypto.command"),
+    ("crypto algorithms without SM4 (CEL)", _with("spec.crypto", {"command": ["t", "{op}", "{input}", "{output}"],
+                                                                  "algorithms": ["SM3"]}), "spec.crypto.algorithms"),
 ]
 
 

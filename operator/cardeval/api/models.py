@@ -305,6 +305,54 @@ class InferenceEngine(ApiModel):
         return self
 
 
+CryptoAlgorithm = Literal["SM2", "SM3", "SM4"]
+CRYPTO_ALGORITHMS: tuple[CryptoAlgorithm, ...] = ("SM2", "SM3", "SM4")
+
+
+class Crypto(ApiModel):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "The card's cryptography as its vendor declares it (6.4.b-c, 8.5.2-8.5.3): a tool in the "
+                       "workload image that runs one SM2/SM3/SM4 operation per call on files, compared with the "
+                       "standards' examples and the host's implementations. Without it the clauses are NotRun "
+                       "(or Attested with evidence)",
+        "x-kubernetes-validations": [
+            cel("self.command.exists(a, a.contains('{op}')) && self.command.exists(a, a.contains('{input}')) && "
+                "self.command.exists(a, a.contains('{output}'))",
+                "crypto.command must name {op}, {input} and {output}", ".command"),
+            cel("!has(self.linkCommand) || (self.linkCommand.exists(a, a.contains('{input}')) && "
+                "self.linkCommand.exists(a, a.contains('{output}')))",
+                "crypto.linkCommand must name {input} and {output}", ".linkCommand"),
+            cel("!has(self.algorithms) || 'SM4' in self.algorithms",
+                "crypto.algorithms must include SM4 (8.5.2 encrypts and decrypts)", ".algorithms"),
+        ]})
+
+    command: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] = Field(
+        min_length=1, max_length=64,
+        description="the tool's argv with {op}, {input}, {output} and as needed {key}, {iv}, {signature}, {device} "
+                    "and {report} (where it writes {\"device\": ...}: on a card, a run that does not name the card "
+                    "is not its evidence)")
+    link_command: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="the vendor's check that host-card traffic is encrypted (8.5.3 d): an argv with {input} and "
+                    "{output}, writing {\"encrypted\": true|false, \"how\": ...} to {output}")
+    algorithms: list[CryptoAlgorithm] = Field(
+        default_factory=lambda: list(CRYPTO_ALGORITHMS), min_length=1, max_length=3,
+        description="the algorithms the card implements (SM4 at least: 8.5.2 encrypts and decrypts)")
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> Crypto:
+        missing = [p for p in ("{op}", "{input}", "{output}") if not any(p in a for a in self.command)]
+        if missing:
+            raise ValueError(f"crypto.command must name {{op}}, {{input}} and {{output}}; it names no "
+                             f"{', '.join(missing)}")
+        if self.link_command is not None and not all(any(p in a for a in self.link_command)
+                                                      for p in ("{input}", "{output}")):
+            raise ValueError("crypto.linkCommand must name {input} and {output}")
+        if "SM4" not in self.algorithms:
+            raise ValueError("crypto.algorithms must include SM4 (8.5.2 encrypts and decrypts)")
+        return self
+
+
 class Restart(ApiModel):
     model_config = ConfigDict(json_schema_extra={
         "description": "Step g of the stress methods (8.3.4.2 g, 8.4.4.2 g), opt-in: after the node's other work "
@@ -490,6 +538,7 @@ class EvaluationSpec(ApiModel):
     inference_engine: InferenceEngine | None = None
     foreign_model: ForeignModel | None = None
     bmc: Bmc | None = None
+    crypto: Crypto | None = None
     node_hold: NodeHold = Field(default_factory=NodeHold)
     revalidation: Revalidation | None = Field(
         default=None, description="new, rebooted and stale nodes evaluated again (unset: the nodes matching at "

@@ -22,7 +22,8 @@ from typing import Mapping
 from cardeval.api.models import CardType
 from cardeval.engine.rules import (
     AllOf, AlsoWhenRun, AttestOnly, BmcSteps, ChecksAll, ChecksAny, DeviceField, DeviceFields, Duration, HostOs,
-    Measured, MetricsAtLeast, NeedsBmc, NeedsCards, NeedsCluster, Outcome, PcieGeneration, PodsSawTheirCards, Rule,
+    Measured, MetricsAtLeast, NeedsBmc, NeedsCards, NeedsCluster, NeedsDeclared, Outcome, PcieGeneration,
+    PodsSawTheirCards, Rule,
     ServerLink, SubChecks, Unusable, prefixed,
 )
 from cardeval_workloads import restart_protocol
@@ -684,12 +685,19 @@ SECURITY = [
     Clause(id="6.4.b", title="Hardware cryptography per GM/T 0008 (SM2/SM3/SM4)",
            text="应具备基于硬件的安全加解密能力，加解密功能应符合 GM/T 0008-2012 的相关规定", level="shall",
            card_types=BOTH, method="8.5.2", topology=Topology.CARD,
-           rule=ChecksAll(("crypto.encrypt_matches_host", "crypto.decrypt_matches_host")), workloads=("crypto",),
-           attestable=True, note="runs when the vendor declares a crypto command; otherwise attest"),
+           rule=NeedsDeclared("the card's crypto tool", "spec.crypto.command", ChecksAll(
+               ("crypto.encrypt_matches_host", "crypto.decrypt_matches_host"), unknown=Outcome.ERROR)),
+           workloads=("crypto",), attestable=True,
+           note="SM4 of GM/T 0002's example and of bulk data against the host's, through the vendor's declared tool "
+                "(spec.crypto); otherwise attest"),
     Clause(id="6.4.c", title="Model and data encryption with the hardware crypto",
            text="可基于硬件的密码运算功能支持模型和数据加解密的保护能力", level="may", card_types=BOTH, method="8.5.3",
-           topology=Topology.CARD, rule=ChecksAll(("crypto.model_roundtrip", "crypto.link_encrypted")),
-           workloads=("crypto",), attestable=True),
+           topology=Topology.CARD, rule=NeedsDeclared("the card's crypto tool", "spec.crypto.command", AllOf((
+               ChecksAll(("crypto.algorithms_match_host", "crypto.model_roundtrip"), unknown=Outcome.ERROR),
+               ChecksAll(("crypto.link_encrypted",), unknown=Outcome.NOT_RUN)))),
+           workloads=("crypto",), attestable=True,
+           note="8.5.3 c: SM2/SM3/SM4 against the host's and a model file round-tripped; 8.5.3 d through "
+                "spec.crypto.linkCommand, or attested"),
     Clause(id="6.4.d", title="True random number generator (TRNG)", text="宜具备 TRNG 真随机数发生器", level="should",
            card_types=BOTH, method="8.5.4", topology=Topology.ATTEST,
            rule=AttestOnly("the TRNG (design documents or certificates)"), attestable=True),

@@ -45,6 +45,8 @@ DURATION_SLACK = 1.1
 DURATION_MARGIN_S = 600
 #: The workload whose engine path (6.3.3.b) ``spec.inferenceEngine`` replaces.
 ENGINE_WORKLOAD = "infer"
+#: The workload that runs the card's cryptography (6.4.b-c): planned only where ``spec.crypto`` declares its tool.
+CRYPTO_WORKLOAD = "crypto"
 
 
 def cluster_device(spec: EvaluationSpec) -> str:
@@ -92,6 +94,11 @@ def workload_params(clauses: list[Clause], spec: EvaluationSpec, workload: str |
     if workload == ENGINE_WORKLOAD and spec.inference_engine is not None:
         out["engine_command"] = json.dumps(spec.inference_engine.command)
         out["engine_name"] = spec.inference_engine.name
+    if workload == CRYPTO_WORKLOAD and spec.crypto is not None:
+        out["crypto_command"] = json.dumps(spec.crypto.command)
+        out["algorithms"] = ",".join(spec.crypto.algorithms)
+        if spec.crypto.link_command is not None:
+            out["link_command"] = json.dumps(spec.crypto.link_command)
     return tuple(sorted(out.items()))
 
 
@@ -191,6 +198,8 @@ def plan(evaluation: CardEvaluation, nodes: list[str], operator_checks: frozense
                 known = program_of(workload) in WORKLOADS
                 (across if known else missing).setdefault(workload, []).append(clause.id)
                 continue
+            if workload == CRYPTO_WORKLOAD and spec.crypto is None:
+                continue  # not missing: nothing is declared to run it (its rule says so)
             if workload in OPERATOR_WORKLOADS | CONFIGURED_WORKLOADS:
                 if workload in operator_checks:
                     by_workload.setdefault(workload, []).append(clause)

@@ -172,6 +172,31 @@ class NeedsBmc(Rule):
 
 
 @dataclass
+class NeedsDeclared(Rule):
+    """Clauses run through a tool the vendor declares in the spec (``field``): judged by ``inner`` on its
+    workload's run, which is planned only where the spec declares the tool; NotRun (or Attested) otherwise."""
+
+    what: str
+    field: str
+    inner: Rule
+
+    def describe(self) -> str:
+        return f"runs {self.what} declared in {self.field}: {self.inner.describe()}"
+
+    def reads(self) -> frozenset[Read]:
+        return self.inner.reads()
+
+    def threshold_keys(self) -> frozenset[str]:
+        return self.inner.threshold_keys()
+
+    def evaluate(self, ctx: JudgeContext) -> Finding:
+        if ctx.clause.workloads[0] not in ctx.runs:
+            return Finding(Outcome.NOT_RUN, f"needs {self.what}: none is declared ({self.field}); declare it, or "
+                           "attest the clause in spec.evidence")
+        return self.inner.judge(ctx)
+
+
+@dataclass
 class AttestOnly(Rule):
     """Clauses the standard checks by document review (8.5.1, 8.3.4.4...)."""
 
