@@ -23,7 +23,7 @@ from cardeval.api.models import (
     VerdictCounts,
 )
 from cardeval.engine import catalog, scores
-from cardeval.engine.catalog import Clause
+from cardeval.engine.catalog import Clause, Topology
 from cardeval.engine.facts import NodeFacts, WorkloadRun
 from cardeval.engine.planner import Plan, local_reason
 from cardeval.engine.rules import CardsSeen, Finding, JudgeContext, Outcome
@@ -98,17 +98,25 @@ def hold_against_pods(plan: Plan, spec: EvaluationSpec, runs: Mapping[str, Workl
     seen: dict[str, int | None] = {}
     stand_in: set[str] = set()
     card_workloads = tuple(dict.fromkeys(i.workload for i in plan.items if i.workload not in OPERATOR_WORKLOADS))
+    card_items = {i.workload for i in plan.items if i.topology == Topology.CARD}
     for key, run in runs.items():
         env = run.envelope
         if env is None or program_in(key, OPERATOR_WORKLOADS):
             continue
         own = key not in plan.across_nodes
         accelerators = sum(1 for d in env.devices if d.is_accelerator)
-        on_cpu = bool(env.devices) and accelerators == 0
+        # a result without its device list (folded to fit a termination message) still names its backend
+        on_cpu = accelerators == 0 and (bool(env.devices) or env.backend == "cpu")
         if own:
             seen[key] = accelerators if env.devices or env.status == "error" else None
         if on_cpu and stand_in_ok:
             stand_in.add(key)
+            continue
+        if given is None and not env.devices and not env.backend and env.status == "ok" and key in card_items:
+            # locally nothing is given, but a card workload that names neither a device nor a backend cannot say
+            # what it ran on: neither a card's result nor the stand-in's
+            out[key] = WorkloadRun(key, error=f"workload {key} reported no device and no backend, so which card "
+                                   "(or the host CPU) it ran on cannot be told")
             continue
         if given is None or key == restart_protocol.WORKLOAD:
             # the restart's run shows the re-check's devices, and its own check compares them with the cards
