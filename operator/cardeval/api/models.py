@@ -447,6 +447,13 @@ class Revalidation(ApiModel):
 class Toleration(ApiModel):
     """A toleration the workload pods carry (besides those of onPass's taints and the testing taint)."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            "tolerations: operator Exists takes no value"),
+        cel("has(self.key) || self.operator == 'Exists'",
+            "tolerations: a toleration without a key must use operator Exists"),
+    ]})
+
     key: LabelKey | None = None
     operator: Literal["Exists", "Equal"] = "Equal"
     value: LabelValue | None = None

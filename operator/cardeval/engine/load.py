@@ -7,6 +7,8 @@ evidence for a clause that must be measured, a pattern that selects nothing.
 
 from __future__ import annotations
 
+import json
+from datetime import date, datetime
 from pathlib import Path
 
 import yaml
@@ -55,11 +57,42 @@ def from_mapping(doc: object, source: str = "<input>") -> CardEvaluation:
     if doc.get("kind") != KIND:
         raise InvalidInput(f"{source}: kind: expected {KIND!r}, got {doc.get('kind')!r}")
     try:
-        evaluation = CardEvaluation.model_validate(doc)
+        evaluation = validate_document(doc)
     except ValidationError as exc:
         raise InvalidInput(f"{source}: {describe_validation_error(exc)}") from None
+    except (TypeError, ValueError) as exc:  # a value no JSON document can hold (bytes, a set, NaN)
+        raise InvalidInput(f"{source}: not a JSON document: {exc}") from None
     check_against_catalog(evaluation, source)
     return evaluation
+
+
+def validate_document(doc: dict) -> CardEvaluation:
+    """The document as the API server judges it (schema and CEL; the catalog's checks are separate):
+
+    * strictly, as JSON: "2" is not an integer there nor "yes" a boolean, so not here either (pydantic's lax
+      mode would take both); YAML's unquoted dates and times are the text they were;
+    * a ``null`` is an absent field (no field of the CRD is nullable: the API server drops nulls);
+    * an integer past int64 is a number, as the API server reads it. ``3.0`` where an integer goes is refused:
+      the API server's schema takes it, and then its CEL rules fail on it where they read the field."""
+    text = json.dumps(_without_nulls(doc), default=_yaml_scalar, allow_nan=False)
+    return CardEvaluation.model_validate_json(text, strict=True)
+
+
+def _without_nulls(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2 ** 63:
+        return float(value)  # past int64 the API server reads a number, not an integer
+    return value
+
+
+def _yaml_scalar(value: object) -> str:
+    """What YAML parsed that JSON has not: an unquoted date or time, kept as the text it was."""
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 def describe_validation_error(exc: ValidationError) -> str:
