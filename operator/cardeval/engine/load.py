@@ -66,7 +66,7 @@ def from_mapping(doc: object, source: str = "<input>") -> CardEvaluation:
     return evaluation
 
 
-def validate_document(doc: dict) -> CardEvaluation:
+def validate_document(doc: dict[str, object]) -> CardEvaluation:
     """The document as the API server judges it (schema and CEL; the catalog's checks are separate):
 
     * strictly, as JSON: "2" is not an integer there nor "yes" a boolean, so not here either (pydantic's lax
