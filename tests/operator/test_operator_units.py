@@ -15,7 +15,7 @@ from cardeval.api.models import NodeResult
 from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.load import from_mapping
 from cardeval.engine.planner import plan
-from cardeval.engine.series import POWER_POINTS
+from cardeval.engine.series import POWER_POINTS, thin_power
 from cardeval.operator import labels
 from cardeval.operator.config import Settings
 from cardeval.operator.jobs import job_manifest, job_state
@@ -210,6 +210,15 @@ def test_a_huge_envelope_is_stored_in_its_compact_form():
     text = encode_run(WorkloadRun("compute", envelope=env))
     assert len(text.encode()) <= RUN_LIMIT + 200
     assert decode_run("compute", text).envelope is not None
+
+
+def test_a_power_trace_too_large_even_thinned_is_dropped_before_any_metric():
+    samples = [PowerSample(t=i / 10, device=d, watts=300.0 + i, energy_j=1e6 + i, temperature_c=70.5,
+                           sm_clock_mhz=1980.0, utilization_pct=99.5) for d in range(24) for i in range(POWER_POINTS)]
+    env = envelope(metrics=[Metric(name="m", value=1.0, labels={"detail": "true"})], power=samples)
+    assert len(env.model_copy(update={"power": thin_power(env.power)}).to_json()) > RUN_LIMIT
+    stored = decode_run("compute", encode_run(WorkloadRun("compute", envelope=env))).envelope
+    assert stored is not None and not stored.compact and stored.power == [] and stored.metric("m").value == 1.0
 
 
 def test_an_unreadable_stored_run_is_an_error_not_a_pass():
