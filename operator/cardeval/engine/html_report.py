@@ -46,7 +46,7 @@ PLOTS = (
              lambda c: plots.draw_curves(c, "transfer size", "bandwidth (GB/s)", xlog=True, xbytes=True)),
     PlotKind("power-level", "Power per load level", "power per load level", ("power-load",),
              lambda c: plots.draw_levels(c, "average power (W)")),
-    PlotKind("power", "Power over time", "power over time", ("power-load", "power-limit", "stress"),
+    PlotKind("power", "Power over time", "power over time", ("power-load", "power-limit"),
              lambda c: plots.draw_curves(c, "time since the workload started (s)", "power (W)")),
     PlotKind("latency", "Latency distribution (percentiles)", "latency", ("infer", "infer-lm", "serving"),
              lambda c: plots.draw_curves(c, "percentile (100 = max)", "latency (ms)", ylog=True)),
@@ -172,7 +172,11 @@ def _why_not(kind: PlotKind, node: NodeResult) -> str:
                      key=lambda r: r.verdict in ("Pass", "Attested"))
     if not related:
         return f"no selected clause runs a workload that measures it ({', '.join(kind.workloads)})"
-    return "; ".join(f"{r.clause} {r.verdict}: {r.reason[:200]}" for r in related[:3])
+    return "; ".join(f"{r.clause} {r.verdict}: {_cut(r.reason, 200)}" for r in related[:3])
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def _figure(title: str, draw: Draw, caption: str = "") -> str:
