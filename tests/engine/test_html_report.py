@@ -2,7 +2,10 @@
 the inputs it refuses (exit code 2, the file and the field named).  Small inputs built from the API models."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
@@ -18,7 +21,7 @@ from cardeval.api.models import (
 )
 from cardeval.cli import json_document, main
 from cardeval.engine.facts import WorkloadRun
-from cardeval.engine.html_report import comparison_html, measured, ratio, report_html
+from cardeval.engine.html_report import comparison_html, measured, png_page, ratio, report_html
 from cardeval.engine.judge import compliance
 from cardeval.engine.report_input import Evaluated, from_document, load_results
 from cardeval.engine.series import POWER_POINTS, series_of
@@ -233,3 +236,42 @@ def test_a_folder_that_is_not_a_run_output_is_refused(tmp_path, capsys):
     (tmp_path / "status.json").write_text(json.dumps(_status().wire()))
     with pytest.raises(Exception, match="no node result"):
         load_results(tmp_path)
+
+
+def test_every_kind_of_curve_is_drawn_alone_and_overlaid_and_on_the_png_page(tmp_path):
+    curves = [
+        _collective(),
+        Series(kind="transfer", name="h2d pinned", workload="transfer", device=0, x_unit="B", y_unit="GB/s",
+               x=[1.0 * MIB, 64.0 * MIB], y=[8.0, 20.0]),
+        Series(kind="power-level", name="power per load level", workload="power-load", device=0, y_unit="W",
+               x_labels=["idle", "50", "full"], x=[0.0, 1.0, 2.0], y=[60.0, 200.0, 300.0]),
+        Series(kind="power", name="power", workload="stress", device=1, x_unit="s", y_unit="W",
+               x=[0.0, 1.0, 2.0], y=[80.0, 290.0, 300.0]),
+        Series(kind="latency", name="serving grpc", workload="serving", x_unit="percentile", y_unit="ms",
+               x=[50.0, 90.0, 99.0], y=[8.0, 9.0, 14.0]),
+    ]
+    node = _node([_result("6.2.2.a", "Pass", scores={"peak.fp32": 0.5})], series=curves)
+    html = report_html(Evaluated("x", _status(), [node]))
+    for title, label in (("Host↔card", "h2d pinned card 0"), ("Power per load level", "power per load level card 0"),
+                         ("Power over time", "power card 1 [stress]"), ("Latency", "serving grpc [serving]")):
+        figure = _figure(html, title)
+        assert "<svg" in figure and label in figure and "no data" not in figure
+    assert "full" in _figure(html, "Power per load level") and "50 %" in _figure(html, "Power per load level")
+    assert "no data" not in html
+    both = comparison_html(Evaluated("a", _status(), [node]), Evaluated("b", _status(), [node]))
+    assert "A: power card 1 [stress]" in _figure(both, "Power over time")
+    assert "B: power card 1 [stress]" in _figure(both, "Power over time")
+    png = tmp_path / "page.png"
+    png_page(Evaluated("x", _status(), [node]), png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_matplotlib_keeps_its_cache_in_cardevals_cache_on_a_clean_machine(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MPLCONFIGDIR"}
+    env["CARDEVAL_CACHE"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-W", "error", "-c", "import os, cardeval.engine.plots as p; "
+                           "p.svg(p.draw_ratios([('x', {'peak.fp32': 0.5})]), 't'); print(os.environ['MPLCONFIGDIR'])"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "matplotlib")
+    assert list((tmp_path / "matplotlib").glob("fontlist-*.json"))  # the font cache, built there once

@@ -677,7 +677,7 @@ class ClauseResult(ApiModel):
     scores: dict[str, float] = Field(default_factory=dict)
 
 
-#: The most points one series keeps (a power trace is thinned to it).
+#: The most points one series holds (the engine thins a power trace further, to 200 a card).
 SERIES_POINTS = 512
 
 
