@@ -19,7 +19,7 @@ fi
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp_want" ]; then
   echo "cardeval: installing Python packages into $venv (the first time downloads torch: a few GB)" >&2
   "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$venv/bin/python" -m pip install --quiet -e "$root[operator,workloads,test]" >&2
+  "$venv/bin/python" -m pip install --quiet -e "$root[operator,workloads,report,test]" >&2
   echo "$stamp_want" > "$stamp_file"
 fi
 # The device-plugin and PodResources gRPC stubs are generated, not committed.

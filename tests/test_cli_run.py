@@ -1,6 +1,7 @@
 """The README's main command, end to end: a local evaluation of the training example on this machine."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,46 @@ def test_outputs_and_exit_code(training_run):
     assert cases["6.1.b"].result[0].type == "NotRun" and not cases["compliance"].is_passed
     # shall clauses that cannot run on this machine (the BMC, the card hardware) keep it from compliance
     assert proc.returncode == 1, proc.stderr[-2000:]
+
+
+def _rows(html: str) -> list[str]:
+    return re.findall(r'<tr id="[^"]+">.*?</tr>', html, flags=re.S)
+
+
+@pytest.mark.slow
+def test_the_run_writes_an_html_report_with_the_curves_it_measured(training_run):
+    proc, out = training_run
+    html = (out / "report.html").read_text()
+    [node] = json.loads(proc.stdout)["nodes"]
+    assert len(_rows(html)) == 50
+    for r in node["results"]:
+        assert f'id="{node["node"]}-{r["clause"]}"' in html
+    assert "<code>min_gbps</code> = 600" in html and "host CPU standing in for the cards" in html
+    # gloo's sweep ran here: the collective curves are in the results (so in run --json) and drawn
+    collective = [s for s in node["series"] if s["kind"] == "collective"]
+    assert collective and all(len(s["x"]) == len(s["y"]) >= 2 for s in collective)
+    figures = re.findall(r"<figure>.*?</figure>", html, flags=re.S)
+    [drawn] = [f for f in figures if "Collective bus bandwidth" in f]
+    assert "<svg" in drawn and collective[0]["name"] in drawn
+    # no host↔card link on the CPU: no plot, and the clause that says why
+    [transfer] = [f for f in figures if "Host↔card" in f]
+    assert "<svg" not in transfer and "no data" in transfer and "6.1.h NotRun" in transfer
+
+
+@pytest.mark.slow
+def test_report_reads_the_run_folder_and_its_json_alike_and_compares_them(training_run, tmp_path):
+    proc, out = training_run
+    doc = tmp_path / "results.json"
+    doc.write_text(proc.stdout)
+    for source, html in ((out, tmp_path / "dir.html"), (doc, tmp_path / "json.html")):
+        done = subprocess.run([sys.executable, "-m", "cardeval.cli", "report", str(source), "-o", str(html)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert _rows((tmp_path / "dir.html").read_text()) == _rows((tmp_path / "json.html").read_text())
+    compare = tmp_path / "compare.html"
+    done = subprocess.run([sys.executable, "-m", "cardeval.cli", "report", str(out), str(doc), "-o", str(compare)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ratios = re.findall(r'<td class="num">([^<]*)</td></tr>', compare.read_text())
+    # one evaluation against itself: every ratio is 1, but of a zero (no crashes in the stress run)
+    assert "1×" in ratios and set(ratios) <= {"1×", "— (A is 0)"}

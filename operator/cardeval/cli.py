@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("name", help="the CardEvaluation")
     res.add_argument("--junit", metavar="FILE", help="also write them as JUnit XML, as run's junit.xml")
     res.add_argument("--kubectl", default="kubectl", help="the kubectl to read them with (its kubeconfig)")
+    rep = sub.add_parser("report", help="write the HTML report of an evaluation, or of two side by side")
+    rep.add_argument("results", nargs="+", metavar="RESULTS",
+                     help="a cardeval run output folder, or a JSON file of run --json / results NAME; two of "
+                          "them compare A with B")
+    rep.add_argument("-o", "--output", help="the HTML file (default: report.html, or compare.html for two)")
+    rep.add_argument("--png", metavar="FILE", help="also the plots of the (first) evaluation's first node as one "
+                     "PNG page")
     sub.add_parser("crd", help="print the CustomResourceDefinition")
     sub.add_parser("clauses", help="print the clause map (docs/clauses.md) as Markdown")
     return p
@@ -107,7 +114,7 @@ def cmd_run(args) -> int:
         print(verdict_table(outcome.node))
         print()
         print(summary_line(outcome.status))
-        print(f"status: {out / 'status.json'}  report: {out / 'report.md'}  "
+        print(f"status: {out / 'status.json'}  report: {out / 'report.html'} ({out / 'report.md'})  "
               f"detail: {out / 'nodes' / (outcome.node.node + '.json')}")
     return exit_code(outcome.node)
 
@@ -157,6 +164,28 @@ def cmd_results(args) -> int:
     return EXIT_HARNESS if found.missing else 0
 
 
+def cmd_report(args) -> int:
+    """Exit 0 once the report is written, 2 when an input cannot be read as results (the file and field named)."""
+    if len(args.results) > 2:
+        raise InvalidInput(f"report: {len(args.results)} results given; one for a report, two (A B) to compare")
+    # Imported here: matplotlib loads in about a second, which no other command should wait for.
+    from cardeval.engine.html_report import comparison_html, png_page, report_html
+    from cardeval.engine.report_input import load_results
+
+    evaluations = [load_results(r) for r in args.results]
+    one = len(evaluations) == 1
+    out = Path(args.output or ("report.html" if one else "compare.html"))
+    text = report_html(evaluations[0]) if one else comparison_html(*evaluations)
+    try:
+        out.write_text(text, encoding="utf-8")
+        if args.png:
+            png_page(evaluations[0], Path(args.png))
+    except OSError as exc:
+        raise InvalidInput(f"{exc.filename or out}: cannot write: {exc.strerror or exc}") from None
+    print(f"report: {out}" + (f"  plots: {args.png}" if args.png else ""), file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -169,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args)
         if args.command == "results":
             return cmd_results(args)
+        if args.command == "report":
+            return cmd_report(args)
         sys.stdout.write(markdown() if args.command == "clauses" else crd_yaml())
         return 0
     except InvalidInput as exc:

@@ -15,6 +15,7 @@ from cardeval.api.models import NodeResult
 from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.load import from_mapping
 from cardeval.engine.planner import plan
+from cardeval.engine.series import POWER_POINTS, thin_power
 from cardeval.operator import labels
 from cardeval.operator.config import Settings
 from cardeval.operator.jobs import job_manifest, job_state
@@ -181,7 +182,7 @@ def test_a_blocked_item_waits_for_the_old_generation_to_go():
 
 
 # ---------------------------------------------------------------- stored results
-def test_runs_round_trip_through_the_configmap_and_drop_power_traces():
+def test_runs_round_trip_through_the_configmap_with_power_traces_thinned():
     env = envelope(metrics=[Metric(name="peak.fp32", value=1.5, unit="TFLOPS",
                                    stats=Stats.of([1.0, 1.5, 2.0]))],
                    power=[PowerSample(t=float(i), device=0, watts=100.0) for i in range(500)])
@@ -191,7 +192,8 @@ def test_runs_round_trip_through_the_configmap_and_drop_power_traces():
     put_run(cm, WorkloadRun("fault", not_run="the pod was never scheduled"))
     runs = read_runs(cm)
     assert runs["compute"].envelope.metric("peak.fp32").stats.samples == [1.0, 1.5, 2.0]
-    assert runs["compute"].envelope.power == []
+    kept = runs["compute"].envelope.power  # thinned for the report's plot, first and last sample kept
+    assert len(kept) == POWER_POINTS and kept[0].t == 0.0 and kept[-1].t == 499.0
     assert runs["info"].error and runs["fault"].not_run
     meta = StoredNode.from_meta(cm)
     assert meta.collected == {"compute", "info", "fault"} and not meta.judged and meta.generation == 3
@@ -208,6 +210,15 @@ def test_a_huge_envelope_is_stored_in_its_compact_form():
     text = encode_run(WorkloadRun("compute", envelope=env))
     assert len(text.encode()) <= RUN_LIMIT + 200
     assert decode_run("compute", text).envelope is not None
+
+
+def test_a_power_trace_too_large_even_thinned_is_dropped_before_any_metric():
+    samples = [PowerSample(t=i / 10, device=d, watts=300.0 + i, energy_j=1e6 + i, temperature_c=70.5,
+                           sm_clock_mhz=1980.0, utilization_pct=99.5) for d in range(24) for i in range(POWER_POINTS)]
+    env = envelope(metrics=[Metric(name="m", value=1.0, labels={"detail": "true"})], power=samples)
+    assert len(env.model_copy(update={"power": thin_power(env.power)}).to_json()) > RUN_LIMIT
+    stored = decode_run("compute", encode_run(WorkloadRun("compute", envelope=env))).envelope
+    assert stored is not None and not stored.compact and stored.power == [] and stored.metric("m").value == 1.0
 
 
 def test_an_unreadable_stored_run_is_an_error_not_a_pass():

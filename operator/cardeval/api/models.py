@@ -759,6 +759,44 @@ class ClauseResult(ApiModel):
     scores: dict[str, float] = Field(default_factory=dict)
 
 
+#: The most points one series holds (the engine thins a power trace further, to 200 a card).
+SERIES_POINTS = 512
+
+
+#: What a series shows, and so which plot draws it.
+SeriesKind = Literal["collective", "transfer", "power", "power-level", "latency"]
+
+
+class Series(ApiModel):
+    """One measured curve of a workload run: bandwidth over message or transfer size, power over time or per
+    load level, latency over percentile.
+
+    A verdict is judged on one figure; the curve it came from is what a reader looks at to see why (where
+    the bandwidth saturates, whether the power settles).  It is kept on the node's result, bounded, so that
+    a cluster's results (``cardeval results``) and a local run carry the same curves.
+    """
+
+    kind: SeriesKind
+    #: What the curve is, for a legend: ``collectives all_reduce busbw``.
+    name: Annotated[str, StringConstraints(max_length=128)]
+    workload: Annotated[str, StringConstraints(max_length=64)]
+    device: int | None = None
+    x_unit: Annotated[str, StringConstraints(max_length=32)] = ""
+    y_unit: Annotated[str, StringConstraints(max_length=32)] = ""
+    #: Category names of the x axis (load levels: idle, 25, ..., full), where x is not a number.
+    x_labels: list[Annotated[str, StringConstraints(max_length=32)]] = Field(default_factory=list, max_length=64)
+    x: list[float] = Field(default_factory=list, max_length=SERIES_POINTS)
+    y: list[float] = Field(default_factory=list, max_length=SERIES_POINTS)
+
+    @model_validator(mode="after")
+    def _paired(self) -> Series:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"series {self.name!r}: {len(self.x)} x values but {len(self.y)} y values")
+        if self.x_labels and len(self.x_labels) != len(self.x):
+            raise ValueError(f"series {self.name!r}: {len(self.x_labels)} x labels for {len(self.x)} points")
+        return self
+
+
 class NodeResult(ApiModel):
     """Everything known about one node: one ConfigMap in a cluster, one file locally."""
 
@@ -788,6 +826,8 @@ class NodeResult(ApiModel):
     #: The node's ``status.nodeInfo.bootID`` when it was judged (``revalidation.afterReboot``), and its round.
     boot_id: str = ""
     round: int = 0
+    #: The curves behind the figures (``Series``), for the HTML report's plots.
+    series: list[Series] = Field(default_factory=list, max_length=256)
 
 
 def error_location(loc: tuple[int | str, ...]) -> str:

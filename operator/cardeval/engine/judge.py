@@ -26,6 +26,7 @@ from cardeval.engine import catalog, scores
 from cardeval.engine.catalog import Clause, Topology
 from cardeval.engine.facts import NodeFacts, WorkloadRun
 from cardeval.engine.planner import Plan, local_reason
+from cardeval.engine.series import series_of
 from cardeval.engine.rules import CardsSeen, Finding, JudgeContext, Outcome
 from cardeval_workloads import restart_protocol
 from cardeval_workloads.available import OPERATOR_WORKLOADS
@@ -212,6 +213,7 @@ def judge_node(plan: Plan, spec: EvaluationSpec, node: NodeFacts, runs: Mapping[
         result.results.append(judge_clause(clause, ctx, evidence.get(clause.id), plan.missing_workloads,
                                            threshold_uses(clause, spec)))
     result.counts = count(result.results)
+    result.series = series_of(runs)
     result.relaxed = relaxed_passes(result.results)
     result.compliant, reason, result.compliance_message = compliance(result.results, result.cpu_stand_in)
     result.compliance = reason.value

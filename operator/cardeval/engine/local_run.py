@@ -19,6 +19,7 @@ from cardeval.engine.local_executor import LocalExecutor
 from cardeval.engine.planner import Plan, WorkItem, plan
 from cardeval.engine.junit import junit_xml
 from cardeval.engine.report import markdown_report
+from cardeval.engine.report_input import Evaluated
 from cardeval.engine.status import build_status, node_summary, now
 
 
@@ -67,4 +68,8 @@ def write_outputs(out_dir: Path, evaluation: CardEvaluation, status: EvaluationS
         body = run.envelope.to_json() if run.envelope else json.dumps({"workload": name, "error": run.error})
         (out_dir / "envelopes" / f"{name}.json").write_text(body + "\n", encoding="utf-8")
     (out_dir / "report.md").write_text(markdown_report(evaluation, status, [node]), encoding="utf-8")
+    # Imported here: matplotlib loads in about a second, which only the writing of a report should wait for.
+    from cardeval.engine.html_report import report_html
+
+    (out_dir / "report.html").write_text(report_html(Evaluated(str(out_dir), status, [node])), encoding="utf-8")
     (out_dir / "junit.xml").write_text(junit_xml([node]), encoding="utf-8")

@@ -2,9 +2,9 @@
 
 One ConfigMap per (evaluation, node), owned by the evaluation, in the
 operator's namespace.  As soon as a work item's Job is collected its
-``WorkloadRun`` is written here (``run.<workload>.json``: the envelope without
-its power trace, or the reason there is none); once every item of the node is
-stored, the node is judged and its ``NodeResult`` is written too
+``WorkloadRun`` is written here (``run.<workload>.json``: the envelope, its
+power trace thinned for the report's plot, or the reason there is none); once
+every item of the node is stored, the node is judged and its ``NodeResult`` is written too
 (``node-result.json``).  The evaluation's status is a summary built from these,
 so a restarted operator re-derives everything from Jobs and ConfigMaps.
 
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from cardeval.api.models import RESULTS_KEY, NodeResult, ResultsRef
 from cardeval.engine.facts import WorkloadRun
 from cardeval.engine.judge import blocking
+from cardeval.engine.series import thin_power
 from cardeval.operator import labels
 from cardeval.operator.kube import ApiError, KubeApi
 from cardeval_workloads.envelope import Envelope
@@ -54,8 +55,10 @@ def run_key(workload: str) -> str:
 def encode_run(run: WorkloadRun) -> str:
     doc: dict = {"workload": run.workload}
     if run.envelope is not None:
-        slim = run.envelope.model_copy(update={"power": []})
-        text = slim.to_json()
+        # The power trace thinned for the report's plot when it fits; never at the cost of a metric.
+        text = run.envelope.model_copy(update={"power": thin_power(run.envelope.power)}).to_json()
+        if len(text.encode()) > RUN_LIMIT:
+            text = run.envelope.model_copy(update={"power": []}).to_json()
         if len(text.encode()) > RUN_LIMIT:
             text = run.envelope.to_compact_json(limit=RUN_LIMIT)
         doc["envelope"] = json.loads(text)
