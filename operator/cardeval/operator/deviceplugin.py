@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Mapping
@@ -127,6 +128,9 @@ class NodeCheck:
         self.node = node
         self.settings = settings
         self.name = name  # base name of the pods (the work item's name)
+        #: This run's own pod names: a check started again after the operator's restart deletes the last run's
+        #: pods and must never be taken for them (a name reused while the old pod is still going away).
+        self.attempt = secrets.token_hex(3)
         self.generation = generation if generation is not None else (evaluation.metadata.generation or 0)
         self.resource = self.spec.resource_name
         self.expected = int(self.spec.expected_cards_per_node)
@@ -158,7 +162,8 @@ class NodeCheck:
                                      host_mounts=mounts)
         pod_spec["terminationGracePeriodSeconds"] = 5
         pod_spec["activeDeadlineSeconds"] = int(s.pod_timeout_s)
-        meta: dict[str, Any] = {"name": f"{self.name}-{role}", "namespace": s.namespace, "labels": self.labels(role),
+        meta: dict[str, Any] = {"name": f"{self.name}-{role}-{self.attempt}", "namespace": s.namespace,
+                                "labels": self.labels(role),
                                 "annotations": {labels.NODE: self.node, labels.CLAUSES: "6.1.n"}}
         if self.uid:
             meta["ownerReferences"] = [labels.owner_reference(self.evaluation.metadata.name, self.uid)]
@@ -176,9 +181,12 @@ class NodeCheck:
 
     # ------------------------------------------------------------------ pods
     def cleanup(self, wait_s: float = 30.0) -> None:
+        """The check's pods deleted, and gone: gracefully, so that the kubelet has stopped their containers and
+        freed their cards before their objects go (a forced delete frees the name at once, and the next pod
+        asking for the cards is refused by the kubelet while the old containers still hold them)."""
         pods = self.kube.list(self.pods_path, label_selector=self.selector())
         for p in pods:
-            self.kube.delete(f"{self.pods_path}/{p['metadata']['name']}", propagation=None, grace_seconds=0)
+            self.kube.delete(f"{self.pods_path}/{p['metadata']['name']}", propagation=None)
         deadline = time.monotonic() + wait_s
         while pods and time.monotonic() < deadline:
             pods = self.kube.list(self.pods_path, label_selector=self.selector())
@@ -332,9 +340,9 @@ class DevicePluginRunner:
 
     ``step(item, evaluation, uid)`` starts it the first time and returns None while it
     runs, then the ``WorkloadRun`` (until ``forget``). Idempotent across passes; a new
-    operator process starts the check again (its pods are deleted first: names are the
-    work item's). Its items are not checked against the node's cards first: reporting
-    too few cards is the check's job."""
+    operator process starts the check again (the last run's pods, found by label, are deleted
+    first; the new run's pods have names of their own). Its items are not checked against the
+    node's cards first: reporting too few cards is the check's job."""
 
     workloads = OPERATOR_CHECKS
     checks_cards = False

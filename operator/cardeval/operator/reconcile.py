@@ -561,12 +561,13 @@ class Reconciler:
         status = build_status(p.prev, p.generation, summaries, len(p.queues), [c.id for c in p.plan.excluded],
                               started, **_status_extras(p.evaluation.spec))
         was_complete = p.prev is not None and p.prev.phase == Phase.COMPLETE.value
+        # the nodes first: once the status says Complete, every judged node is given back and carries its result
+        self._sweep_holds(p)
+        self._admit(p)
         if status.phase == Phase.COMPLETE.value and not was_complete:
             self.events.post(name, p.uid, "Finished", status.message, key=str(p.generation))
             log.info("evaluation %s complete: %s", name, status.message)
         self._patch_status(name, status, p.prev)
-        self._sweep_holds(p)
-        self._admit(p)
         self.view.update(name, metrics.EvaluationView(
             nodes_total=status.nodes_total, nodes_done=status.nodes_done, nodes_compliant=status.nodes_compliant,
             complete=status.phase == Phase.COMPLETE.value, compliant=status.compliant, results=dict(p.results)))
