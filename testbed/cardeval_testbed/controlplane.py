@@ -360,15 +360,17 @@ class ControlPlane:
 
     def node_agent(self, nodes: Iterable[NodeSpec | dict], *, wait: bool = True,
                    node_credentials: bool = True, images: dict[str, list[str]] | None = None,
-                   pass_env: Iterable[str] = (), timeout: float = 30.0) -> "NodeAgent":
+                   pass_env: Iterable[str] = (), rewrite_paths: bool = False,
+                   timeout: float = 30.0) -> "NodeAgent":
         """Start a node agent process serving `nodes`; returns once they are Ready.
 
         `images`: image -> entrypoint for containers without `command`; `pass_env`: host
         environment variables the pods' processes inherit (beyond PATH, HOME, locale,
         PYTHONPATH, VIRTUAL_ENV...); `node_credentials`: each node acts as
-        system:node:<name> (False: as the admin)."""
+        system:node:<name> (False: as the admin); `rewrite_paths`: containers get rewritten
+        paths, not their volumes at their mount paths (`podmounts.py`)."""
         agent = NodeAgent(self, [coerce(n) for n in nodes], node_credentials=node_credentials,
-                          images=images or {}, pass_env=list(pass_env))
+                          images=images or {}, pass_env=list(pass_env), rewrite_paths=rewrite_paths)
         self._agents.append(agent)
         agent.start(wait=wait, timeout=timeout)
         return agent
@@ -418,12 +420,14 @@ class NodeAgent:
     """
 
     def __init__(self, cp: ControlPlane, nodes: list[NodeSpec], *, node_credentials: bool,
-                 images: dict[str, list[str]], pass_env: list[str] | None = None) -> None:
+                 images: dict[str, list[str]], pass_env: list[str] | None = None,
+                 rewrite_paths: bool = False) -> None:
         assert cp.dir is not None
         self.cp = cp
         self.nodes = nodes
         self.images = images
         self.pass_env = pass_env or []
+        self.rewrite_paths = rewrite_paths
         self.node_credentials = node_credentials
         self.dir = Path(tempfile.mkdtemp(prefix="agent-", dir=cp.dir))
         self.log = self.dir / "agent.log"
@@ -447,6 +451,7 @@ class NodeAgent:
             state_dir=str(self.dir / "state"),
             images=self.images,
             pass_env=self.pass_env,
+            rewrite_paths=self.rewrite_paths,
         )
         pkg_parent = str(Path(__file__).resolve().parents[1])
         # The agent imports the kubelet API stubs from the workload package (a sibling dir

@@ -47,6 +47,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from . import podmounts
 from .deviceplugins import AllocationError, DeviceManager, default_dir
 from .kube import ApiError, Kube
 from .kubeletserver import KubeletServer
@@ -215,6 +216,11 @@ class NodeRuntime:
 
     def service_env(self) -> dict[str, str]:
         return dict(self.agent.service_env)
+
+    @property
+    def mount_fallback(self) -> str | None:
+        """Why containers get rewritten paths instead of real mounts (None: they get real mounts)."""
+        return self.agent.mount_fallback
 
     def event(self, pod: dict, etype: str, reason: str, message: str) -> None:
         self.agent.events.put((self, pod, etype, reason, message))
@@ -437,6 +443,11 @@ class Agent:
         self.state_dir = Path(spec.get("state_dir") or tempfile.mkdtemp(prefix="cardeval-agent-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.images: dict[str, list[str]] = spec.get("images") or {}
+        self.mount_fallback = ("the agent spec sets rewrite_paths" if spec.get("rewrite_paths")
+                               else podmounts.probe())
+        if self.mount_fallback:
+            log.warning("containers get rewritten paths, not their volumes at their mount paths: %s",
+                        self.mount_fallback)
         self.boot_id = str(uuid.uuid4())
         self.kube_version = "v0.0.0"
         self.events: "queue.Queue[tuple]" = queue.Queue()

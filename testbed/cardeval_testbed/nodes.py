@@ -7,7 +7,8 @@ The launcher (or a test) writes one JSON file:
       "kubelet": {"port": 0, "cert": "...", "key": "...", "client_ca": "..."},   # optional
       "state_dir": "/tmp/...",                                                  # optional
       "images": {"cardeval-workloads": ["python", "-m", "cardeval_workloads"]},  # optional
-      "pass_env": ["CUDA_VISIBLE_DEVICES"]                                       # optional
+      "pass_env": ["CUDA_VISIBLE_DEVICES"],                                      # optional
+      "rewrite_paths": false                                                     # optional
     }
 
 `images` maps an image (with or without tag) to the entrypoint used when a container
@@ -15,6 +16,8 @@ sets no `command`: the agent runs commands on the host and cannot read image met
 `pass_env` names host environment variables that pods' processes inherit; by default
 they get only PATH (the agent's Python first), HOME, locale, TMPDIR, PYTHONPATH,
 VIRTUAL_ENV and the like, plus what the pod spec declares.
+`rewrite_paths: true` gives containers rewritten paths instead of their volumes at their
+mount paths (see `podmounts.py`), as on a host without mount namespaces.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 What a container is here: its `command`+`args` run as a process (in its own process
 group) on this machine; the image is not pulled or used, except that the agent spec's
 `images` map may name an entrypoint for containers that set no command. Volumes are
-host directories and container paths are rewritten (see `podspec`). No isolation, no
-resource limits, no probes: a running container counts as ready.
+host directories, bind-mounted at their mount paths in the process's own mount namespace
+(see `podmounts`), or, where that is not possible, reached by rewritten container paths
+(see `podspec`). No other isolation, no resource limits, no probes: a running container
+counts as ready.
 
 Lifecycle, as the kubelet does it:
 - volumes are set up (retried while a ConfigMap/Secret is missing: the pod stays Pending);
@@ -20,10 +22,10 @@ Lifecycle, as the kubelet does it:
   the grace period, writes the terminated states and the terminal phase, then deletes the
   Pod object with gracePeriodSeconds=0, as the kubelet does.
 
-Termination message: each container gets `TERMINATION_MESSAGE_PATH`, a host file that
-stands for its `terminationMessagePath` (default /dev/termination-log; that path is also
-rewritten in command/args/env). After the process exits the agent reads at most 4096
-bytes from it. With `terminationMessagePolicy: FallbackToLogsOnError` an empty file and a
+Termination message: each container's `terminationMessagePath` (default
+/dev/termination-log) is a host file, mounted at that path (or, with rewritten paths, the
+path rewritten to it); `TERMINATION_MESSAGE_PATH` names it. After the process exits the
+agent reads at most 4096 bytes from it. With `terminationMessagePolicy: FallbackToLogsOnError` an empty file and a
 non-zero exit use the log tail (last 80 lines, at most 2048 bytes), like the kubelet.
 
 Logs: stdout and stderr of each run go to `<pod dir>/containers/<name>/<restart>.log`,
@@ -55,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import procs
 from .kube import ApiError
+from .podmounts import REWRITE_EVENT, MountPlan, read_start_error
 from .podspec import (
     ConfigError,
     MountMap,
@@ -216,6 +219,10 @@ class PodRunner:
             self._write_status()
             if not self._prepare_volumes():
                 return
+            if self.node.mount_fallback:
+                self.node.event(self.pod, "Warning", REWRITE_EVENT,
+                                f"volumes are not mounted at their paths ({self.node.mount_fallback}): the node "
+                                "agent rewrites container paths in command, args, env and workingDir only")
             try:
                 self.node.devices.allocate(self.uid, self.init, self.apps, pod=(self.ns, self.name))
             except ConfigError as e:
@@ -317,17 +324,20 @@ class PodRunner:
             src["name"] = src.pop("secretName", src.get("name"))
             self._write_source(d, "secrets", src)
         elif "downwardAPI" in vol:
-            self._write_downward(d, vol["downwardAPI"].get("items") or [])
+            downward = vol["downwardAPI"]
+            self._write_downward(d, downward.get("items") or [], downward.get("defaultMode", 0o644))
         elif "projected" in vol:
+            # The volume's defaultMode is every source's (the token's too), as the kubelet writes them.
+            mode = vol["projected"].get("defaultMode", 0o644)
             for s in vol["projected"].get("sources") or []:
                 if "serviceAccountToken" in s:
-                    self._write_token(d, s["serviceAccountToken"])
+                    self._write_token(d, s["serviceAccountToken"], mode)
                 elif "configMap" in s:
-                    self._write_source(d, "configmaps", s["configMap"])
+                    self._write_source(d, "configmaps", {"defaultMode": mode, **s["configMap"]})
                 elif "secret" in s:
-                    self._write_source(d, "secrets", s["secret"])
+                    self._write_source(d, "secrets", {"defaultMode": mode, **s["secret"]})
                 elif "downwardAPI" in s:
-                    self._write_downward(d, s["downwardAPI"].get("items") or [])
+                    self._write_downward(d, s["downwardAPI"].get("items") or [], mode)
                 else:
                     raise ConfigError(f"volume {name!r}: unsupported projected source {sorted(s)}")
         else:
@@ -382,7 +392,7 @@ class PodRunner:
             for k, data in files.items():
                 self._write_file(d / k, data, mode)
 
-    def _write_downward(self, d: Path, items: list[dict]) -> None:
+    def _write_downward(self, d: Path, items: list[dict], mode: int) -> None:
         for it in items:
             if "fieldRef" in it:
                 value = field_value(self.pod, it["fieldRef"]["fieldPath"], volume=True)
@@ -394,9 +404,11 @@ class PodRunner:
                                        self.node.spec.full_allocatable())
             else:
                 raise ConfigError("unsupported downwardAPI item")
-            self._write_file(d / it["path"], value.encode(), it.get("mode", 0o644))
+            self._write_file(d / it["path"], value.encode(), it.get("mode", mode))
 
-    def _write_token(self, d: Path, src: dict) -> None:
+    def _write_token(self, d: Path, src: dict, mode: int) -> None:
+        """A token for the pod's ServiceAccount from the TokenRequest API, bound to this pod (deleting the
+        pod invalidates it), as the kubelet asks for a serviceAccountToken source."""
         sa = self.pod["spec"].get("serviceAccountName") or "default"
         body = {
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -409,7 +421,7 @@ class PodRunner:
         if body["spec"]["audiences"] is None:
             del body["spec"]["audiences"]
         tr = self.kube.create(f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa}/token", body)
-        self._write_file(d / src.get("path", "token"), tr["status"]["token"].encode(), 0o600)
+        self._write_file(d / src.get("path", "token"), tr["status"]["token"].encode(), mode)
 
     @staticmethod
     def _write_file(path: Path, data: bytes, mode: int) -> None:
@@ -445,7 +457,7 @@ class PodRunner:
         backoff = BACKOFF_INITIAL
         while not self.stopping.is_set():
             try:
-                argv, env, cwd = self._process_config(c)
+                argv, env, cwd, plan = self._process_config(c)
             except (ConfigError, ApiError) as e:
                 with self.lock:
                     c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
@@ -453,7 +465,7 @@ class PodRunner:
                 self.node.event(self.pod, "Warning", "Failed", f"Error: {e}")
                 self.stopping.wait(1.0)
                 continue
-            self._run_once(c, argv, env, cwd)
+            self._run_once(c, argv, env, cwd, plan)
             if self.stopping.is_set():
                 return
             restart = (
@@ -478,10 +490,14 @@ class PodRunner:
             with self.lock:
                 c.restart_count += 1
 
-    def _process_config(self, c: Container) -> tuple[list[str], dict[str, str], str]:
+    def _process_config(self, c: Container) -> tuple[list[str], dict[str, str], str, MountPlan | None]:
+        """argv, environment and host working directory of ``c``'s process, and the mount plan that
+        starts it with its volumes at their real paths (None where paths are rewritten instead)."""
         spec = c.spec
         cdir = self._cdir(c)
         term_file = cdir / "termination-log"
+        term_path = spec.get("terminationMessagePath") or "/dev/termination-log"
+        plan = None if self.node.mount_fallback else MountPlan(cdir / "rootfs", cwd=spec.get("workingDir") or "/")
         mounts: dict[str, str] = {}
         for m in spec.get("volumeMounts") or []:
             if m["name"] not in self.volumes:
@@ -492,8 +508,14 @@ class PodRunner:
                 if not os.path.exists(host):
                     os.makedirs(host, exist_ok=True)
             mounts[m["mountPath"]] = host
-        mounts[spec.get("terminationMessagePath") or "/dev/termination-log"] = str(term_file)
-        mm = MountMap(mounts)
+            if plan is not None:
+                plan.add(host, m["mountPath"], bool(m.get("readOnly")))
+        mounts[term_path] = str(term_file)
+        if plan is not None:
+            plan.add(str(term_file), term_path)
+            # Real mounts: every path is the container's own; the variables name what to open.
+            mounts = {path: path for path in mounts}
+        mm = MountMap({} if plan is not None else mounts)
         service_env = self.node.service_env()
         declared = container_env(self.pod, spec, self.lookup, self.node.spec.full_allocatable(),
                                  base=service_env)
@@ -503,12 +525,14 @@ class PodRunner:
         env["HOSTNAME"] = self.name
         env.update(c.device_env)  # the device plugin's Allocate response; the pod's own env wins
         env.update(declared)
-        env["TERMINATION_MESSAGE_PATH"] = str(term_file)
+        env["TERMINATION_MESSAGE_PATH"] = mounts[term_path]
         env["CARDEVAL_MOUNTS"] = json.dumps(mounts)
         for m in spec.get("volumeMounts") or []:
             env.setdefault(env_name(m["name"]), mounts[m["mountPath"]])
         env["CARDEVAL_ASSIGNED_DEVICES"] = ",".join(c.devices)
         env["CARDEVAL_POD_DIR"] = str(self.dir)
+        if plan is not None:
+            return argv, env, str(cdir), plan  # the helper enters workingDir inside the container's view
         wd = spec.get("workingDir")
         root = cdir / "root"
         if not wd:
@@ -520,9 +544,10 @@ class PodRunner:
             else:  # an image directory that does not exist here: make it in the scratch root
                 cwd = str(root / wd.lstrip("/"))
         os.makedirs(cwd, exist_ok=True)
-        return argv, env, cwd
+        return argv, env, cwd, None
 
-    def _run_once(self, c: Container, argv: list[str], env: dict[str, str], cwd: str) -> None:
+    def _run_once(self, c: Container, argv: list[str], env: dict[str, str], cwd: str,
+                  plan: MountPlan | None) -> None:
         cdir = self._cdir(c)
         term_file = cdir / "termination-log"
         term_file.write_bytes(b"")
@@ -531,20 +556,33 @@ class PodRunner:
         with self.lock:
             c.runs += 1
             c.container_id = f"cardeval://{self.uid[:8]}-{c.name}-{c.runs - 1}"
+        start_error, proc = "", None
         try:
-            proc = procs.spawn(argv, log=logf, env=env, cwd=cwd)
+            if plan is None:
+                proc = procs.spawn(argv, log=logf, env=env, cwd=cwd)
+            else:
+                r, w = os.pipe()
+                try:
+                    proc = procs.spawn(plan.wrap(argv, w), log=logf, env=env, cwd=cwd, pass_fds=(w,))
+                finally:
+                    os.close(w)
+                start_error = read_start_error(r)  # '' once the command was exec'd in its view
         except OSError as e:
-            logf.write_text(f"exec {argv[0]!r}: {e}\n")
+            start_error = f"exec: {argv[0]!r}: {e.strerror or e}"
+        if start_error or proc is None:
+            if proc is not None:
+                proc.wait()  # the helper, which exits once it has said why
+            logf.write_text(start_error + "\n")
             with self.lock:
                 c.exit_code = 128
                 c.state = {"terminated": {
                     "exitCode": 128, "reason": "StartError",
-                    "message": f"failed to start container process: exec: {argv[0]!r}: {e.strerror or e}",
+                    "message": f"failed to start container process: {start_error}",
                     "startedAt": "1970-01-01T00:00:00Z", "finishedAt": now(),
                     "containerID": c.container_id,
                 }}
             self._write_status()
-            self.node.event(self.pod, "Warning", "Failed", f"Error: {e}")
+            self.node.event(self.pod, "Warning", "Failed", f"Error: {start_error}")
             return
         with self.lock:
             c.proc = proc

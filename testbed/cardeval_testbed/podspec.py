@@ -3,10 +3,10 @@
 Pure functions, no I/O except through the `lookup` callbacks, so they are unit-tested
 without a cluster.
 
-How container paths map to the host (the agent runs no container, so a process cannot
-see `mountPath`s): every volume is a host directory. For each container the agent
-builds a mount map {mountPath: host path} (plus terminationMessagePath -> a host file)
-and then
+How container paths map to the host where the agent cannot mount volumes at their
+`mountPath`s (no mount namespaces: see `podmounts`): every volume is a host directory. For
+each container the agent builds a mount map {mountPath: host path} (plus
+terminationMessagePath -> a host file) and then
   1. rewrites every occurrence of a mapped path, as a path prefix, in command, args,
      env values and workingDir (`--out=/results/r.json` becomes
      `--out=/tmp/.../volumes/results/r.json`);

@@ -42,8 +42,10 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
     pdeathsig: int | None = signal.SIGKILL,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen:
-    """Start argv in a new process group; stdout+stderr go to `log` (a path or file)."""
+    """Start argv in a new process group; stdout+stderr go to `log` (a path or file); `pass_fds`
+    stay open in the child."""
     out: IO | int
     close = False
     if log is None:
@@ -64,6 +66,7 @@ def spawn(
             start_new_session=True,
             preexec_fn=(lambda: _child_setup(pdeathsig)) if pdeathsig else None,
             close_fds=True,
+            pass_fds=tuple(pass_fds),
         )
     finally:
         if close:

@@ -465,3 +465,23 @@ def test_the_status_of_a_thousand_failing_nodes_stays_far_below_the_object_limit
     size = len(json.dumps(status.wire()))
     # measured: ~0.61 MB; etcd's limit is ~1.5 MB; the nodes list is atomic (small managedFields)
     assert size < 800_000, size
+
+
+def test_kopf_logs_in_where_the_operators_client_does(tmp_path, monkeypatch):
+    """kopf's connection is the operator client's: here the kubeconfig's server and token (in a pod, the
+    ServiceAccount's token and KUBERNETES_SERVICE_HOST/_PORT, not a DNS name kopf would assume)."""
+    import kopf
+    import yaml
+
+    from cardeval.operator.handlers import login
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "t0ken"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+    }))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    info = login(settings=kopf.OperatorSettings())
+    assert (info.server, info.scheme, info.token, info.insecure) == ("https://127.0.0.1:6443", "Bearer", "t0ken", True)

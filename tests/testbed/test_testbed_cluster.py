@@ -249,7 +249,7 @@ def test_downward_api_config_and_volumes(cluster, nodes, namespace, core):
         "CPU_MILLIS": "250", "MODE": "fast", "TOKEN": "s3cret", "GREETING": "hi env in fast mode",
         "PLAN_FILE": got["PLAN_FILE"], "PLAN": "p1", "SA_TOKEN": True,
     }
-    assert got["PLAN_FILE"].endswith("/volumes/cfg/plan.txt")  # rewritten to the host dir
+    assert got["PLAN_FILE"] == "/etc/cfg/plan.txt"  # the volume is mounted there: nothing rewritten
 
 
 def test_failure_message_falls_back_to_logs_and_deadline(cluster, nodes, namespace, core):

@@ -25,7 +25,7 @@ from cardeval.api.models import GROUP, PLURAL, VERSION
 from cardeval.operator import metrics
 from cardeval.operator.config import Settings
 from cardeval.operator.jobs import job_state
-from cardeval.operator.kube import Kube
+from cardeval.operator.kube import Kube, load_configuration
 from cardeval.operator.labels import COMPONENT, EVALUATION, MANAGED_BY, MANAGER
 from cardeval.operator.reconcile import Reconciler
 from cardeval.operator.scheduler.workqueue import WorkQueue, Workers
@@ -51,8 +51,21 @@ RUNTIME = Runtime()
 
 
 @kopf.on.login()
-def login(**kwargs):
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+def login(settings: kopf.OperatorSettings, **_) -> kopf.ConnectionInfo:
+    """kopf talks to the server the operator's own client does, with its credentials (`load_configuration`):
+    in a pod, the ServiceAccount token and `KUBERNETES_SERVICE_HOST`/`_PORT`, as client-go's in-cluster config
+    has it (kopf's own service-account login assumes the DNS name kubernetes.default.svc on port 443, which
+    a cluster without that name or a server elsewhere cannot give); else the kubeconfig."""
+    cfg = load_configuration()
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    scheme, token = (header or "").rpartition(" ")[::2]
+    return kopf.ConnectionInfo(
+        server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
+        username=cfg.username or None, password=cfg.password or None,
+        scheme=scheme or None, token=token or None,
+        certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
+        trust_env=settings.networking.trust_env,
+    )
 
 
 @kopf.on.startup()
