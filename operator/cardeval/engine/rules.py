@@ -730,27 +730,42 @@ class Sustained(Rule):
     inner: Rule
     duration_metrics: tuple[str, ...]
     workload: str | None = None
+    #: Checks of the same run that say whether the method could be carried out at all: one
+    #: undetermined (the card's decoder missing) is an ``error`` with its reason, one failed is
+    #: ``not_met`` with its own words, before ``inner`` reads a figure that was never measured.
+    carried_out: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return (f"{self.inner.describe()}, over a steady run ({' and '.join(self.duration_metrics)}) "
                 "≥ thresholds.duration_minutes")
 
     def reads(self) -> frozenset[Read]:
-        return self.inner.reads() | _reads("metric", self.duration_metrics, self.workload)
+        return (self.inner.reads() | _reads("metric", self.duration_metrics, self.workload)
+                | _reads("check", self.carried_out, self.workload))
 
     def threshold_keys(self) -> frozenset[str]:
         return self.inner.threshold_keys() | {"duration_minutes"}
 
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
+        for name in self.carried_out:
+            reported = env.checks_named(name)
+            if not reported:
+                return Finding(Outcome.ERROR, f"workload {env.workload} did not report check {name}")
+            bad = next((c for c in reported if c.ok is None), None) or next(
+                (c for c in reported if c.ok is False), None)
+            if bad is not None:
+                state = Outcome.ERROR if bad.ok is None else Outcome.NOT_MET
+                said = "could not be carried out" if bad.ok is None else "failed"
+                return Finding(state, f"{name} {said}: {bad.detail}"[:1000])
         base = self.inner.judge(ctx)
         if base.outcome != Outcome.MET:
             return base
-        found = [m.value for name in self.duration_metrics for m in env.metrics_named(name) if m.value is not None]
-        if not found:
+        lasted = [m.value for name in self.duration_metrics for m in env.metrics_named(name) if m.value is not None]
+        if not lasted:
             return Finding(Outcome.ERROR, f"workload {env.workload} reported no steady run "
                            f"({', '.join(self.duration_metrics)})", base.measurements)
-        seconds, required = min(found), ctx.thresholds["duration_minutes"]
+        seconds, required = min(lasted), ctx.thresholds["duration_minutes"]
         meas = {**base.measurements, "steady_run": Measurement(value=seconds, unit="s")}
         if seconds / 60 + 1e-9 < required:
             return Finding(Outcome.PARTIAL, f"a steady run of {seconds / 60:.3g} min of the required {required:g} min: "
