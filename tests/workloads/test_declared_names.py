@@ -32,7 +32,7 @@ PACKAGE = ROOT / "workloads" / "cardeval_workloads"
 #: device-plugin needs the kubelet's sockets and exits with a usage error without them).
 CHEAP = ("info", "compute", "transfer", "op-coverage", "custom-op", "profiler", "fault", "power-limit",
          "power-load", "stress", "p2p", "collectives", "internode", "train-parallel", "device-visibility", "train",
-         "accel-lib")
+         "accel-lib", "decode")
 
 _HELPER = re.compile(r"^from \.(?: import ([\w, ]+)|(_\w+) import)", re.M)
 _HARNESS = re.compile(r"^from cardeval_workloads\.harness(?: import ([\w, ]+)|\.(\w+) import)", re.M)

@@ -350,6 +350,9 @@ class ChecksAny(Rule):
 
     checks: tuple[str, ...]
     workload: str | None = None
+    #: What it means when none passed, none failed and some are undetermined (the method could not
+    #: be carried out: a decoder missing): ``not_met`` by default, as a capability not shown.
+    unknown: Outcome = Outcome.NOT_MET
 
     def describe(self) -> str:
         return "one or more of: " + ", ".join(self.checks)
@@ -360,6 +363,7 @@ class ChecksAny(Rule):
     def evaluate(self, ctx: JudgeContext) -> Finding:
         env = ctx.envelope(self.workload)
         ok_names, others = [], []
+        failed = False
         for name in self.checks:
             found = env.checks_named(name)
             if not found:
@@ -368,10 +372,13 @@ class ChecksAny(Rule):
                 ok_names.append(name)
             else:
                 bad = next(c for c in found if c.ok is not True)
+                failed = failed or any(c.ok is False for c in found)
                 others.append(f"{name}: {bad.detail or ('failed' if bad.ok is False else 'undetermined')}")
         if ok_names:
             return Finding(Outcome.MET, "supported: " + ", ".join(ok_names)
                            + ("; not: " + "; ".join(others) if others else ""))
+        if not failed:
+            return Finding(self.unknown, "undetermined: " + "; ".join(others)[:900])
         return Finding(Outcome.NOT_MET, "none supported: " + "; ".join(others)[:900])
 
 
@@ -709,6 +716,61 @@ class Duration(Rule):
             return Finding(Outcome.PARTIAL, f"ran {hours:.3g} h of the required {required:g} h "
                            f"without errors ({base.reason})"[:1000], meas)
         return Finding(Outcome.MET, f"ran {hours:.3g} h without errors; {base.reason}"[:1000], meas)
+
+
+@dataclass
+class Sustained(Rule):
+    """``inner`` held over a steady run of ``thresholds.duration_minutes`` (the decoding methods' 30 minutes).
+
+    The run's length is the shortest of ``duration_metrics`` that were measured. A shorter run
+    whose evidence ``inner`` met is ``partial``, never ``met``; any other finding of ``inner``
+    stands (a short run that already falls short, or could not be judged, says so).
+    """
+
+    inner: Rule
+    duration_metrics: tuple[str, ...]
+    workload: str | None = None
+    #: Checks of the same run that say whether the method could be carried out at all: one
+    #: undetermined (the card's decoder missing) is an ``error`` with its reason, one failed is
+    #: ``not_met`` with its own words, before ``inner`` reads a figure that was never measured.
+    carried_out: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return (f"{self.inner.describe()}, over a steady run ({' and '.join(self.duration_metrics)}) "
+                "≥ thresholds.duration_minutes")
+
+    def reads(self) -> frozenset[Read]:
+        return (self.inner.reads() | _reads("metric", self.duration_metrics, self.workload)
+                | _reads("check", self.carried_out, self.workload))
+
+    def threshold_keys(self) -> frozenset[str]:
+        return self.inner.threshold_keys() | {"duration_minutes"}
+
+    def evaluate(self, ctx: JudgeContext) -> Finding:
+        env = ctx.envelope(self.workload)
+        for name in self.carried_out:
+            reported = env.checks_named(name)
+            if not reported:
+                return Finding(Outcome.ERROR, f"workload {env.workload} did not report check {name}")
+            bad = next((c for c in reported if c.ok is None), None) or next(
+                (c for c in reported if c.ok is False), None)
+            if bad is not None:
+                state = Outcome.ERROR if bad.ok is None else Outcome.NOT_MET
+                said = "could not be carried out" if bad.ok is None else "failed"
+                return Finding(state, f"{name} {said}: {bad.detail}"[:1000])
+        base = self.inner.judge(ctx)
+        if base.outcome != Outcome.MET:
+            return base
+        lasted = [m.value for name in self.duration_metrics for m in env.metrics_named(name) if m.value is not None]
+        if not lasted:
+            return Finding(Outcome.ERROR, f"workload {env.workload} reported no steady run "
+                           f"({', '.join(self.duration_metrics)})", base.measurements)
+        seconds, required = min(lasted), ctx.thresholds["duration_minutes"]
+        meas = {**base.measurements, "steady_run": Measurement(value=seconds, unit="s")}
+        if seconds / 60 + 1e-9 < required:
+            return Finding(Outcome.PARTIAL, f"a steady run of {seconds / 60:.3g} min of the required {required:g} min: "
+                           f"{base.reason}"[:1000], meas)
+        return Finding(Outcome.MET, f"a steady run of {seconds / 60:.3g} min; {base.reason}"[:1000], meas)
 
 
 @dataclass
