@@ -18,7 +18,9 @@ execs the container's command (same pid, same process group):
 3. each volume bind-mounted onto its mount path, parents first, read-only when the volume mount
    says so (a bind, then a read-only remount, as runc does). Sources are opened before anything
    is mounted, so a volume mounted over /tmp does not hide the host directories of the others;
-4. the working directory (`workingDir`, made like a mount point when missing; "/" by default,
+4. the image's own directories (the plan's `image`: the interpreter and the code it imports) bound
+   back where a volume covers them: an emptyDir at /tmp hides nothing of a repository under /tmp;
+5. the working directory (`workingDir`, made like a mount point when missing; "/" by default,
    the private tmpfs root, as for an image without WORKDIR), then exec.
 
 Nothing needs cleaning up: the namespace, with every mount in it, ends with its last process.
@@ -135,14 +137,19 @@ class Root:
                 pass
 
     def bind(self, fd: int, target: str, read_only: bool) -> None:
-        self.mount_point(target, os.path.isdir(f"/proc/self/fd/{fd}"))
+        directory = os.path.isdir(f"/proc/self/fd/{fd}")
+        self.mount_point(target, directory)
         _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
         if read_only:
             _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        elif directory:
+            # the volume is the pod's: mount points below it are made in it, as runc makes nested ones
+            self.private.add(target)
 
 
 def setup(plan: dict) -> None:
-    """Enter the namespace ``plan`` describes: {"root", "mounts": [{"source", "target", "readOnly"}], "cwd"}."""
+    """Enter the namespace ``plan`` describes: {"root", "mounts": [{"source", "target", "readOnly"}], "cwd",
+    "image": [host directories]}."""
     mounts = sorted(plan["mounts"], key=lambda m: os.path.normpath(m["target"]).count("/"))
     for m in mounts:
         if not os.path.isabs(m["target"]) or os.path.normpath(m["target"]) == "/":
@@ -151,9 +158,15 @@ def setup(plan: dict) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Opened in this namespace (a bind's source must be one of its mounts), before any mount can hide them.
     fds = [os.open(m["source"], os.O_PATH | os.O_CLOEXEC) for m in mounts]
+    targets = [os.path.normpath(m["target"]) for m in mounts]
+    covered = [p for p in plan.get("image") or [] if any(p == t or p.startswith(t + "/") for t in targets)]
+    image_fds = [os.open(p, os.O_PATH | os.O_CLOEXEC) for p in covered]
     root = Root(plan["root"])
-    for fd, m in zip(fds, mounts, strict=True):
-        root.bind(fd, os.path.normpath(m["target"]), bool(m.get("readOnly")))
+    for fd, m, target in zip(fds, mounts, targets, strict=True):
+        root.bind(fd, target, bool(m.get("readOnly")))
+        os.close(fd)
+    for fd, path in sorted(zip(image_fds, covered, strict=True), key=lambda fp: fp[1].count("/")):
+        root.bind(fd, path, False)
         os.close(fd)
     cwd = os.path.normpath(plan.get("cwd") or "/")
     root.mount_point(cwd, True)

@@ -28,6 +28,16 @@ HELPER = Path(__file__).with_name("mountns.py")
 REWRITE_EVENT = "VolumePathsRewritten"
 
 
+def image_paths() -> list[str]:
+    """What stands for the container image here: the interpreter's prefix and every directory its imports come
+    from (the repository's packages, through the venv's editable install). A volume mounted over one of them
+    (an emptyDir at /tmp, a repository cloned under /tmp) must not hide the image's own files from the
+    container, as it would not in a kubelet's, whose image is its own tree."""
+    found = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    found.update(p for p in sys.path if p and os.path.isabs(p))
+    return sorted(p for p in {os.path.realpath(p) for p in found} if p != "/" and os.path.isdir(p))
+
+
 @dataclass
 class MountPlan:
     """One container's view: {mountPath: host path}, the read-only ones, and its working directory."""
@@ -35,6 +45,8 @@ class MountPlan:
     root: Path  # an empty host directory the container's tmpfs root is mounted on
     mounts: list[dict] = field(default_factory=list)
     cwd: str = "/"
+    #: Host directories of the "image" (:func:`image_paths`), put back where a volume covers them.
+    image: list[str] = field(default_factory=image_paths)
 
     def add(self, source: str, target: str, read_only: bool = False) -> None:
         self.mounts.append({"source": source, "target": target, "readOnly": read_only})
@@ -42,7 +54,7 @@ class MountPlan:
     def wrap(self, argv: list[str], start_fd: int) -> list[str]:
         """The command line that starts ``argv`` inside this view; ``start_fd`` gets any start error."""
         self.root.mkdir(parents=True, exist_ok=True)
-        plan = {"root": str(self.root), "mounts": self.mounts, "cwd": self.cwd}
+        plan = {"root": str(self.root), "mounts": self.mounts, "cwd": self.cwd, "image": self.image}
         return [sys.executable, "-I", str(HELPER), str(start_fd), json.dumps(plan), "--", *argv]
 
 

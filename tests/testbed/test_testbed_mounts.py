@@ -140,3 +140,31 @@ def test_rewritten_paths_are_said_in_the_pods_events(cluster, node_agent, namesp
     events = wait_for(lambda: [e for e in pod_events(core, namespace, "rewritten")
                                if e.reason == "VolumePathsRewritten"], timeout=10, what="the Event")
     assert events[0].type == "Warning" and "rewrite_paths" in events[0].message
+
+
+def test_a_volume_over_the_images_own_files_does_not_hide_them(tmp_path):
+    """The "image" here is the host's tree: an emptyDir over a directory that holds the interpreter's imports
+    (a repository cloned under /tmp, and /tmp an emptyDir) must leave them visible, as an image's own files
+    are in a kubelet's container; the volume is still the container's, empty but for them."""
+    import subprocess
+
+    from cardeval_testbed import podmounts
+
+    if podmounts.probe() is not None:
+        pytest.skip(f"mount namespaces are not available here: {podmounts.probe()}")
+    scratch, image = tmp_path / "scratch", tmp_path / "clone" / "workloads"
+    scratch.mkdir()
+    image.mkdir(parents=True)
+    (image / "marker.txt").write_text("from the image\n")
+    plan = podmounts.MountPlan(tmp_path / "root", image=[str(image)])
+    plan.add(str(scratch), str(tmp_path))  # the emptyDir over the clone's parent
+    read, write = os.pipe()
+    try:
+        proc = subprocess.run(plan.wrap(["sh", "-c", f"cat {image}/marker.txt; ls {tmp_path}"], write),
+                              pass_fds=(write,), capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(write)
+    assert podmounts.read_start_error(read) == "" and proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "from the image"
+    assert sorted(proc.stdout.split()[3:]) == ["clone"]  # the volume: nothing of the host's tmp_path but the image
+    assert not list(scratch.glob("clone/workloads/*")), "the image was bound, never copied into the volume"
