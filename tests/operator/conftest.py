@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
-from operator_harness import Install, OperatorProcess, install  # noqa: F401
+from operator_harness import ROOT, Install, OperatorProcess, install  # noqa: F401
 
 
 # The node agent serves gRPC (device plugins, PodResources) and starts pod processes with
@@ -25,6 +26,17 @@ def installed(cluster, tmp_path_factory) -> Install:
 @pytest.fixture
 def operator(installed, tmp_path):
     op = OperatorProcess(installed, tmp_path).start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def multinode_operator(installed, tmp_path):
+    """The operator for runs across nodes: the pods are host processes on loopback and the test control plane has
+    no cluster DNS, so rank 0's address is 127.0.0.1 and gloo talks over lo."""
+    op = OperatorProcess(installed, tmp_path, CARDEVAL_MULTINODE_MASTER_ADDR="127.0.0.1",
+                         CARDEVAL_WORKLOAD_ENV=json.dumps({"PYTHONPATH": str(ROOT / "workloads"),
+                                                           "GLOO_SOCKET_IFNAME": "lo"})).start()
     yield op
     op.stop()
 

@@ -19,22 +19,13 @@ import pytest
 
 from cardeval.operator.results import configmap_name
 
-from operator_harness import NAMESPACE, ROOT, OperatorProcess
+from operator_harness import NAMESPACE
 from test_operator_e2e import ON_PASS, TAINT, delete_eval, events_of, get_eval, jobs_of, wait_complete
 
 pytestmark = pytest.mark.slow
 
 KILLS = int(os.environ.get("CARDEVAL_CHAOS_KILLS", "5"))
 CLAUSES = ["6.1.n", "6.2.1.a", "6.2.2.a", "6.2.1.g"]
-
-
-@pytest.fixture
-def chaos_operator(installed, tmp_path):
-    op = OperatorProcess(installed, tmp_path, CARDEVAL_MULTINODE_MASTER_ADDR="127.0.0.1",
-                         CARDEVAL_WORKLOAD_ENV=json.dumps({"PYTHONPATH": str(ROOT / "workloads"),
-                                                           "GLOO_SOCKET_IFNAME": "lo"})).start()
-    yield op
-    op.stop()
 
 
 def pool_nodes(pool: str) -> list[dict]:
@@ -80,7 +71,7 @@ class JobWatch(threading.Thread):
 
 
 def test_the_operator_killed_at_random_points_loses_nothing_and_ends_as_an_uninterrupted_run(
-        cluster, installed, chaos_operator, node_agent, unique):
+        cluster, installed, multinode_operator, node_agent, unique):
     reference, chaos = f"calm-{unique}", f"chaos-{unique}"
     calm_nodes, chaos_nodes = pool_nodes(f"calm-{unique}"), pool_nodes(f"chaos-{unique}")
     node_agent(calm_nodes + chaos_nodes)
@@ -104,10 +95,10 @@ def test_the_operator_killed_at_random_points_loses_nothing_and_ends_as_an_unint
             time.sleep(max(0.0, point - (time.monotonic() - started)))
             if (get_eval(cluster, chaos).get("status") or {}).get("phase") == "Complete":
                 break
-            chaos_operator.kill()
+            multinode_operator.kill()
             kills += 1
             time.sleep(rng.uniform(0.0, 2.0))
-            chaos_operator.start()
+            multinode_operator.start()
         obj = wait_complete(cluster, chaos, timeout=900)
         watch.done.set()
         watch.join()

@@ -25,20 +25,11 @@ from cardeval.operator.multinode_launch import RUN, mpijob_path
 from cardeval.operator.results import configmap_name
 from cardeval_testbed.waiting import wait_for
 
-from operator_harness import NAMESPACE, ROOT, OperatorProcess
+from operator_harness import NAMESPACE, OperatorProcess
 
 pytestmark = pytest.mark.slow
 
 EVALUATIONS = "/apis/cardeval.io/v1alpha1/cardevaluations"
-
-
-@pytest.fixture
-def multinode_operator(installed, tmp_path):
-    op = OperatorProcess(installed, tmp_path, CARDEVAL_MULTINODE_MASTER_ADDR="127.0.0.1",
-                         CARDEVAL_WORKLOAD_ENV=json.dumps({"PYTHONPATH": str(ROOT / "workloads"),
-                                                           "GLOO_SOCKET_IFNAME": "lo"})).start()
-    yield op
-    op.stop()
 
 
 @pytest.fixture

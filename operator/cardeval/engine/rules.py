@@ -146,10 +146,31 @@ def _fmt(value: float) -> str:
 # --- precondition rules -----------------------------------------------------------
 
 
+class Gated(Rule):
+    """A rule judged by ``inner`` on its clause's first workload, which is planned only where something beyond the
+    catalog is given (the BMC's access, the vendor's tool): without that run, NotRun saying what is missing."""
+
+    inner: Rule
+
+    def missing(self) -> str:
+        raise NotImplementedError
+
+    def reads(self) -> frozenset[Read]:
+        return self.inner.reads()
+
+    def threshold_keys(self) -> frozenset[str]:
+        return self.inner.threshold_keys()
+
+    def evaluate(self, ctx: JudgeContext) -> Finding:
+        if ctx.clause.workloads[0] not in ctx.runs:
+            return Finding(Outcome.NOT_RUN, self.missing())
+        return self.inner.judge(ctx)
+
+
 @dataclass
-class NeedsBmc(Rule):
-    """Clauses compared against the server's BMC (Redfish): judged by ``inner`` on the ``bmc`` run, which is
-    planned only where the executor holds the BMC's access (``available.CONFIGURED_WORKLOADS``)."""
+class NeedsBmc(Gated):
+    """Clauses compared against the server's BMC (Redfish): the ``bmc`` run is planned only where the executor
+    holds the BMC's access (``available.CONFIGURED_WORKLOADS``)."""
 
     what: str
     inner: Rule
@@ -158,23 +179,15 @@ class NeedsBmc(Rule):
         return f"reads {self.what} through the node's BMC (Redfish) and compares it with the OS reading: " \
                f"{self.inner.describe()}"
 
-    def reads(self) -> frozenset[Read]:
-        return self.inner.reads()
-
-    def threshold_keys(self) -> frozenset[str]:
-        return self.inner.threshold_keys()
-
-    def evaluate(self, ctx: JudgeContext) -> Finding:
-        if ctx.clause.workloads[0] not in ctx.runs:
-            return Finding(Outcome.NOT_RUN, f"needs the node's BMC to read {self.what}; no BMC (Redfish) access "
-                           "is configured for this evaluation (locally: cardeval run --bmc FILE)")
-        return self.inner.judge(ctx)
+    def missing(self) -> str:
+        return (f"needs the node's BMC to read {self.what}; no BMC (Redfish) access is configured for this "
+                "evaluation (locally: cardeval run --bmc FILE)")
 
 
 @dataclass
-class NeedsDeclared(Rule):
-    """Clauses run through a tool the vendor declares in the spec (``field``): judged by ``inner`` on its
-    workload's run, which is planned only where the spec declares the tool; NotRun (or Attested) otherwise."""
+class NeedsDeclared(Gated):
+    """Clauses run through a tool the vendor declares in the spec (``field``): its workload is planned only
+    where the spec declares the tool; NotRun (or Attested) otherwise."""
 
     what: str
     field: str
@@ -183,17 +196,8 @@ class NeedsDeclared(Rule):
     def describe(self) -> str:
         return f"runs {self.what} declared in {self.field}: {self.inner.describe()}"
 
-    def reads(self) -> frozenset[Read]:
-        return self.inner.reads()
-
-    def threshold_keys(self) -> frozenset[str]:
-        return self.inner.threshold_keys()
-
-    def evaluate(self, ctx: JudgeContext) -> Finding:
-        if ctx.clause.workloads[0] not in ctx.runs:
-            return Finding(Outcome.NOT_RUN, f"needs {self.what}: none is declared ({self.field}); declare it, or "
-                           "attest the clause in spec.evidence")
-        return self.inner.judge(ctx)
+    def missing(self) -> str:
+        return f"needs {self.what}: none is declared ({self.field}); declare it, or attest the clause in spec.evidence"
 
 
 @dataclass

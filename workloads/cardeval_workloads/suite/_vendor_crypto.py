@@ -26,7 +26,6 @@ undetermined, and the catalog makes that an ``Error``.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +33,14 @@ from typing import Any
 
 from cardeval_workloads.harness.params import argv_with
 
+from . import _vendor_tool
+from ._vendor_tool import program
+
 REQUIRED = ("{op}", "{input}", "{output}")
 OPS = ("sm4-ecb-encrypt", "sm4-ecb-decrypt", "sm4-cbc-encrypt", "sm4-cbc-decrypt", "sm3", "sm2-sign", "sm2-verify")
 #: ``--param crypto_command``'s parser (and ``link_command``'s: it needs {input} and {output}).
 COMMAND = argv_with(*REQUIRED)
 LINK_COMMAND = argv_with("{input}", "{output}")
-TAIL_CHARS = 600
 
 
 class CryptoFailed(RuntimeError):
@@ -87,28 +88,13 @@ class VendorCrypto:
         return f"{program(self.command)} ({said}{'; ' + ', '.join(engines) if engines else ''})"
 
 
-def program(command: list[str]) -> str:
-    """How the reasons name the tool: its program, and the module an interpreter runs (``python -m x``)."""
-    name = Path(command[0]).name
-    return f"{name} -m {command[2]}" if len(command) > 2 and command[1] == "-m" else name
-
-
 def execute(argv: list[str], cwd: Path, timeout_s: float, output: Path, *, what: str) -> bytes:
-    tool = program(argv)
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=cwd)
-    except FileNotFoundError:
-        raise CryptoFailed(f"{argv[0]!r} was not found (the vendor's tool must be in the workload's image)") from None
-    except subprocess.TimeoutExpired as exc:
-        raise CryptoFailed(f"{tool} ({what}) did not finish within {timeout_s:g} s; its output ends: "
-                           f"{_tail(exc.stderr or exc.stdout)}") from None
-    if done.returncode != 0:
-        raise CryptoFailed(f"{tool} ({what}) exited with status {done.returncode}; its output ends: "
-                           f"{_tail(done.stderr or done.stdout)}")
+    """Run the tool to success and read what it wrote to ``output``."""
+    _vendor_tool.run(argv, cwd, timeout_s, what=what, error=CryptoFailed)
     try:
         return output.read_bytes()
     except OSError as exc:
-        raise CryptoFailed(f"{tool} ({what}) wrote no {{output}} ({exc.strerror})") from None
+        raise CryptoFailed(f"{program(argv)} ({what}) wrote no {{output}} ({exc.strerror})") from None
 
 
 def _report(tool: str, path: Path) -> dict[str, Any]:
@@ -129,10 +115,3 @@ def _filled(argument: str, values: dict[str, str]) -> str:
     for placeholder, value in values.items():
         argument = argument.replace(placeholder, value)
     return argument
-
-
-def _tail(text: str | bytes | None) -> str:
-    if isinstance(text, bytes):
-        text = text.decode(errors="replace")
-    text = (text or "").strip()
-    return repr(text[-TAIL_CHARS:]) if text else "(nothing)"

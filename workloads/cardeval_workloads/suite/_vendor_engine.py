@@ -14,7 +14,6 @@ with its exit status and its output's tail.
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,12 @@ import numpy as np
 
 from cardeval_workloads.harness.params import argv_with
 
+from . import _vendor_tool
+
 REQUIRED = ("{model}", "{input}", "{output}")
 REPORT = "{report}"
 #: ``--param engine_command``'s parser.
 COMMAND = argv_with(*REQUIRED)
-TAIL_CHARS = 600
 
 
 class EngineFailed(RuntimeError):
@@ -53,16 +53,7 @@ def run(command: list[str], model: Path, images: np.ndarray, workdir: Path, time
              REPORT: str(workdir / "report.json")}
     np.save(paths["{input}"], images.astype(np.float32))
     argv = [_filled(a, paths) for a in command]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=workdir)
-    except FileNotFoundError:
-        raise EngineFailed(f"{argv[0]!r} was not found (the engine must be in the workload's image)") from None
-    except subprocess.TimeoutExpired as exc:
-        raise EngineFailed(f"{argv[0]} did not finish within {timeout_s:g} s; its output ends: "
-                           f"{_tail(exc.stderr or exc.stdout)}") from None
-    if done.returncode != 0:
-        raise EngineFailed(f"{argv[0]} exited with status {done.returncode}; its output ends: "
-                           f"{_tail(done.stderr or done.stdout)}")
+    _vendor_tool.run(argv, workdir, timeout_s, what="the engine", error=EngineFailed)
     try:
         logits = np.load(paths["{output}"], allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -81,9 +72,3 @@ def _filled(argument: str, paths: dict[str, str]) -> str:
     for placeholder, path in paths.items():
         argument = argument.replace(placeholder, path)
     return argument
-
-
-def _tail(text: str | bytes | None) -> str:
-    if isinstance(text, bytes):
-        text = text.decode(errors="replace")
-    return (text or "(nothing)").strip()[-TAIL_CHARS:]
